@@ -1,0 +1,81 @@
+// sparge command-line entry point: global flags, subcommands, and the single place where
+// exceptions become exit codes.
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <exception>
+
+#include "cli/commands.hpp"
+#include "common/error.hpp"
+#include "common/log.hpp"
+#include "common/progress.hpp"
+#include "common/version.hpp"
+
+namespace {
+
+constexpr const char* kFooter = R"(Exit codes:
+  0   success
+  1   ran, but a check failed (budget missed, regression found)
+  2   usage error (bad flags or arguments)
+  65  bad input data (corrupt/truncated file, wrong shapes, NaN/Inf, unknown schema)
+  66  input file missing or unreadable
+  69  no CUDA device, or the requested kernel is not compiled in
+  70  internal or CUDA error
+  74  cannot write an output file
+  78  invalid config file (tuned YAML, bench suite)
+
+Run `sparge <command> --help` for the options of one command.)";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace sparge;
+  CLI::App app{
+      "sparge: calibrate, benchmark and deploy SpargeAttn block-sparse quantized attention.\n"
+      "Typical flow: capture Q/K/V to HDF5 (python/sparge_capture) -> `sparge tune` -> tuned YAML\n"
+      "-> `sparge eval` on held-out samples -> `sparge bench` -> `sparge report` in CI.",
+      "sparge"};
+  app.footer(kFooter);
+  app.set_version_flag("--version", std::string(SPARGE_VERSION_STRING));
+  app.require_subcommand(1);
+
+  int verbose = 0;
+  bool quiet = false;
+  bool no_progress = false;
+  app.add_flag("-v,--verbose", verbose, "More log output on stderr (-vv for trace)");
+  app.add_flag("-q,--quiet", quiet, "Only warnings and errors on stderr");
+  app.add_flag("--no-progress", no_progress, "Never draw a progress bar");
+  app.parse_complete_callback([&] {
+    if (quiet) log::set_level(log::Level::kWarn);
+    if (verbose == 1) log::set_level(log::Level::kDebug);
+    if (verbose >= 2) log::set_level(log::Level::kTrace);
+    Progress::set_globally_disabled(no_progress || quiet);
+  });
+
+  cli::Context ctx;
+  cli::register_devices(app, ctx);
+  cli::register_inspect(app, ctx);
+  cli::register_synth(app, ctx);
+  cli::register_tune(app, ctx);
+  cli::register_eval(app, ctx);
+  cli::register_bench(app, ctx);
+  cli::register_report(app, ctx);
+  cli::register_config(app, ctx);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);  // --help / --version
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);  // prints the message; CLI11's own codes (100+) are remapped to 2
+    return static_cast<int>(ExitCode::kUsage);
+  } catch (const Error& e) {
+    fmt::print(stderr, "sparge: error: {}\n", e.what());
+    return static_cast<int>(e.code());
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "sparge: internal error: {}\n", e.what());
+    return static_cast<int>(ExitCode::kSoftware);
+  }
+  return ctx.exit_code;
+}
