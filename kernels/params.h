@@ -1,0 +1,59 @@
+// The one parameter struct that crosses the kernel boundary (plain pointers, sizes, strides).
+// Filled by src/runtime from at::Tensors; no torch/fmt/yaml/HDF5 here.
+//
+// Data layouts produced by the prediction/quantisation kernels and consumed by the attention
+// kernels (all HND; padded to whole blocks with zeros so tile loads need no bounds checks):
+//   q8      int8  [B, H,   nq * block_q, D]        per-block INT8 of Q
+//   k8      int8  [B, Hkv, nk * block_k, D]        per-block INT8 of K - mean_tokens(K)
+//   q_scale fp32  [B, H,   nq]                     dequantisation scale of each Q block
+//   k_scale fp32  [B, Hkv, nk]
+//   v8      e4m3  [B, Hkv, D, nk * block_k]        FP8 V, transposed (tokens contiguous): the
+//                                                  B operand of P·V must be K-major for FP8 MMA
+//   vh      half  [B, Hkv, nk * block_k, D]        fp16/bf16 V for the half-P·V kernels
+//   v_scale fp32  [B, Hkv, D]                      per-channel FP8 scale (amax / 448)
+//   lut     int32 [B, H, nq, nk]                   kept K block indices, ascending, absolute
+//   lut_len int32 [B, H, nq]                       number of valid entries of each lut row (>= 1)
+//   o       fp16/bf16 output with explicit strides (HND or NHD views of [B, H, Nq, D])
+#pragma once
+
+#include <cstdint>
+
+namespace sparge::kernels {
+
+enum class DType : int { kFloat16 = 0, kBFloat16 = 1, kFloat32 = 2 };
+
+struct AttentionParams {
+  // Quantised inputs (see the layouts above).
+  const int8_t* q8 = nullptr;
+  const int8_t* k8 = nullptr;
+  const void* v = nullptr;  // v8 (FP8 P·V kernels) or vh (half P·V kernels)
+  const float* q_scale = nullptr;
+  const float* k_scale = nullptr;
+  const float* v_scale = nullptr;  // FP8 kernels only
+  const int32_t* lut = nullptr;
+  const int32_t* lut_len = nullptr;
+
+  // Stage-2 thresholds per query head [H], already in log2 units (lambda * log2(e)); -inf
+  // disables skipping. nullptr = stage 2 off for every head.
+  const float* lambda_log2 = nullptr;
+
+  // Output [B, H, Nq, D] with element strides (so HND and NHD outputs need no copy).
+  void* o = nullptr;
+  int64_t o_stride_b = 0, o_stride_h = 0, o_stride_n = 0;
+  DType o_dtype = DType::kFloat16;
+  DType v_dtype = DType::kFloat16;  // half P·V kernels: dtype of vh
+
+  // Optional statistics: P·V products executed, counted per warp row group,
+  // int32 [B, H, nq, block_q / warp_rows]. nullptr = not collected.
+  int32_t* pv_executed = nullptr;
+
+  int batch = 0, heads = 0, kv_heads = 0;
+  int seq_q = 0, seq_k = 0;  // valid tokens (Nq, Nk); padded extents are nq*block_q, nk*block_k
+  int head_dim = 0;
+  int num_q_blocks = 0, num_k_blocks = 0;
+  float sm_scale_log2 = 0.f;  // softmax scale * log2(e)
+  bool causal = false;        // token mask inside blocks; key t_k visible to query t_q iff
+  int causal_offset = 0;      // t_k <= t_q + causal_offset, causal_offset = Nk - Nq (>= 0)
+};
+
+}  // namespace sparge::kernels
