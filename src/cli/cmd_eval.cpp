@@ -1,10 +1,134 @@
-// Placeholder registration for `sparge eval`; replaced by the real command.
+// `sparge eval DUMP.h5 TUNED.yaml`: error and sparsity of a tuned config per layer and head on
+// (possibly held-out) samples; exit 1 when a head misses its budget.
+#include <fmt/format.h>
+
+#include <nlohmann/json.hpp>
+
 #include "cli/commands.hpp"
 #include "common/error.hpp"
+#include "common/log.hpp"
+#include "config/tuned.hpp"
+#include "tune/masks.hpp"
+#include "tune/table.hpp"
+#include "tune/tuner.hpp"
 
 namespace sparge::cli {
-void register_eval(CLI::App& app, Context&) {
-  auto* sub = app.add_subcommand("eval", "(not built yet)");
-  sub->callback([] { fail(ExitCode::kSoftware, "sparge eval is not implemented yet"); });
+namespace {
+
+struct EvalArgs {
+  std::string dump, tuned, samples, layers, format = "text", save_masks, backend = "cpu", kernel;
+  int jobs = 0;
+};
+
+std::string num(double v) { return fmt::format("{:.4f}", v); }
+
+}  // namespace
+
+void register_eval(CLI::App& app, Context& ctx) {
+  auto args = std::make_shared<EvalArgs>();
+  auto* sub = app.add_subcommand(
+      "eval",
+      "Check a tuned config on a dump: per layer and head, stage-1 sparsity and error (tau, "
+      "theta) and stage 1+2 (with lambda), worst over the samples, against the config's budgets.\n"
+      "Use held-out samples (--samples) to see how the thresholds generalise. Exit 1 if any "
+      "head misses l1 at stage 1 or l2 at stage 1+2.");
+  sub->add_option("dump", args->dump, "Q/K/V dump (HDF5)")->required();
+  sub->add_option("tuned", args->tuned, "Tuned config (YAML, schema sparge.tuned)")->required();
+  sub->add_option("--samples", args->samples, "Samples to evaluate, e.g. 2 or 0-3 [default: all]");
+  sub->add_option("--layers", args->layers, "Layers to evaluate [default: all in the config]");
+  sub->add_option("--format", args->format, "Output: text, json, md, csv")
+      ->check(CLI::IsMember({"text", "json", "md", "csv"}))
+      ->capture_default_str();
+  sub->add_option("--save-masks", args->save_masks,
+                  "Also write the predicted stage-1 block masks (uint8 [B, H, nq, nk] per layer "
+                  "and sample) to this HDF5 file");
+  sub->add_option("--backend", args->backend, "Oracle: cpu (reference) or cuda")
+      ->capture_default_str();
+  sub->add_option("--kernel", args->kernel,
+                  "Require the config to be tuned for this kernel geometry (sm90, sm80)")
+      ->check(CLI::IsMember({"sm90", "sm80"}));
+  sub->add_option("--jobs", args->jobs, "Heads evaluated in parallel [default: hardware threads]");
+
+  sub->callback([args, &ctx] {
+    const auto& a = *args;
+    std::optional<ref::Geometry> want;
+    if (!a.kernel.empty()) want = ref::geometry_by_name(a.kernel);
+    tune::EvalRequest rq;
+    rq.dump = a.dump;
+    rq.config = config::read_tuned(a.tuned, want);
+    rq.backend = a.backend;
+    rq.jobs = a.jobs;
+    if (!a.samples.empty()) rq.samples = tune::parse_index_list(a.samples, "--samples");
+    if (!a.layers.empty()) rq.layers = tune::parse_index_list(a.layers, "--layers");
+    auto out = tune::run_eval(rq);
+    const auto& b = rq.config.budget;
+
+    if (a.format == "json") {
+      nlohmann::json rows = nlohmann::json::array();
+      for (const auto& e : out.heads) {
+        rows.push_back({{"layer", e.layer},
+                        {"head", e.head},
+                        {"sparse", e.sparse},
+                        {"tau", e.candidate.tau},
+                        {"theta", e.candidate.theta},
+                        {"lambda", std::isinf(e.candidate.lambda) ? nlohmann::json(nullptr)
+                                                                  : nlohmann::json(e.candidate.lambda)},
+                        {"sparsity_stage1", e.sparsity_stage1},
+                        {"sparsity_stage12", e.sparsity_stage12},
+                        {"error_stage1", e.error_stage1},
+                        {"error_stage12", e.error_stage12},
+                        {"pass", e.pass}});
+      }
+      nlohmann::json doc = {{"dump", a.dump},
+                            {"tuned", a.tuned},
+                            {"samples", out.samples_used},
+                            {"budget", {{"l1", b.l1}, {"l2", b.l2}}},
+                            {"pass", out.all_pass},
+                            {"heads", rows}};
+      fmt::print("{}\n", doc.dump(2));
+    } else {
+      tune::Table t;
+      t.columns = {"layer", "head", "sparse", "stage1_sparsity", "stage12_sparsity", "err_l1",
+                   "err_l2", "status"};
+      for (const auto& e : out.heads) {
+        t.rows.push_back({std::to_string(e.layer), std::to_string(e.head),
+                          e.sparse ? "yes" : "dense", num(e.sparsity_stage1),
+                          num(e.sparsity_stage12), num(e.error_stage1), num(e.error_stage12),
+                          e.pass ? "ok" : "MISS"});
+      }
+      fmt::print("{}", t.render(a.format));
+      if (a.format == "text") {
+        double s1 = 0, s12 = 0, e1 = 0, e12 = 0;
+        for (const auto& e : out.heads) {
+          s1 += e.sparsity_stage1 / out.heads.size();
+          s12 += e.sparsity_stage12 / out.heads.size();
+          e1 = std::max(e1, e.error_stage1);
+          e12 = std::max(e12, e.error_stage12);
+        }
+        fmt::print("mean sparsity stage1 {:.4f} stage12 {:.4f}; worst error l1 {:.4f} (budget "
+                   "{}) l2 {:.4f} (budget {}); {}\n",
+                   s1, s12, e1, b.l1, e12, b.l2, out.all_pass ? "PASS" : "FAIL");
+      }
+    }
+    if (!a.save_masks.empty()) {
+      std::vector<int> layers;
+      for (const auto& e : out.heads) {
+        if (layers.empty() || layers.back() != e.layer) layers.push_back(e.layer);
+      }
+      tune::save_masks(a.dump, rq.config, layers, rq.samples, a.save_masks);
+      log::info("wrote masks to {}", a.save_masks);
+    }
+    if (!out.all_pass) {
+      for (const auto& e : out.heads) {
+        if (!e.pass) {
+          log::warn("layer {} head {} misses its budget: error l1 {:.4f} (budget {}), l2 {:.4f} "
+                    "(budget {})",
+                    e.layer, e.head, e.error_stage1, b.l1, e.error_stage12, b.l2);
+        }
+      }
+      ctx.exit_code = 1;
+    }
+  });
 }
+
 }  // namespace sparge::cli

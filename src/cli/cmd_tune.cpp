@@ -1,10 +1,236 @@
-// Placeholder registration for `sparge tune`; replaced by the real command.
+// `sparge tune DUMP.h5 -o tuned.yaml`: per-head τ/θ/λ within an error budget (SPEC §3).
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+#include <tuple>
+
 #include "cli/commands.hpp"
 #include "common/error.hpp"
+#include "common/log.hpp"
+#include "config/preset.hpp"
+#include "tune/table.hpp"
+#include "tune/tuner.hpp"
 
 namespace sparge::cli {
-void register_tune(CLI::App& app, Context&) {
-  auto* sub = app.add_subcommand("tune", "(not built yet)");
-  sub->callback([] { fail(ExitCode::kSoftware, "sparge tune is not implemented yet"); });
+namespace {
+
+// "-1:1:0.125" (start inclusive, stop exclusive) or "0,0.25,0.5".
+std::vector<float> parse_theta_grid(const std::string& text) {
+  std::vector<float> grid;
+  try {
+    if (text.find(':') != std::string::npos) {
+      float a = 0, b = 0, step = 0;
+      char c1 = 0, c2 = 0;
+      std::istringstream ss(text);
+      if (!(ss >> a >> c1 >> b >> c2 >> step) || c1 != ':' || c2 != ':' || !(step > 0)) {
+        throw std::invalid_argument("bad range");
+      }
+      for (int i = 0;; ++i) {
+        // Computed from the index, not accumulated, so every grid point is exact when the step
+        // is a binary fraction.
+        float t = a + static_cast<float>(i) * step;
+        if (t >= b - step * 1e-3f) break;
+        grid.push_back(t);
+      }
+    } else {
+      std::stringstream ss(text);
+      std::string item;
+      while (std::getline(ss, item, ',')) {
+        size_t used = 0;
+        grid.push_back(std::stof(item, &used));
+        if (used != item.size()) throw std::invalid_argument("bad value");
+      }
+    }
+  } catch (const std::exception&) {
+    fail(ExitCode::kUsage, "--theta-grid '{}': expected start:stop:step or a,b,c", text);
+  }
+  return grid;
 }
+
+std::pair<float, float> parse_range(const std::string& text, const std::string& flag) {
+  float a = 0, b = 0;
+  char comma = 0;
+  std::istringstream ss(text);
+  if (!(ss >> a >> comma >> b) || comma != ',') {
+    fail(ExitCode::kUsage, "{} '{}': expected MIN,MAX", flag, text);
+  }
+  return {a, b};
+}
+
+struct TuneArgs {
+  std::string dump, output, preset, theta_grid, lambda_range, layers, samples, granularity = "head",
+                                                                            backend = "cpu",
+                                                                            kernel = "sm90",
+                                                                            state_dir,
+                                                                            format = "text";
+  double l1 = 0.05, l2 = 0.06, min_sparsity = 0.05;
+  float tau_tol = 0.001f, lambda_tol = 0.125f;
+  bool no_lambda = false, resume = false, timestamp = false;
+  std::optional<bool> causal, sink;
+  int jobs = 0;
+};
+
+}  // namespace
+
+void register_tune(CLI::App& app, Context& ctx) {
+  auto args = std::make_shared<TuneArgs>();
+  auto* sub = app.add_subcommand(
+      "tune",
+      "Calibrate per-head SpargeAttn thresholds (tau, theta, lambda) on a Q/K/V dump within an "
+      "error budget, and write a tuned YAML.\n"
+      "Per head: theta on a grid; for each theta, bisection on tau for the sparsest mask whose "
+      "relative L1 error on every calibration sample is <= l1; then bisection on lambda for the "
+      "most P.V skipping with error <= l2. Only evaluated, passing points are written.\n"
+      "Prints a per-layer summary on stdout. Exit 1 if some head misses l1 even with a dense "
+      "mask (quantisation error alone).");
+  sub->add_option("dump", args->dump, "Q/K/V dump (HDF5, sparge.qkv-dump)")->required();
+  sub->add_option("-o,--output", args->output, "Tuned config to write (YAML, written atomically)")
+      ->required();
+  auto* o_preset = sub->add_option("--preset", args->preset,
+                                   "Budgets and search space of a model family: video, image, "
+                                   "llm (configs/presets/NAME.yaml) or a preset file; explicit "
+                                   "flags override it");
+  auto* o_l1 = sub->add_option("--l1", args->l1, "Stage-1 budget, relative L1 (worst sample)")
+                   ->capture_default_str();
+  auto* o_l2 = sub->add_option("--l2", args->l2, "Stage 1+2 budget (lambda), >= l1")
+                   ->capture_default_str();
+  auto* o_grid = sub->add_option("--theta-grid", args->theta_grid,
+                                 "theta values: START:STOP:STEP (stop excluded) or a,b,c "
+                                 "[default -1:1:0.125]");
+  auto* o_tau = sub->add_option("--tau-tol", args->tau_tol, "Width at which tau bisection stops")
+                    ->capture_default_str();
+  auto* o_lrange = sub->add_option("--lambda-range", args->lambda_range,
+                                   "lambda bisection range MIN,MAX (natural log, <= 0) "
+                                   "[default -32,0]");
+  auto* o_ltol = sub->add_option("--lambda-tol", args->lambda_tol,
+                                 "Width at which lambda bisection stops")
+                     ->capture_default_str();
+  sub->add_flag("--no-lambda", args->no_lambda, "Do not tune lambda (write -inf: no P.V skipping)");
+  auto* o_mins = sub->add_option("--min-sparsity", args->min_sparsity,
+                                 "Heads below this mean stage-1 sparsity are marked dense")
+                     ->capture_default_str();
+  sub->add_option("--layers", args->layers, "Layers to tune, e.g. 0,2,5-7 [default: all]");
+  sub->add_option("--samples", args->samples,
+                  "Calibration samples, e.g. 0-1 [default: all samples of each layer]");
+  auto* o_gran = sub->add_option("--granularity", args->granularity,
+                                 "head: thresholds per head; layer: one set per layer (its worst "
+                                 "head bounds the error)")
+                     ->check(CLI::IsMember({"head", "layer"}))
+                     ->capture_default_str();
+  sub->add_option("--backend", args->backend, "Oracle: cpu (reference) or cuda (the kernels)")
+      ->capture_default_str();
+  sub->add_option("--kernel", args->kernel,
+                  "Kernel geometry the thresholds are for: sm90 (128x128) or sm80 (128x64)")
+      ->check(CLI::IsMember({"sm90", "sm80"}))
+      ->capture_default_str();
+  sub->add_option("--jobs", args->jobs, "Heads tuned in parallel [default: hardware threads]");
+  sub->add_option("--causal", args->causal, "Override the dump's causal attribute (true/false)");
+  sub->add_option("--sink", args->sink,
+                  "Attention sink: first K block always kept (true/false) [default: dump attr]");
+  sub->add_flag("--resume", args->resume,
+                "Continue a killed run from its journal (OUTPUT.partial.jsonl); the inputs and "
+                "flags must be the same");
+  sub->add_option("--state-dir", args->state_dir, "Folder for the journal [default: beside -o]");
+  sub->add_flag("--timestamp", args->timestamp,
+                "Record the creation time (the YAML is then no longer byte-identical across runs)");
+  sub->add_option("--format", args->format, "Summary format: text, json, md, csv")
+      ->check(CLI::IsMember({"text", "json", "md", "csv"}))
+      ->capture_default_str();
+
+  sub->callback([args, &ctx, o_preset, o_l1, o_l2, o_grid, o_tau, o_lrange, o_ltol, o_mins,
+                 o_gran] {
+    const auto& a = *args;
+    tune::TuneRequest rq;
+    rq.dump = a.dump;
+    rq.output = a.output;
+    auto& s = rq.search;
+    rq.granularity = a.granularity;
+    if (o_preset->count()) {
+      auto p = config::load_preset(a.preset);
+      if (p.l1) s.l1 = *p.l1;
+      if (p.l2) s.l2 = *p.l2;
+      if (p.theta_grid) s.theta_grid = *p.theta_grid;
+      if (p.tau_tol) s.tau_tol = *p.tau_tol;
+      if (p.lambda_min) s.lambda_min = *p.lambda_min;
+      if (p.lambda_max) s.lambda_max = *p.lambda_max;
+      if (p.lambda_tol) s.lambda_tol = *p.lambda_tol;
+      if (p.min_sparsity) s.min_sparsity = *p.min_sparsity;
+      if (p.granularity && !o_gran->count()) rq.granularity = *p.granularity;
+      log::info("preset {}: l1 {} l2 {}", p.name, s.l1, s.l2);
+    }
+    if (o_l1->count() || !o_preset->count()) s.l1 = a.l1;
+    if (o_l2->count() || !o_preset->count()) s.l2 = a.l2;
+    if (o_grid->count()) s.theta_grid = parse_theta_grid(a.theta_grid);
+    if (o_tau->count()) s.tau_tol = a.tau_tol;
+    if (o_lrange->count()) std::tie(s.lambda_min, s.lambda_max) = parse_range(a.lambda_range, "--lambda-range");
+    if (o_ltol->count()) s.lambda_tol = a.lambda_tol;
+    if (o_mins->count()) s.min_sparsity = a.min_sparsity;
+    s.tune_lambda = !a.no_lambda;
+    if (!a.layers.empty()) rq.layers = tune::parse_index_list(a.layers, "--layers");
+    if (!a.samples.empty()) rq.samples = tune::parse_index_list(a.samples, "--samples");
+    rq.backend = a.backend;
+    rq.geometry = ref::geometry_by_name(a.kernel);
+    rq.causal = a.causal;
+    rq.sink = a.sink;
+    rq.jobs = a.jobs;
+    rq.resume = a.resume;
+    if (!a.state_dir.empty()) rq.state_dir = a.state_dir;
+    rq.timestamp = a.timestamp;
+
+    auto out = tune::run_tune(rq);
+
+    // Per-layer summary.
+    const auto& cfg = out.config;
+    tune::Table t;
+    t.columns = {"layer", "module", "heads", "dense", "stage1_sparsity", "stage12_sparsity",
+                 "worst_err_l1", "worst_err_l2"};
+    nlohmann::json j = nlohmann::json::array();
+    for (const auto& l : cfg.layers) {
+      double s1 = 0, s12 = 0, e1 = 0, e12 = 0;
+      std::vector<int> dense;
+      for (int h = 0; h < l.heads(); ++h) {
+        s1 += l.sparsity_stage1[h] / l.heads();
+        s12 += l.sparsity_stage12[h] / l.heads();
+        e1 = std::max<double>(e1, l.error_stage1[h]);
+        e12 = std::max<double>(e12, l.error_stage12[h]);
+        if (!l.sparse[h]) dense.push_back(h);
+      }
+      std::string dense_txt = dense.empty() ? "-" : fmt::format("{}", fmt::join(dense, " "));
+      t.rows.push_back({std::to_string(l.layer), l.module.empty() ? "-" : l.module,
+                        std::to_string(l.heads()), dense_txt, fmt::format("{:.4f}", s1),
+                        fmt::format("{:.4f}", s12), fmt::format("{:.4f}", e1),
+                        fmt::format("{:.4f}", e12)});
+      j.push_back({{"layer", l.layer},
+                   {"module", l.module},
+                   {"heads", l.heads()},
+                   {"dense_heads", dense},
+                   {"sparsity_stage1_mean", s1},
+                   {"sparsity_stage12_mean", s12},
+                   {"error_stage1_worst", e1},
+                   {"error_stage12_worst", e12}});
+    }
+    if (a.format == "json") {
+      nlohmann::json doc = {{"output", a.output},
+                            {"budget", {{"l1", cfg.budget.l1}, {"l2", cfg.budget.l2}}},
+                            {"layers", j},
+                            {"infeasible", out.infeasible}};
+      fmt::print("{}\n", doc.dump(2));
+    } else {
+      fmt::print("{}", t.render(a.format));
+    }
+    log::info("wrote {}", a.output);
+    if (!out.infeasible.empty()) {
+      for (const auto& f : out.infeasible) log::warn("budget missed even dense: {}", f);
+      log::warn("{} head(s) cannot meet l1 {} even with every block kept (quantisation error); "
+                "they are written dense",
+                out.infeasible.size(), cfg.budget.l1);
+      ctx.exit_code = 1;
+    }
+  });
+}
+
 }  // namespace sparge::cli

@@ -70,9 +70,11 @@ class DumpReader {
 
   // Reads tensor `which` ("q", "k", "v" or "o") of one sample as [B, H, N, D] in its stored dtype
   // on the CPU. `heads` = [first, last) restricts the read to those heads (chunk-aligned).
-  // Throws kDataError naming file and dataset on NaN/Inf or a read failure.
+  // Throws kDataError naming file and dataset on NaN/Inf or a read failure. `check_finite` =
+  // false skips the NaN/Inf check (for `sparge inspect`, which counts them instead).
   at::Tensor read(int layer_index, int sample_index, const std::string& which,
-                  std::optional<std::pair<int, int>> heads = std::nullopt) const;
+                  std::optional<std::pair<int, int>> heads = std::nullopt,
+                  bool check_finite = true) const;
 
  private:
   struct Impl;

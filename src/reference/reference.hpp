@@ -28,9 +28,9 @@ enum class PvNumerics {
 // A kernel's block geometry. The predictor always uses the kernel's geometry; a tuned config
 // records it and is rejected by a kernel of another geometry.
 struct Geometry {
-  int block_q = 128;    // query rows per block (one CTA tile)
-  int block_k = 128;    // key tokens per block
-  int warp_rows = 16;   // query rows sharing one stage-2 skip decision (one warp's rows)
+  int block_q = 128;   // query rows per block (one CTA tile)
+  int block_k = 128;   // key tokens per block
+  int warp_rows = 16;  // query rows sharing one stage-2 skip decision (one warp's rows)
   PvNumerics pv = PvNumerics::kFp8;
   std::string name = "sm90";  // "sm90" (Hopper wgmma) or "sm80" (portable mma.sync)
 };
@@ -73,8 +73,8 @@ BlockStats k_block_stats(const at::Tensor& k, int block_k);
 at::Tensor predict_block_mask(const at::Tensor& q, const at::Tensor& k, const Geometry& geometry,
                               const Thresholds& thresholds, const AttentionOptions& options);
 // Same, from precomputed statistics (the tuner computes them once per head and sample).
-at::Tensor predict_block_mask(const BlockStats& q_stats, const BlockStats& k_stats, int64_t nq_tokens,
-                              int64_t nk_tokens, const Geometry& geometry,
+at::Tensor predict_block_mask(const BlockStats& q_stats, const BlockStats& k_stats,
+                              int64_t nq_tokens, int64_t nk_tokens, const Geometry& geometry,
                               const Thresholds& thresholds, const AttentionOptions& options);
 
 // Causally valid block pairs, bool [nq, nk] (all true when not causal).
@@ -82,11 +82,11 @@ at::Tensor causal_block_mask(int64_t nq_tokens, int64_t nk_tokens, const Geometr
                              bool causal);
 
 struct SparseResult {
-  at::Tensor o;                  // [B, H, Nq, D] fp32
-  int64_t valid_blocks = 0;      // causally valid (q block, k block) pairs, summed over B, H
-  int64_t kept_blocks = 0;       // pairs whose QK^T product was computed (mask true)
-  double pv_skipped_blocks = 0;  // P·V products skipped by stage 2, in block units (a block
-                                 // counts block_q/warp_rows groups, each 1/groups of a product)
+  at::Tensor o;                     // [B, H, Nq, D] fp32
+  int64_t valid_blocks = 0;         // causally valid (q block, k block) pairs, summed over B, H
+  int64_t kept_blocks = 0;          // pairs whose QK^T product was computed (mask true)
+  double pv_skipped_blocks = 0;     // P·V products skipped by stage 2, in block units (a block
+                                    // counts block_q/warp_rows groups, each 1/groups of a product)
   double sparsity_stage1() const;   // 1 - kept / valid
   double sparsity_stage12() const;  // (2 (valid - kept) + pv_skipped) / (2 valid)
 };
@@ -103,6 +103,52 @@ SparseResult sparse_attention(const at::Tensor& q, const at::Tensor& k, const at
 // Returns [B, H, Nq, D] in `dtype`.
 at::Tensor dense_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                            const AttentionOptions& options, at::ScalarType dtype = at::kDouble);
+
+// ---------------------------------------------------------------------------------------------
+// Quantisation primitives (exposed so the kernels' tests and the tuner can check them directly).
+
+// FP8 e4m3 ("fn": no infinities, max 448) rounding of fp32 values, round to nearest even,
+// saturating at +-448 (clamped before the conversion). Returns fp32 holding e4m3 values.
+at::Tensor round_e4m3(const at::Tensor& x);
+
+// V as the FP8 P·V product sees it: per (b, kv head, channel) scale = amax over the Nk tokens of
+// |v| / 448 (1 where amax == 0); values = round_e4m3(v / scale) (fp32 division).
+struct VFp8 {
+  at::Tensor values;  // [B, Hkv, Nk, D] fp32 holding e4m3 values
+  at::Tensor scale;   // [B, Hkv, D] fp32
+};
+VFp8 quantize_v_fp8(const at::Tensor& v);
+
+// ---------------------------------------------------------------------------------------------
+// Precomputed state for repeated evaluation of the same inputs (the tuner: many masks / lambdas
+// per head). Holds the block statistics for the predictor and the INT8 logits x of every block
+// pair (log2 units, token mask applied), so a candidate mask only redoes the online softmax and
+// P·V over its kept blocks. Results are bit-identical to the uncached functions.
+// Memory: 4 * B * H * nq*block_q * nk*block_k bytes of logits (64 MiB for one head at N = 4096),
+// so build one per head (slice q with q.narrow(1, h, 1) and k, v with the head's kv head).
+struct HeadCache {
+  Geometry geometry;
+  AttentionOptions options;
+  int64_t batch = 0, heads = 0, kv_heads = 0, nq_tokens = 0, nk_tokens = 0, head_dim = 0;
+  BlockStats q_stats, k_stats;  // as q_block_stats / k_block_stats
+  at::Tensor logits;            // [B, H, nq, nk, block_q, block_k] fp32, -inf where masked
+  at::Tensor v_pv;              // [B, Hkv, nk, block_k, D] fp32: V as P·V sees it (zero padded)
+  at::Tensor v_scale;           // [B, Hkv, D] fp32 (FP8 mode; ones in half mode)
+  at::ScalarType half_dtype = at::kHalf;  // rounding of P and V in half mode
+};
+HeadCache make_head_cache(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                          const Geometry& geometry, const AttentionOptions& options);
+at::Tensor predict_block_mask(const HeadCache& cache, const Thresholds& thresholds);
+SparseResult sparse_attention(const HeadCache& cache, const at::Tensor& mask,
+                              const std::vector<float>& lambda);
+
+// Diagnostic/test path: the same block schedule, masking and stage-2 logic as sparse_attention
+// with every quantisation removed (fp32 logits q·k·s·log2e, fp32 P and V, no exp2 offset). With
+// every block kept and lambda = -inf it equals dense attention up to fp32 rounding; the difference
+// between this and sparse_attention is the quantisation error alone.
+SparseResult sparse_attention_float(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                    const at::Tensor& mask, const std::vector<float>& lambda,
+                                    const Geometry& geometry, const AttentionOptions& options);
 
 struct Metrics {
   double rel_l1 = 0;  // sum|o - ref| / sum|ref|  (the budget metric)

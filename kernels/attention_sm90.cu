@@ -1,0 +1,723 @@
+// Hopper (sm_90a) block-sparse quantised attention "i8f8" (see attention_sm90.cuh for the design
+// and kernels/NOTES.md "sm90 attention" for the measurements).
+//
+// One CTA per (q block, head, batch): warpgroup 0 is the producer (one thread issues the TMA
+// loads: Q once, then K8/V8 tiles of the LUT's blocks into a kStages-deep ring guarded by
+// mbarriers), warpgroups 1 and 2 are consumers, 64 query rows each:
+//   S = Q8·K8ᵀ (wgmma s8, both operands from shared memory) -> fp32 logits in log2 units,
+//   masks, online softmax (fp32 m, l), stage-2 skip per warp (16 rows), P -> e4m3 in registers,
+//   O += P·V8 (wgmma e4m3, P as the register A operand, V8ᵀ tile as the shared B operand).
+#include <cuda.h>  // CUtensorMap and the driver enums only: libcuda is reached through cudart
+#include <cudaTypedefs.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <limits>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+
+#include "kernels/attention_api.h"
+#include "kernels/attention_sm90.cuh"
+#include "kernels/params.h"
+
+#if SPARGE_SM90A_DEVICE
+#include "kernels/hopper/ptx.cuh"
+#include "kernels/hopper/wgmma.cuh"
+#endif
+
+namespace sparge::kernels {
+namespace sm90 {
+
+template <typename T>
+struct OutTraits;
+template <>
+struct OutTraits<__half> {
+  static __device__ __forceinline__ void store2(__half* p, float a, float b) {
+    *reinterpret_cast<__half2*>(p) = __floats2half2_rn(a, b);
+  }
+};
+template <>
+struct OutTraits<__nv_bfloat16> {
+  static __device__ __forceinline__ void store2(__nv_bfloat16* p, float a, float b) {
+    *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(a, b);
+  }
+};
+template <>
+struct OutTraits<float> {
+  static __device__ __forceinline__ void store2(float* p, float a, float b) {
+    *reinterpret_cast<float2*>(p) = make_float2(a, b);
+  }
+};
+
+#if SPARGE_SM90A_DEVICE
+using namespace hopper;
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr int32_t kMaskedS = INT32_MIN;  // sentinel for masked logits (|S| <= 127^2 D < 2^22)
+
+// Per-thread view of the consumer's rows and shuffle constants.
+struct Lanes {
+  int warp, lane, t;
+  int row0, row1;  // query tokens of accumulator entries e = 0, 1 (row0) and e = 2, 3 (row1)
+  bool valid0, valid1;
+  bool lane03;
+  int src1, src2;
+  uint32_t sel_lo, sel_hi;
+};
+
+// S = Q8 · K8ᵀ for one consumer warpgroup: (64 × D) · (128 × D)ᵀ, D / 32 k-steps.
+template <int kD>
+__device__ __forceinline__ void issue_qk(int32_t (&s)[64], uint32_t q_addr, uint32_t k_addr) {
+  constexpr Swizzle kSw = kD == 128 ? Swizzle::k128B : Swizzle::k64B;  // rows of D bytes
+#pragma unroll
+  for (int kk = 0; kk < kD / 32; ++kk) {
+    wgmma_m64n128k32_s32_s8_s8_ss(s, make_smem_desc(q_addr + kk * 32, kSw, 8 * kD),
+                                  make_smem_desc(k_addr + kk * 32, kSw, 8 * kD), kk > 0 ? 1 : 0);
+  }
+}
+// O += P · V8: (64 × 128) · (D × 128)ᵀ, 4 k-steps of 32 tokens; V8ᵀ rows are 128 tokens.
+template <int kD>
+__device__ __forceinline__ void issue_pv(float (&acc)[kD / 2], const uint32_t (&a)[4][4],
+                                         uint32_t v_addr) {
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    const uint64_t db = make_smem_desc(v_addr + kk * 32, Swizzle::k128B, 8 * kBlockK);
+    if constexpr (kD == 128) {
+      wgmma_m64n128k32_f32_e4m3_rs(acc, a[kk], db, 1);
+    } else {
+      wgmma_m64n64k32_f32_e4m3_rs(acc, a[kk], db, 1);
+    }
+  }
+}
+
+__device__ __forceinline__ bool is_masked(int i, int j, const Lanes& ln, const AttentionParams& p) {
+  const int tk = j * kBlockK + 8 * (i / 4) + 2 * ln.t + (i % 2);
+  const int tq = (i % 4) < 2 ? ln.row0 : ln.row1;
+  return tk >= p.seq_k || (p.causal && tk > tq + p.causal_offset);
+}
+
+template <typename T>
+__device__ __forceinline__ T quad_max(T v) {
+  v = max(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return max(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+
+// Stage 2 vote of this warp (16 rows): skip iff max over its valid rows of (m_local - m_new) is
+// below lambda. Rows beyond Nq and rows still at -inf do not vote (their d is -inf).
+__device__ __forceinline__ bool stage2_skip(float ml0, float ml1, float mn0, float mn1,
+                                            const Lanes& ln, float lambda) {
+  float diff = fmaxf((ln.valid0 && mn0 != kNegInf) ? ml0 - mn0 : kNegInf,
+                     (ln.valid1 && mn1 != kNegInf) ? ml1 - mn1 : kNegInf);
+#pragma unroll
+  for (int o = 4; o <= 16; o <<= 1) diff = fmaxf(diff, __shfl_xor_sync(0xffffffffu, diff, o));
+  return diff < lambda;  // lambda = -inf never skips
+}
+
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// Exact int32 -> fp32 for |v| < 2^22 with two full-rate ops (I2F runs at 1/4 rate on sm_90).
+__device__ __forceinline__ float int_to_float_small(int32_t v) {
+  return __int_as_float(v + 0x4B400000) - 12582912.0f;
+}
+
+// P (fp32, accumulator layout) -> e4m3 A fragments. This thread holds, per 8-column chunk c,
+// columns 8c + 2t, +1; the A fragment wants columns 4t..4t+3 and 16+4t..16+4t+3 of each 32-token
+// k-step. Lanes t send the pair word of chunks (0, 2) or (1, 3) and receive two of them.
+__device__ __forceinline__ void pack_p(const float (&x)[64], uint32_t (&a)[4][4], const Lanes& ln) {
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {  // r = 0: row g (e = 0, 1); r = 1: row g + 8 (e = 2, 3)
+      const int c0 = 4 * (4 * kk + 0) + 2 * r, c1 = 4 * (4 * kk + 1) + 2 * r;
+      const int c2 = 4 * (4 * kk + 2) + 2 * r, c3 = 4 * (4 * kk + 3) + 2 * r;
+      const uint32_t wp = pack_e4m3x4(x[c0], x[c0 + 1], x[c2], x[c2 + 1]);  // chunks 0, 2
+      const uint32_t wq = pack_e4m3x4(x[c1], x[c1 + 1], x[c3], x[c3 + 1]);  // chunks 1, 3
+      const uint32_t r1 = __shfl_sync(0xffffffffu, ln.lane03 ? wp : wq, ln.src1, 4);
+      const uint32_t r2 = __shfl_sync(0xffffffffu, ln.lane03 ? wq : wp, ln.src2, 4);
+      a[kk][r] = __byte_perm(r1, r2, ln.sel_lo);
+      a[kk][2 + r] = __byte_perm(r1, r2, ln.sel_hi);
+    }
+  }
+}
+
+template <int kD>
+__device__ __forceinline__ void rescale(float (&acc)[kD / 2], float alpha0, float alpha1) {
+#pragma unroll
+  for (int i = 0; i < kD / 2; i += 4) {
+    acc[i] *= alpha0;
+    acc[i + 1] *= alpha0;
+    acc[i + 2] *= alpha1;
+    acc[i + 3] *= alpha1;
+  }
+}
+
+// One block's softmax statistics from the int32 logits: masks (sentinel), row maxima in the
+// integer domain (x = S · blk is monotone in S, blk > 0, so max x = float(max S) · blk exactly).
+__device__ __forceinline__ void block_max_int(int32_t (&s)[64], bool need_mask, int j,
+                                              const Lanes& ln, const AttentionParams& p, float blk,
+                                              float& ml0, float& ml1) {
+  if (need_mask) {
+#pragma unroll
+    for (int i = 0; i < 64; ++i) {
+      if (is_masked(i, j, ln, p)) s[i] = kMaskedS;
+    }
+  }
+  int32_t im0 = kMaskedS, im1 = kMaskedS;
+#pragma unroll
+  for (int i = 0; i < 64; i += 4) {
+    im0 = max(im0, max(s[i], s[i + 1]));
+    im1 = max(im1, max(s[i + 2], s[i + 3]));
+  }
+  im0 = quad_max(im0);
+  im1 = quad_max(im1);
+  ml0 = im0 == kMaskedS ? kNegInf : static_cast<float>(im0) * blk;
+  ml1 = im1 == kMaskedS ? kNegInf : static_cast<float>(im1) * blk;
+}
+
+// p = exp2(x - m_new + 8) with x = S · blk, as one FFMA + EX2 per element; l += Σ p.
+__device__ __forceinline__ void block_exp_int(const int32_t (&s)[64], bool need_mask, float blk,
+                                              float mn0, float mn1, float (&x)[64], float& l0,
+                                              float& l1) {
+  const float c0 = mn0 == kNegInf ? kNegInf : 8.0f - mn0;  // rows with m_new = -inf: p = 0
+  const float c1 = mn1 == kNegInf ? kNegInf : 8.0f - mn1;
+#pragma unroll
+  for (int i = 0; i < 64; ++i) {
+    const float c = (i % 4) < 2 ? c0 : c1;
+    x[i] = fast_exp2(fmaf(int_to_float_small(s[i]), blk, c));
+    if (need_mask && s[i] == kMaskedS) x[i] = 0.f;
+  }
+#pragma unroll
+  for (int i = 0; i < 64; i += 4) {
+    l0 += x[i] + x[i + 1];
+    l1 += x[i + 2] + x[i + 3];
+  }
+}
+
+// Grid: (num_q_blocks, heads, batch). Shapes: q8 [B, H, nq*128, D], k8 [B, Hkv, nk*128, D],
+// v8 [B, Hkv, D, nk*128] reached through the tensor maps (2-D views, see launch_typed()).
+//   kVariant 1: straightforward consumer (QKᵀ, wait, softmax in fp32 as the reference spells it,
+//               P·V, wait), 2 stages.
+//   kVariant 2: same schedule, cheap softmax (integer max, FFMA+EX2 per element).
+//   kVariant 3: cheap softmax + QKᵀ(j+1) and P·V(j) in flight during softmax(j+1), 4 stages.
+template <int kD, typename OutT>
+__device__ __forceinline__ void store_out(const float (&acc)[kD / 2], float l0, float l1,
+                                          const Lanes& ln, const AttentionParams& p, int b, int h,
+                                          int64_t bhkv) {
+  const float* v_scale = p.v_scale + bhkv * kD;
+  OutT* out = static_cast<OutT*>(p.o) + b * p.o_stride_b + h * p.o_stride_h;
+#pragma unroll
+  for (int i = 0; i < kD / 2; i += 4) {
+    const int d = 8 * (i / 4) + 2 * ln.t;
+    const float vs0 = v_scale[d], vs1 = v_scale[d + 1];
+    if (ln.valid0) {
+      const float a0 = l0 == 0.f ? 0.f : acc[i] / l0 * vs0;
+      const float a1 = l0 == 0.f ? 0.f : acc[i + 1] / l0 * vs1;
+      OutTraits<OutT>::store2(out + ln.row0 * p.o_stride_n + d, a0, a1);
+    }
+    if (ln.valid1) {
+      const float a2 = l1 == 0.f ? 0.f : acc[i + 2] / l1 * vs0;
+      const float a3 = l1 == 0.f ? 0.f : acc[i + 3] / l1 * vs1;
+      OutTraits<OutT>::store2(out + ln.row1 * p.o_stride_n + d, a2, a3);
+    }
+  }
+}
+
+#endif  // SPARGE_SM90A_DEVICE
+
+template <int kD, int kVariant>
+__global__ void __launch_bounds__(kThreads, 1)
+    attention_kernel(const __grid_constant__ CUtensorMap tm_q,
+                     const __grid_constant__ CUtensorMap tm_k,
+                     const __grid_constant__ CUtensorMap tm_v, const AttentionParams p) {
+#if SPARGE_SM90A_DEVICE
+  constexpr int kStages = stages_of(kVariant);
+  using Plan = SmemPlan<kD, kStages>;
+
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) &
+                                             ~static_cast<uintptr_t>(1023));
+  int8_t* s_q = reinterpret_cast<int8_t*>(smem + Plan::kQ);
+  int8_t* s_k = reinterpret_cast<int8_t*>(smem + Plan::kK);
+  uint8_t* s_v = smem + Plan::kV;
+  uint64_t* bars = reinterpret_cast<uint64_t*>(smem + Plan::kBars);
+  uint64_t* q_full = bars;
+  uint64_t* k_full = bars + 1;
+  uint64_t* v_full = bars + 1 + kStages;
+  uint64_t* empty = bars + 1 + 2 * kStages;
+
+  const int b = blockIdx.z, h = blockIdx.y;
+  const int nq = p.num_q_blocks, nk = p.num_k_blocks;
+  // Causal: the last q blocks visit the most K blocks; start them first.
+  const int qb = p.causal ? nq - 1 - static_cast<int>(blockIdx.x) : static_cast<int>(blockIdx.x);
+  const int hkv = h / (p.heads / p.kv_heads);
+  const int64_t bh = static_cast<int64_t>(b) * p.heads + h;
+  const int64_t bhkv = static_cast<int64_t>(b) * p.kv_heads + hkv;
+  const int64_t row_idx = bh * nq + qb;  // (b, h, qb) index of lut_len / q_scale / pv_executed
+
+  // The K blocks this q block visits: the LUT row, or (dense mode) every causally valid block.
+  const int32_t* lut_row = p.lut ? p.lut + row_idx * nk : nullptr;
+  int num_iters;
+  if (p.lut) {
+    num_iters = p.lut_len[row_idx];
+  } else {
+    num_iters = nk;
+    if (p.causal) {
+      const int tq_max = min(p.seq_q - 1, qb * kBlockQ + kBlockQ - 1);
+      num_iters = min(nk, (tq_max + p.causal_offset) / kBlockK + 1);
+    }
+  }
+
+  const int warpgroup = threadIdx.x / 128;
+  if (threadIdx.x == 0) {
+    mbar_init(q_full, 1);
+    for (int s = 0; s < kStages; ++s) {
+      mbar_init(&k_full[s], 1);
+      mbar_init(&v_full[s], 1);
+      mbar_init(&empty[s], kConsumerWarpgroups * 4);  // lane 0 of every consumer warp
+    }
+    fence_barrier_init();
+  }
+  __syncthreads();
+
+  if (warpgroup == 0) {
+    // ---------------------------------------------------------------- producer
+    setmaxnreg_dec<24>();
+    if (threadIdx.x == 0) {
+      tma_prefetch_desc(&tm_q);
+      tma_prefetch_desc(&tm_k);
+      tma_prefetch_desc(&tm_v);
+      mbar_arrive_expect_tx(q_full, Plan::kQBytes);
+      tma_load_2d(s_q, &tm_q, q_full, 0, static_cast<int32_t>(row_idx * kBlockQ));
+      for (int it = 0; it < num_iters; ++it) {
+        const int stage = it % kStages;
+        const uint32_t phase = (it / kStages) & 1;
+        mbar_wait(&empty[stage], phase ^ 1);  // a fresh barrier passes parity 1 at once
+        const int j = lut_row ? lut_row[it] : it;
+        mbar_arrive_expect_tx(&k_full[stage], Plan::kKBytes);
+        tma_load_2d(s_k + stage * Plan::kKBytes, &tm_k, &k_full[stage], 0,
+                    static_cast<int32_t>((bhkv * nk + j) * kBlockK));
+        mbar_arrive_expect_tx(&v_full[stage], Plan::kVBytes);
+        tma_load_2d(s_v + stage * Plan::kVBytes, &tm_v, &v_full[stage], j * kBlockK,
+                    static_cast<int32_t>(bhkv * kD));
+      }
+    }
+  } else {
+    // ------------------------------------------------------------------ consumers
+    setmaxnreg_inc<240>();
+    const int cw = warpgroup - 1;  // consumer warpgroup: rows [64 cw, 64 cw + 64) of the block
+    Lanes ln;
+    ln.warp = (threadIdx.x / 32) % 4;
+    ln.lane = threadIdx.x % 32;
+    ln.t = ln.lane % 4;
+    ln.row0 = qb * kBlockQ + cw * kRowsPerWarpgroup + ln.warp * 16 + ln.lane / 4;
+    ln.row1 = ln.row0 + 8;
+    ln.valid0 = ln.row0 < p.seq_q;
+    ln.valid1 = ln.row1 < p.seq_q;
+    ln.lane03 = (ln.t == 0) || (ln.t == 3);
+    ln.src1 = (ln.t == 0) ? 0 : (ln.t == 1) ? 3 : (ln.t == 2) ? 1 : 2;
+    ln.src2 = ln.src1 ^ 1;
+    ln.sel_lo = ln.lane03 ? 0x5410u : 0x1054u;
+    ln.sel_hi = ln.lane03 ? 0x7632u : 0x3276u;
+
+    const float lambda = p.lambda_log2 ? p.lambda_log2[h] : kNegInf;
+    const bool stage2 = lambda != kNegInf;  // uniform: the warpgroup vote is needed at all
+    const float q_scale = p.q_scale[row_idx];
+    const float* k_scale = p.k_scale + bhkv * nk;
+    const int last_partial_k = (p.seq_k % kBlockK) ? nk - 1 : nk;  // block needing the Nk mask
+    const int q_first = qb * kBlockQ;
+    auto need_mask = [&](int j) {
+      return j >= last_partial_k ||
+             (p.causal && j * kBlockK + kBlockK - 1 > q_first + p.causal_offset);
+    };
+
+    float acc[kD / 2];
+#pragma unroll
+    for (int i = 0; i < kD / 2; ++i) acc[i] = 0.f;
+    float m0 = kNegInf, m1 = kNegInf, l0 = 0.f, l1 = 0.f;
+    int pv_count = 0;
+    uint32_t a[4][4];  // P in e4m3, the A operand of the 4 k-steps (32 tokens each)
+
+    const uint32_t q_addr = smem_u32(s_q) + cw * kRowsPerWarpgroup * kD;
+    auto k_addr = [&](int stage) { return smem_u32(s_k + stage * Plan::kKBytes); };
+    auto v_addr = [&](int stage) { return smem_u32(s_v + stage * Plan::kVBytes); };
+    auto release = [&](int stage) {
+      if (ln.lane == 0) mbar_arrive(&empty[stage]);
+    };
+    auto warpgroup_any = [&](bool pred) {
+      return stage2 ? named_barrier_or(1 + cw, 128, pred) : true;
+    };
+
+    mbar_wait(q_full, 0);
+
+    if constexpr (kVariant == 1 || kVariant == 2) {
+      for (int it = 0; it < num_iters; ++it) {
+        const int stage = it % kStages;
+        const uint32_t phase = (it / kStages) & 1;
+        const int j = lut_row ? lut_row[it] : it;
+        const float blk = (q_scale * k_scale[j]) * p.sm_scale_log2;
+        const bool nm = need_mask(j);
+
+        int32_t s[64];
+        mbar_wait(&k_full[stage], phase);
+        wgmma_fence();
+        issue_qk<kD>(s, q_addr, k_addr(stage));
+        wgmma_commit();
+        wgmma_wait<0>();
+        fence_operands(s);
+
+        float x[64], ml0, ml1;
+        if constexpr (kVariant == 1) {
+#pragma unroll
+          for (int i = 0; i < 64; ++i) x[i] = static_cast<float>(s[i]) * blk;
+          if (nm) {
+#pragma unroll
+            for (int i = 0; i < 64; ++i) {
+              if (is_masked(i, j, ln, p)) x[i] = kNegInf;
+            }
+          }
+          ml0 = kNegInf, ml1 = kNegInf;
+#pragma unroll
+          for (int i = 0; i < 64; i += 4) {
+            ml0 = fmaxf(ml0, fmaxf(x[i], x[i + 1]));
+            ml1 = fmaxf(ml1, fmaxf(x[i + 2], x[i + 3]));
+          }
+          ml0 = quad_max(ml0);
+          ml1 = quad_max(ml1);
+        } else {
+          block_max_int(s, nm, j, ln, p, blk, ml0, ml1);
+        }
+        const float mn0 = fmaxf(m0, ml0), mn1 = fmaxf(m1, ml1);
+        const bool skip = stage2 && stage2_skip(ml0, ml1, mn0, mn1, ln, lambda);
+        if (!skip) {
+          rescale<kD>(acc, mn0 == kNegInf ? 1.f : exp2f(m0 - mn0),
+                      mn1 == kNegInf ? 1.f : exp2f(m1 - mn1));
+          l0 *= mn0 == kNegInf ? 1.f : exp2f(m0 - mn0);
+          l1 *= mn1 == kNegInf ? 1.f : exp2f(m1 - mn1);
+          if constexpr (kVariant == 1) {
+            // p = exp2(x - m_new + 8): the offset puts p in (0, 256], inside e4m3's range.
+#pragma unroll
+            for (int i = 0; i < 64; ++i) {
+              const float mn = (i % 4) < 2 ? mn0 : mn1;
+              x[i] = mn == kNegInf ? 0.f : exp2f(x[i] - mn + 8.0f);
+            }
+#pragma unroll
+            for (int i = 0; i < 64; i += 4) {
+              l0 += x[i] + x[i + 1];
+              l1 += x[i + 2] + x[i + 3];
+            }
+          } else {
+            block_exp_int(s, nm, blk, mn0, mn1, x, l0, l1);
+          }
+          pack_p(x, a, ln);
+          ++pv_count;
+        } else {
+          // Other warps of the warpgroup may still run the product: this warp adds zeros.
+#pragma unroll
+          for (int kk = 0; kk < 4; ++kk) {
+#pragma unroll
+            for (int r = 0; r < 4; ++r) a[kk][r] = 0u;
+          }
+        }
+        m0 = mn0;
+        m1 = mn1;
+
+        const bool any = warpgroup_any(!skip);
+        mbar_wait(&v_full[stage], phase);  // always: a stage is refilled only after it landed
+        if (any) {
+          wgmma_fence();
+          issue_pv<kD>(acc, a, v_addr(stage));
+          wgmma_commit();
+          wgmma_wait<0>();
+          fence_operands(acc);
+        }
+        release(stage);
+      }
+    } else {
+      // kVariant 3: while the tensor cores run QKᵀ(it+1) and P·V(it), the warps compute the
+      // softmax of block it+1; acc is rescaled and P(it+1) packed once P·V(it) has retired.
+      int32_t s[64];
+      float x[64];
+      bool skip = false;
+      if (num_iters > 0) {
+        const int j = lut_row ? lut_row[0] : 0;
+        const float blk = (q_scale * k_scale[j]) * p.sm_scale_log2;
+        const bool nm = need_mask(j);
+        mbar_wait(&k_full[0], 0);
+        wgmma_fence();
+        issue_qk<kD>(s, q_addr, k_addr(0));
+        wgmma_commit();
+        wgmma_wait<0>();
+        fence_operands(s);
+        float ml0, ml1;
+        block_max_int(s, nm, j, ln, p, blk, ml0, ml1);
+        // First block: m_old = -inf, acc = l = 0, nothing to rescale.
+        skip = stage2 && stage2_skip(ml0, ml1, ml0, ml1, ln, lambda);
+        if (!skip) {
+          block_exp_int(s, nm, blk, ml0, ml1, x, l0, l1);
+          pack_p(x, a, ln);
+          ++pv_count;
+        } else {
+#pragma unroll
+          for (int kk = 0; kk < 4; ++kk) {
+#pragma unroll
+            for (int r = 0; r < 4; ++r) a[kk][r] = 0u;
+          }
+        }
+        m0 = ml0;
+        m1 = ml1;
+      }
+      for (int it = 0; it < num_iters; ++it) {
+        const int stage = it % kStages;
+        const uint32_t phase = (it / kStages) & 1;
+        const bool has_next = it + 1 < num_iters;
+        const int next_stage = (it + 1) % kStages;
+        const uint32_t next_phase = ((it + 1) / kStages) & 1;
+
+        const bool any = warpgroup_any(!skip);
+        if (has_next) mbar_wait(&k_full[next_stage], next_phase);
+        mbar_wait(&v_full[stage], phase);
+        wgmma_fence();
+        if (has_next) {
+          issue_qk<kD>(s, q_addr, k_addr(next_stage));
+          wgmma_commit();
+        }
+        if (any) {
+          issue_pv<kD>(acc, a, v_addr(stage));
+          wgmma_commit();
+        }
+        float alpha0 = 1.f, alpha1 = 1.f;
+        bool skip_next = false;
+        if (has_next) {
+          if (any) {
+            wgmma_wait<1>();  // QKᵀ(it+1) retired; P·V(it) may still run
+          } else {
+            wgmma_wait<0>();
+          }
+          fence_operands(s);
+          const int j = lut_row ? lut_row[it + 1] : it + 1;
+          const float blk = (q_scale * k_scale[j]) * p.sm_scale_log2;
+          const bool nm = need_mask(j);
+          float ml0, ml1;
+          block_max_int(s, nm, j, ln, p, blk, ml0, ml1);
+          const float mn0 = fmaxf(m0, ml0), mn1 = fmaxf(m1, ml1);
+          skip_next = stage2 && stage2_skip(ml0, ml1, mn0, mn1, ln, lambda);
+          if (!skip_next) {
+            alpha0 = mn0 == kNegInf ? 1.f : exp2f(m0 - mn0);
+            alpha1 = mn1 == kNegInf ? 1.f : exp2f(m1 - mn1);
+            l0 *= alpha0;
+            l1 *= alpha1;
+            block_exp_int(s, nm, blk, mn0, mn1, x, l0, l1);
+          }
+          m0 = mn0;
+          m1 = mn1;
+        }
+        wgmma_wait<0>();  // P·V(it) retired: acc and a are ours again, stage `it` is free
+        fence_operands(acc);
+        release(stage);
+        if (has_next) {
+          if (!skip_next) {
+            rescale<kD>(acc, alpha0, alpha1);
+            pack_p(x, a, ln);
+            ++pv_count;
+          } else {
+#pragma unroll
+            for (int kk = 0; kk < 4; ++kk) {
+#pragma unroll
+              for (int r = 0; r < 4; ++r) a[kk][r] = 0u;
+            }
+          }
+          skip = skip_next;
+        }
+      }
+    }
+
+    // ---- epilogue: o = acc / l · v_scale[d], rows < Nq, in o_dtype with the given strides
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    if (p.pv_executed && ln.lane == 0) {
+      p.pv_executed[row_idx * kGroupsPerBlock + cw * 4 + ln.warp] = pv_count;
+    }
+    switch (p.o_dtype) {
+      case DType::kFloat16:
+        store_out<kD, __half>(acc, l0, l1, ln, p, b, h, bhkv);
+        break;
+      case DType::kBFloat16:
+        store_out<kD, __nv_bfloat16>(acc, l0, l1, ln, p, b, h, bhkv);
+        break;
+      case DType::kFloat32:
+        store_out<kD, float>(acc, l0, l1, ln, p, b, h, bhkv);
+        break;
+    }
+  }     // consumers
+#endif  // SPARGE_SM90A_DEVICE
+}
+
+// ------------------------------------------------------------------------------------ host side
+
+[[noreturn]] void invalid(const std::string& what) {
+  throw std::invalid_argument("attention_sm90: " + what);
+}
+
+PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = nullptr;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    void* ptr = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &ptr, 12000, cudaEnableDefault,
+                                         &q) == cudaSuccess &&
+        q == cudaDriverEntryPointSuccess) {
+      fn = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(ptr);
+    }
+  });
+  if (!fn) throw std::runtime_error("attention_sm90: cuTensorMapEncodeTiled is unavailable");
+  return fn;
+}
+
+// 2-D byte tensor map: rows x cols (cols contiguous), boxes of box_rows x box_cols.
+CUtensorMap make_map(const void* base, uint64_t rows, uint64_t cols, uint32_t box_rows,
+                     uint32_t box_cols, CUtensorMapSwizzle swizzle, const char* name) {
+  CUtensorMap map;
+  const cuuint64_t dims[2] = {cols, rows};
+  const cuuint64_t strides[1] = {cols};
+  const cuuint32_t box[2] = {box_cols, box_rows};
+  const cuuint32_t elem_strides[2] = {1, 1};
+  const CUresult r =
+      encode_fn()(&map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<void*>(base), dims, strides,
+                  box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle,
+                  CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) {
+    invalid(std::string("cannot encode the tensor map of ") + name + " (CUresult " +
+            std::to_string(static_cast<int>(r)) + "; base must be 16-byte aligned)");
+  }
+  return map;
+}
+
+template <int kD, int kVariant>
+void launch_variant(const AttentionParams& p, cudaStream_t stream) {
+  using Plan = SmemPlan<kD, stages_of(kVariant)>;
+  auto kernel = attention_kernel<kD, kVariant>;
+  static std::once_flag once;
+  static cudaError_t attr_err = cudaSuccess;
+  std::call_once(once, [&] {
+    attr_err =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Plan::kAlloc);
+  });
+  if (attr_err != cudaSuccess) {
+    throw std::runtime_error(std::string("attention_sm90: cudaFuncSetAttribute: ") +
+                             cudaGetErrorString(attr_err));
+  }
+  // Q/K rows are D bytes: D = 128 fills the 128-byte swizzle, D = 64 uses the 64-byte one.
+  const CUtensorMapSwizzle qk_swizzle =
+      kD == 128 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B;
+  const uint64_t nq = p.num_q_blocks, nk = p.num_k_blocks;
+  const CUtensorMap tm_q =
+      make_map(p.q8, uint64_t(p.batch) * p.heads * nq * kBlockQ, kD, kBlockQ, kD, qk_swizzle, "q8");
+  const CUtensorMap tm_k = make_map(p.k8, uint64_t(p.batch) * p.kv_heads * nk * kBlockK, kD,
+                                    kBlockK, kD, qk_swizzle, "k8");
+  const CUtensorMap tm_v = make_map(p.v, uint64_t(p.batch) * p.kv_heads * kD, nk * kBlockK, kD,
+                                    kBlockK, CU_TENSOR_MAP_SWIZZLE_128B, "v8");
+  const dim3 grid(p.num_q_blocks, p.heads, p.batch);
+  kernel<<<grid, kThreads, Plan::kAlloc, stream>>>(tm_q, tm_k, tm_v, p);
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) {
+    throw std::runtime_error(std::string("attention_sm90: launch failed: ") +
+                             cudaGetErrorString(err));
+  }
+}
+
+// Kernel variant (see attention_kernel): the fastest by default; SPARGE_SM90_VARIANT=1|2|3
+// selects another one for A/B measurements and tests.
+int variant() {
+  const char* env = std::getenv("SPARGE_SM90_VARIANT");
+  if (env && env[0] >= '1' && env[0] <= '3' && env[1] == 0) return env[0] - '0';
+  return kDefaultVariant;
+}
+
+template <int kD>
+void launch_d(const AttentionParams& p, cudaStream_t stream) {
+  switch (variant()) {
+    case 1:
+      return launch_variant<kD, 1>(p, stream);
+    case 2:
+      return launch_variant<kD, 2>(p, stream);
+    default:
+      return launch_variant<kD, 3>(p, stream);
+  }
+}
+
+void validate(const AttentionParams& p) {
+  if (p.head_dim != 64 && p.head_dim != 128) {
+    invalid("head_dim " + std::to_string(p.head_dim) + " is not compiled (64 or 128)");
+  }
+  if (!p.q8 || !p.k8 || !p.v || !p.q_scale || !p.k_scale || !p.v_scale || !p.o) {
+    invalid("missing q8/k8/v8/q_scale/k_scale/v_scale/o pointer");
+  }
+  if (!p.lut != !p.lut_len) invalid("lut and lut_len must be given together");
+  if (p.batch < 1 || p.heads < 1 || p.kv_heads < 1 || p.heads % p.kv_heads != 0) {
+    invalid("bad batch/heads/kv_heads " + std::to_string(p.batch) + "/" + std::to_string(p.heads) +
+            "/" + std::to_string(p.kv_heads));
+  }
+  if (p.seq_q < 1 || p.seq_k < 1 || p.num_q_blocks != (p.seq_q + kBlockQ - 1) / kBlockQ ||
+      p.num_k_blocks != (p.seq_k + kBlockK - 1) / kBlockK) {
+    invalid("num_q_blocks/num_k_blocks do not match seq_q/seq_k for 128 x 128 blocks");
+  }
+  if (p.heads > 65535 || p.batch > 65535) invalid("heads or batch exceed the grid limit");
+  if (p.causal && p.causal_offset < 0) invalid("causal_offset must be >= 0 (Nk >= Nq)");
+  const uintptr_t o_addr = reinterpret_cast<uintptr_t>(p.o);
+  const int elem = p.o_dtype == DType::kFloat32 ? 4 : 2;
+  if (o_addr % (2 * elem) != 0 || p.o_stride_b % 2 || p.o_stride_h % 2 || p.o_stride_n % 2) {
+    invalid("o must allow paired stores: pointer aligned to 2 elements and even strides");
+  }
+}
+
+}  // namespace sm90
+
+bool attention_sm90_available() {
+  int dev = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
+    cudaGetLastError();  // clear "no device"
+    return false;
+  }
+  if (major != 9 || minor != 0) return false;
+  // The sm_80 pass compiles the kernel to an empty stub (which PTX JIT would happily run on
+  // sm_90): only real sm_90a code counts.
+  static const bool compiled = [] {
+    cudaFuncAttributes attr{};
+    if (cudaFuncGetAttributes(&attr, sm90::attention_kernel<128, sm90::kDefaultVariant>) !=
+        cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    return attr.binaryVersion == 90;
+  }();
+  return compiled;
+}
+
+void launch_attention_sm90(const AttentionParams& p, cudaStream_t stream) {
+  sm90::validate(p);
+  if (!attention_sm90_available()) {
+    throw std::runtime_error(
+        "attention_sm90: no sm_90a code for this device (needs an H100/H200 and a build with "
+        "SPARGE_CUDA_ARCHS containing 90a)");
+  }
+  if (p.head_dim == 128) {
+    sm90::launch_d<128>(p, stream);
+  } else {
+    sm90::launch_d<64>(p, stream);
+  }
+}
+
+}  // namespace sparge::kernels

@@ -1,0 +1,55 @@
+// Hopper (sm_90a) block-sparse quantised attention, "i8f8": INT8 Q·Kᵀ with wgmma s8×s8→s32,
+// FP8 e4m3 P·V with wgmma e4m3×e4m3→f32, TMA loads into an mbarrier ring, warp-specialised
+// (one producer warpgroup, two consumer warpgroups of 64 query rows each).
+//
+// Geometry "sm90": block_q = 128 (two consumer warpgroups × 64 rows), block_k = 128,
+// stage-2 group = 16 rows (one warp's rows of a wgmma m64 tile), D ∈ {64, 128}.
+// Layouts: kernels/params.h (q8/k8 [B, H(kv), n*128, D] int8, v8 [B, Hkv, D, nk*128] e4m3).
+#pragma once
+
+#include <cstdint>
+
+// True only in the device pass that targets sm_90a (wgmma/setmaxnreg exist there); the sm_80
+// pass of the same file compiles the kernel to an empty stub.
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define SPARGE_SM90A_DEVICE 1
+#else
+#define SPARGE_SM90A_DEVICE 0
+#endif
+
+namespace sparge::kernels::sm90 {
+
+inline constexpr int kBlockQ = 128;
+inline constexpr int kBlockK = 128;
+inline constexpr int kWarpRows = 16;
+inline constexpr int kConsumerWarpgroups = 2;
+inline constexpr int kRowsPerWarpgroup = kBlockQ / kConsumerWarpgroups;  // 64 = wgmma M
+inline constexpr int kThreads = 128 * (1 + kConsumerWarpgroups);
+inline constexpr int kGroupsPerBlock = kBlockQ / kWarpRows;  // pv_executed entries per q block
+
+// Kernel variants (kernels/NOTES.md "sm90 attention" has their measurements):
+//   1: straightforward consumer (QKᵀ, wait, fp32 softmax as the reference spells it, P·V, wait)
+//   2: same schedule, cheap softmax (integer row max, one FFMA + EX2 per element)
+//   3: 2 + QKᵀ(j+1) and P·V(j) in flight while the warps compute softmax(j+1)
+inline constexpr int kDefaultVariant = 3;
+constexpr int stages_of(int variant) { return variant == 3 ? 4 : 2; }
+
+// Shared-memory plan of one CTA (byte offsets from a 1024-aligned base; every tile starts on a
+// 1024-byte boundary because the 128-byte TMA/wgmma swizzle repeats every 8 rows × 128 B).
+template <int kD, int kStages>
+struct SmemPlan {
+  static constexpr int kQBytes = kBlockQ * kD;  // int8 [128][D]
+  static constexpr int kKBytes = kBlockK * kD;  // int8 [128][D]
+  static constexpr int kVBytes = kD * kBlockK;  // e4m3 [D][128] (tokens contiguous)
+  static constexpr int kQ = 0;
+  static constexpr int kK = kQ + kQBytes;
+  static constexpr int kV = kK + kStages * kKBytes;
+  static constexpr int kBars = kV + kStages * kVBytes;
+  // q_full, k_full[S], v_full[S], empty[S]
+  static constexpr int kNumBars = 1 + 3 * kStages;
+  static constexpr int kBytes = kBars + kNumBars * 8;
+  static constexpr int kAlloc = kBytes + 1024;  // slack to align the dynamic base to 1024
+  static_assert(kQBytes % 1024 == 0 && kKBytes % 1024 == 0 && kVBytes % 1024 == 0);
+};
+
+}  // namespace sparge::kernels::sm90

@@ -1,0 +1,291 @@
+// Stage-1 block-mask prediction on the GPU (SPEC §2), from the block statistics of quant.cu:
+// compressed map -> softmax -> TopCdf / top-k -> forced rows and columns, causal, sink -> LUT.
+// The numerics contract is the CPU reference's (src/reference/reference.hpp); results differ only
+// where two scores tie within fp32 rounding (dot-product and exp summation order).
+//
+// One CTA = 8 warps = 8*R query-block rows of one (b, h). Phase A: the CTA streams the kv head's
+// pooled K in chunks of 32 blocks through shared memory and each warp computes its R rows x 32
+// blocks of the map (R dot products per lane, float4 shared loads). Phase B, per row and warp:
+// softmax over candidates, a bitonic sort of (p, index) keys in shared memory (descending p, ties
+// by lower index), a sequential fp32 cumsum (the reference's order), the final flags, and an
+// ordered compaction (ballot + popc) into the LUT. The LUT never leaves the GPU.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/api.h"
+#include "kernels/common/device_utils.cuh"
+
+namespace sparge::kernels {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = 8;
+constexpr int kChunk = 32;  // K blocks per shared-memory chunk (one per lane)
+
+__host__ __device__ inline int next_pow2(int n) {
+  int p = 32;
+  while (p < n) p <<= 1;
+  return p;
+}
+
+// Index of the last causally valid K block of query block i (nk - 1 when not causal).
+__device__ __forceinline__ int last_valid_block(const PredictParams& p, int i) {
+  if (!p.causal) return p.num_k_blocks - 1;
+  const int last_q = min((i + 1) * p.block_q, p.seq_q) - 1;
+  const int offset = p.seq_k - p.seq_q;
+  return min(p.num_k_blocks - 1, (last_q + offset) / p.block_k);
+}
+
+// flags[nk] holds the row's selection before forcing (by this warp). Applies forced columns
+// (k_ok[j] == 0), a forced row, causal validity and the sink; an empty row keeps its last valid
+// block; then writes the LUT row, its length and the optional mask row.
+__device__ void finish_row(const PredictParams& p, int b, int h, int i, uint8_t* flags,
+                           const uint8_t* k_ok, bool force_row) {
+  const int lane = threadIdx.x % 32;
+  const int nk = p.num_k_blocks;
+  const int offset = p.seq_k - p.seq_q;
+  int count = 0;
+  for (int j = lane; j < nk; j += 32) {
+    bool on = flags[j] || force_row || (k_ok != nullptr && !k_ok[j]);
+    if (p.causal) on = on && dev::block_causally_valid(i, j, p.block_q, p.block_k, p.seq_q, offset);
+    if (p.sink && j == 0) on = true;
+    flags[j] = on;
+    count += on;
+  }
+  count = dev::warp_sum_int(count);
+  __syncwarp();
+  if (count == 0 && lane == 0) flags[last_valid_block(p, i)] = 1;
+  __syncwarp();
+
+  const int64_t row = (static_cast<int64_t>(b) * p.heads + h) * p.num_q_blocks + i;
+  int32_t* lut = p.lut + row * nk;
+  int pos = 0;
+  for (int base = 0; base < nk; base += 32) {
+    const int j = base + lane;
+    const bool on = j < nk && flags[j];
+    const unsigned bal = __ballot_sync(0xffffffffu, on);
+    if (on) lut[pos + __popc(bal & ((1u << lane) - 1u))] = j;
+    if (p.mask != nullptr && j < nk) p.mask[row * nk + j] = on;
+    pos += __popc(bal);
+  }
+  for (int j = pos + lane; j < nk; j += 32) lut[j] = 0;
+  if (lane == 0) p.lut_len[row] = pos;
+}
+
+template <int D, int R>
+__global__ void __launch_bounds__(kThreads) predict_kernel(PredictParams p) {
+  constexpr int kRows = kWarps * R;
+  const int b = blockIdx.z, h = blockIdx.y;
+  const int row0 = blockIdx.x * kRows;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int nk = p.num_k_blocks, nkp = next_pow2(nk);
+  const int hkv = h / (p.heads / p.kv_heads);
+  const int offset = p.seq_k - p.seq_q;
+  const float theta = p.theta[h];
+
+  extern __shared__ __align__(16) unsigned char smem[];
+  float* s_q = reinterpret_cast<float*>(smem);               // [kRows][D]
+  float* s_k = s_q + kRows * D;                              // [kChunk][D + 4]
+  float* s_score = s_k + kChunk * (D + 4);                   // [kRows][nk]
+  uint64_t* s_sort = reinterpret_cast<uint64_t*>(s_score + kRows * nk);  // [kWarps][nkp]
+  uint8_t* s_flag = reinterpret_cast<uint8_t*>(s_sort + kWarps * nkp);   // [kWarps][nk]
+  uint8_t* s_kok = s_flag + kWarps * nk;                                 // [nk]
+
+  const float* qp = p.q_pooled + ((static_cast<int64_t>(b) * p.heads + h) * p.num_q_blocks) * D;
+  const float* kp = p.k_pooled + ((static_cast<int64_t>(b) * p.kv_heads + hkv) * nk) * D;
+  const float* ks = p.k_sim + (static_cast<int64_t>(b) * p.kv_heads + hkv) * nk;
+  for (int v = threadIdx.x; v < kRows * D / 4; v += kThreads) {
+    const int r = v / (D / 4), c = (v % (D / 4)) * 4;
+    const float4 x = row0 + r < p.num_q_blocks
+                         ? *reinterpret_cast<const float4*>(qp + (row0 + r) * D + c)
+                         : make_float4(0.f, 0.f, 0.f, 0.f);
+    *reinterpret_cast<float4*>(s_q + r * D + c) = x;
+  }
+  for (int j = threadIdx.x; j < nk; j += kThreads) s_kok[j] = ks[j] > theta;
+
+  // ---- phase A: the compressed map, Ŝ = (pooled_q . pooled_k') * scale -------------------------
+  for (int c0 = 0; c0 < nk; c0 += kChunk) {
+    __syncthreads();  // previous chunk fully consumed (and s_q / s_kok written, first time)
+    for (int v = threadIdx.x; v < kChunk * D / 4; v += kThreads) {
+      const int r = v / (D / 4), c = (v % (D / 4)) * 4;
+      const float4 x = c0 + r < nk ? *reinterpret_cast<const float4*>(kp + (c0 + r) * D + c)
+                                   : make_float4(0.f, 0.f, 0.f, 0.f);
+      *reinterpret_cast<float4*>(s_k + r * (D + 4) + c) = x;
+    }
+    __syncthreads();
+    float acc[R] = {};
+#pragma unroll 8
+    for (int d = 0; d < D; d += 4) {
+      const float4 kv = *reinterpret_cast<const float4*>(s_k + lane * (D + 4) + d);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const float4 qv = *reinterpret_cast<const float4*>(s_q + (warp * R + r) * D + d);
+        acc[r] = fmaf(qv.x, kv.x, acc[r]);
+        acc[r] = fmaf(qv.y, kv.y, acc[r]);
+        acc[r] = fmaf(qv.z, kv.z, acc[r]);
+        acc[r] = fmaf(qv.w, kv.w, acc[r]);
+      }
+    }
+    if (c0 + lane < nk) {
+#pragma unroll
+      for (int r = 0; r < R; ++r) s_score[(warp * R + r) * nk + c0 + lane] = acc[r] * p.scale;
+    }
+  }
+  __syncthreads();
+
+  // ---- phase B: per row: softmax, TopCdf / top-k, forcing, LUT -----------------------------------
+  uint64_t* keys = s_sort + warp * nkp;
+  uint8_t* flags = s_flag + warp * nk;
+  for (int r = 0; r < R; ++r) {
+    const int i = row0 + warp * R + r;
+    if (i >= p.num_q_blocks) break;
+    const float* score = s_score + (warp * R + r) * nk;
+    float mx = -INFINITY;
+    int n_cand = 0, n_valid = 0;
+    for (int j = lane; j < nk; j += 32) {
+      const bool valid =
+          !p.causal || dev::block_causally_valid(i, j, p.block_q, p.block_k, p.seq_q, offset);
+      const bool cand = valid && s_kok[j];
+      n_valid += valid;
+      n_cand += cand;
+      if (cand) mx = fmaxf(mx, score[j]);
+    }
+    mx = dev::warp_max(mx);
+    n_cand = dev::warp_sum_int(n_cand);
+    n_valid = dev::warp_sum_int(n_valid);
+    float sum = 0.f;
+    for (int j = lane; j < nk; j += 32) {
+      const bool cand = s_kok[j] && (!p.causal || dev::block_causally_valid(
+                                                      i, j, p.block_q, p.block_k, p.seq_q, offset));
+      if (cand) sum += expf(score[j] - mx);
+    }
+    sum = dev::warp_sum(sum);
+    // Keys: p in the high word (p >= 0 orders like its bits), ~index in the low word so that
+    // equal p puts the lower index first in a descending sort; 0 = not a candidate.
+    for (int j = lane; j < nkp; j += 32) {
+      uint64_t key = 0;
+      if (j < nk && s_kok[j] &&
+          (!p.causal || dev::block_causally_valid(i, j, p.block_q, p.block_k, p.seq_q, offset))) {
+        const float prob = expf(score[j] - mx) / sum;
+        key = (static_cast<uint64_t>(__float_as_uint(prob)) << 32) | (0xffffffffu - j);
+      }
+      keys[j] = key;
+    }
+    for (int j = lane; j < nk; j += 32) flags[j] = 0;
+    __syncwarp();
+    for (int k = 2; k <= nkp; k <<= 1) {
+      for (int s = k >> 1; s > 0; s >>= 1) {
+        for (int t = lane; t < nkp; t += 32) {
+          const int u = t ^ s;
+          if (u > t) {
+            const uint64_t a = keys[t], c = keys[u];
+            const bool descending = (t & k) == 0;
+            if (descending ? a < c : a > c) {
+              keys[t] = c;
+              keys[u] = a;
+            }
+          }
+        }
+        __syncwarp();
+      }
+    }
+    int n_keep = 0;
+    if (n_cand > 0) {
+      if (p.topk != nullptr) {
+        const int k = static_cast<int>(ceilf(p.topk[h] * static_cast<float>(n_valid)));
+        n_keep = min(n_cand, max(1, k));
+      } else if (lane == 0) {
+        // Shortest prefix whose fp32 cumsum, in sorted order, reaches tau; all if never.
+        const float tau = p.tau[h];
+        float c = 0.f;
+        n_keep = n_cand;
+        for (int t = 0; t < n_cand; ++t) {
+          c += __uint_as_float(static_cast<uint32_t>(keys[t] >> 32));
+          if (c >= tau) {
+            n_keep = t + 1;
+            break;
+          }
+        }
+        n_keep = max(1, n_keep);
+      }
+      n_keep = __shfl_sync(0xffffffffu, n_keep, 0);
+    }
+    for (int t = lane; t < n_keep; t += 32)
+      flags[0xffffffffu - static_cast<uint32_t>(keys[t] & 0xffffffffu)] = 1;
+    __syncwarp();
+    const bool q_sim_ok =
+        p.q_sim[(static_cast<int64_t>(b) * p.heads + h) * p.num_q_blocks + i] > theta;
+    finish_row(p, b, h, i, flags, s_kok, !q_sim_ok);
+    __syncwarp();
+  }
+}
+
+__global__ void __launch_bounds__(kThreads) mask_to_lut_kernel(PredictParams p,
+                                                               const uint8_t* mask) {
+  const int b = blockIdx.z, h = blockIdx.y;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int i = blockIdx.x * kWarps + warp;
+  const int nk = p.num_k_blocks;
+  extern __shared__ __align__(16) unsigned char smem[];
+  uint8_t* flags = smem + warp * nk;
+  if (i >= p.num_q_blocks) return;
+  const int64_t row = (static_cast<int64_t>(b) * p.heads + h) * p.num_q_blocks + i;
+  for (int j = lane; j < nk; j += 32) flags[j] = mask[row * nk + j] != 0;
+  __syncwarp();
+  finish_row(p, b, h, i, flags, nullptr, false);
+}
+
+size_t predict_smem(int d, int r, int nk) {
+  const int rows = kWarps * r;
+  return sizeof(float) * (rows * d + kChunk * (d + 4) + rows * nk) +
+         sizeof(uint64_t) * kWarps * next_pow2(nk) + kWarps * nk + nk + 16;
+}
+
+template <int D, int R>
+cudaError_t launch_predict_dr(const PredictParams& p, cudaStream_t stream) {
+  const size_t smem = predict_smem(D, R, p.num_k_blocks);
+  auto kernel = predict_kernel<D, R>;
+  if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(smem));
+      e != cudaSuccess)
+    return e;
+  const dim3 grid((p.num_q_blocks + kWarps * R - 1) / (kWarps * R), p.heads, p.batch);
+  kernel<<<grid, kThreads, smem, stream>>>(p);
+  return cudaGetLastError();
+}
+
+template <int D>
+cudaError_t launch_predict_d(const PredictParams& p, cudaStream_t stream) {
+  if (p.num_k_blocks <= 256) return launch_predict_dr<D, 4>(p, stream);
+  if (p.num_k_blocks <= 512) return launch_predict_dr<D, 2>(p, stream);
+  return launch_predict_dr<D, 1>(p, stream);
+}
+
+bool geometry_ok(const PredictParams& p) {
+  return p.batch >= 1 && p.heads >= 1 && p.kv_heads >= 1 && p.heads % p.kv_heads == 0 &&
+         p.seq_q >= 1 && p.seq_k >= 1 && (!p.causal || p.seq_k >= p.seq_q) &&
+         p.num_q_blocks == (p.seq_q + p.block_q - 1) / p.block_q &&
+         p.num_k_blocks == (p.seq_k + p.block_k - 1) / p.block_k &&
+         p.num_k_blocks <= kMaxPredictKBlocks && p.lut != nullptr && p.lut_len != nullptr;
+}
+
+}  // namespace
+
+cudaError_t launch_predict(const PredictParams& p, cudaStream_t stream) {
+  if (!geometry_ok(p) || p.q_pooled == nullptr || p.q_sim == nullptr || p.k_pooled == nullptr ||
+      p.k_sim == nullptr || p.theta == nullptr || (p.tau == nullptr && p.topk == nullptr))
+    return cudaErrorInvalidValue;
+  if (p.head_dim == 64) return launch_predict_d<64>(p, stream);
+  if (p.head_dim == 128) return launch_predict_d<128>(p, stream);
+  return cudaErrorInvalidValue;
+}
+
+cudaError_t launch_mask_to_lut(const PredictParams& p, const uint8_t* mask, cudaStream_t stream) {
+  if (!geometry_ok(p) || mask == nullptr) return cudaErrorInvalidValue;
+  const dim3 grid((p.num_q_blocks + kWarps - 1) / kWarps, p.heads, p.batch);
+  mask_to_lut_kernel<<<grid, kThreads, kWarps * p.num_k_blocks, stream>>>(p, mask);
+  return cudaGetLastError();
+}
+
+}  // namespace sparge::kernels

@@ -1,0 +1,386 @@
+// Quantisation + block statistics for stage-1 prediction (SPEC §2; numerics in kernels/params.h
+// and src/reference/reference.hpp). Bandwidth-bound: every global access is a 16-byte vector,
+// coalesced along D, and each thread issues all of its loads before using any of them.
+//
+// Passes (inputs [B, H(kv), N, D] with arbitrary b/h/n strides, so HND and NHD are read in place):
+//   1. kv_colstats: per (b, kv head, chunk of kChunkTokens tokens): fp32 column sums of K and
+//      column abs-maxima of V -> workspace. (The K mean is needed before any K block can be
+//      smoothed, and the V scale before any V token can be quantised: one extra read of K and V
+//      is the price of per-head statistics.)
+//   2. kv_finalize: fixed-order reduction of the chunks -> k_mean [B,Hkv,D], v_scale [B,Hkv,D]
+//      (deterministic: no atomics).
+//   3. qk_blocks: one CTA per Q block and per K block: pooled mean, self-similarity, amax,
+//      INT8 values and scale, all from registers after one read of the block.
+//   4. v_quant: one CTA per (kv head, K block): FP8 e4m3 transposed through shared memory, or the
+//      padded half copy.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "kernels/api.h"
+#include "kernels/common/device_utils.cuh"
+
+namespace sparge::kernels {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int kChunkTokens = 512;  // tokens per CTA of the column-statistics pass
+
+int num_chunks(int seq_k) { return (seq_k + kChunkTokens - 1) / kChunkTokens; }
+
+// ---- pass 1: column sums of K, column abs-max of V, per chunk of tokens ----------------------
+// grid (chunks, B*Hkv). Thread layout: kTpr = D/8 threads per row (8 columns each), kRows rows
+// per pass; kUnroll rows' loads in flight per thread.
+template <typename T, int D>
+__global__ void __launch_bounds__(kThreads) kv_colstats_kernel(QuantParams p) {
+  constexpr int kTpr = D / 8;
+  constexpr int kRows = kThreads / kTpr;
+  constexpr int kUnroll = 4;
+  const int chunk = blockIdx.x;
+  const int bh = blockIdx.y;
+  const int b = bh / p.kv_heads, h = bh % p.kv_heads;
+  const int col = (threadIdx.x % kTpr) * 8;
+  const int row0 = threadIdx.x / kTpr;
+  const int t_begin = chunk * kChunkTokens;
+  const int t_end = min(t_begin + kChunkTokens, p.seq_k);
+  const bool want_v = p.v_fp8 && p.v_out != nullptr;
+
+  const T* kbase = static_cast<const T*>(p.k.ptr) + b * p.k.stride_b + h * p.k.stride_h + col;
+  const T* vbase = static_cast<const T*>(p.v.ptr) + b * p.v.stride_b + h * p.v.stride_h + col;
+  float ksum[8] = {}, vmax[8] = {};
+  for (int t = t_begin + row0; t < t_end; t += kRows * kUnroll) {
+    float kx[kUnroll][8], vx[kUnroll][8];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int tt = t + u * kRows;
+      if (tt < t_end) {
+        dev::load8(kbase + tt * p.k.stride_n, kx[u]);
+        if (want_v) dev::load8(vbase + tt * p.v.stride_n, vx[u]);
+      } else {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) kx[u][i] = vx[u][i] = 0.f;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        ksum[i] += kx[u][i];
+        if (want_v) vmax[i] = fmaxf(vmax[i], fabsf(vx[u][i]));
+      }
+    }
+  }
+  // Rows sharing a column block: reduce across the kRows row slots through shared memory.
+  __shared__ float s_sum[kRows][D];
+  __shared__ float s_max[kRows][D];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    s_sum[row0][col + i] = ksum[i];
+    s_max[row0][col + i] = vmax[i];
+  }
+  __syncthreads();
+  for (int c = threadIdx.x; c < D; c += kThreads) {
+    float s = 0.f, m = 0.f;
+    for (int r = 0; r < kRows; ++r) {
+      s += s_sum[r][c];
+      m = fmaxf(m, s_max[r][c]);
+    }
+    const size_t base = (static_cast<size_t>(bh) * gridDim.x + chunk) * D;
+    p.workspace[base + c] = s;
+    if (want_v) {
+      const size_t off = static_cast<size_t>(p.batch) * p.kv_heads * gridDim.x * D;
+      p.workspace[off + base + c] = m;
+    }
+  }
+}
+
+// ---- pass 2: k_mean = sum / Nk; v_scale = amax / 448 (1 where the channel is all zeros) -------
+__global__ void kv_finalize_kernel(QuantParams p, int chunks) {
+  const int bh = blockIdx.x;
+  const int D = p.head_dim;
+  const bool want_v = p.v_fp8 && p.v_out != nullptr;
+  const size_t off = static_cast<size_t>(p.batch) * p.kv_heads * chunks * D;
+  for (int c = threadIdx.x; c < D; c += blockDim.x) {
+    float s = 0.f, m = 0.f;
+    for (int k = 0; k < chunks; ++k) {
+      const size_t i = (static_cast<size_t>(bh) * chunks + k) * D + c;
+      s += p.workspace[i];
+      if (want_v) m = fmaxf(m, p.workspace[off + i]);
+    }
+    p.k_mean[static_cast<size_t>(bh) * D + c] = s / static_cast<float>(p.seq_k);
+    if (want_v) p.v_scale[static_cast<size_t>(bh) * D + c] = m > 0.f ? m / 448.f : 1.f;
+  }
+}
+
+// ---- pass 3: one block of Q (mean == nullptr) or smoothed K, [kBlock, D] ------------------------
+// Each warp owns kBlock/8 consecutive rows; kTpr = D/8 lanes share a row (8 columns per lane).
+template <typename T, int D, int kBlock>
+__device__ void block_stats(const T* __restrict__ src, int64_t stride_n, int valid,
+                            const float* __restrict__ mean, int8_t* __restrict__ out8,
+                            float* __restrict__ scale_out, float* __restrict__ pooled_out,
+                            float* __restrict__ sim_out) {
+  constexpr int kTpr = D / 8;
+  constexpr int kRowsPerIt = 32 / kTpr;
+  constexpr int kRowsPerWarp = kBlock / kWarps;
+  constexpr int kIters = kRowsPerWarp / kRowsPerIt;
+  static_assert(kIters >= 1 && kRowsPerWarp % kRowsPerIt == 0);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int col = (lane % kTpr) * 8;
+  const int rsub = lane / kTpr;
+
+  float m[8] = {};
+  if (mean != nullptr) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) m[i] = mean[col + i];
+  }
+  float x[kIters][8];
+#pragma unroll
+  for (int it = 0; it < kIters; ++it) {
+    const int r = warp * kRowsPerWarp + it * kRowsPerIt + rsub;
+    if (r < valid) {
+      dev::load8(src + r * stride_n + col, x[it]);
+    } else {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) x[it][i] = 0.f;
+    }
+  }
+  float colsum[8] = {}, hatsum[8] = {};
+  float amax = 0.f;
+#pragma unroll
+  for (int it = 0; it < kIters; ++it) {
+    const int r = warp * kRowsPerWarp + it * kRowsPerIt + rsub;
+    const bool ok = r < valid;
+    float ss = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      if (ok) x[it][i] = x[it][i] - m[i];  // K' = K - mean; padded rows stay exactly 0
+      ss += x[it][i] * x[it][i];
+    }
+    ss = dev::warp_sum<kTpr>(ss);  // lanes of one row are kTpr consecutive lanes
+    const float norm = sqrtf(ss);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      colsum[i] += x[it][i];
+      hatsum[i] += norm > 0.f ? x[it][i] / norm : 0.f;  // zero rows stay 0
+      amax = fmaxf(amax, fabsf(x[it][i]));
+    }
+  }
+  // Lanes holding the same columns differ by multiples of kTpr.
+#pragma unroll
+  for (int o = kTpr; o < 32; o <<= 1) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      colsum[i] += __shfl_xor_sync(0xffffffffu, colsum[i], o);
+      hatsum[i] += __shfl_xor_sync(0xffffffffu, hatsum[i], o);
+    }
+  }
+  amax = dev::warp_max(amax);
+
+  __shared__ float s_col[kWarps][D];
+  __shared__ float s_hat[kWarps][D];
+  __shared__ float s_amax[kWarps];
+  if (lane < kTpr) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      s_col[warp][col + i] = colsum[i];
+      s_hat[warp][col + i] = hatsum[i];
+    }
+  }
+  if (lane == 0) s_amax[warp] = amax;
+  __syncthreads();
+  float block_amax = 0.f;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) block_amax = fmaxf(block_amax, s_amax[w]);
+
+  if (warp == 0) {
+    // sim = |sum of unit rows|^2 / n^2 (mean pairwise cosine, diagonal included).
+    float part = 0.f;
+    for (int c = lane; c < D; c += 32) {
+      float hs = 0.f, cs = 0.f;
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) {
+        hs += s_hat[w][c];
+        cs += s_col[w][c];
+      }
+      pooled_out[c] = cs / static_cast<float>(valid);
+      part += hs * hs;
+    }
+    part = dev::warp_sum(part);
+    if (lane == 0) {
+      const float n = static_cast<float>(valid);
+      *sim_out = part / (n * n);
+      *scale_out = block_amax > 0.f ? block_amax / 127.f : 1.f;
+    }
+  }
+
+  const float inv = block_amax > 0.f ? 127.f / block_amax : 0.f;
+#pragma unroll
+  for (int it = 0; it < kIters; ++it) {
+    const int r = warp * kRowsPerWarp + it * kRowsPerIt + rsub;
+    uint32_t w[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      uint32_t packed = 0;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int8_t q = dev::to_int8(x[it][4 * h + i] * inv);
+        packed |= static_cast<uint32_t>(static_cast<uint8_t>(q)) << (8 * i);
+      }
+      w[h] = packed;
+    }
+    *reinterpret_cast<uint2*>(out8 + static_cast<int64_t>(r) * D + col) = make_uint2(w[0], w[1]);
+  }
+}
+
+// grid: B*H*nq Q blocks followed by B*Hkv*nk K blocks.
+template <typename T, int D, int kBq, int kBk>
+__global__ void __launch_bounds__(kThreads) qk_blocks_kernel(QuantParams p) {
+  const int64_t q_ctas = static_cast<int64_t>(p.batch) * p.heads * p.num_q_blocks;
+  int64_t id = blockIdx.x;
+  if (id < q_ctas) {
+    const int blk = id % p.num_q_blocks;
+    const int64_t bh = id / p.num_q_blocks;
+    const int b = bh / p.heads, h = bh % p.heads;
+    const T* src = static_cast<const T*>(p.q.ptr) + b * p.q.stride_b + h * p.q.stride_h +
+                   static_cast<int64_t>(blk) * kBq * p.q.stride_n;
+    const int valid = min(kBq, p.seq_q - blk * kBq);
+    block_stats<T, D, kBq>(src, p.q.stride_n, valid, nullptr,
+                           p.q8 + (bh * p.num_q_blocks + blk) * kBq * D, p.q_scale + id,
+                           p.q_pooled + id * D, p.q_sim + id);
+  } else {
+    id -= q_ctas;
+    const int blk = id % p.num_k_blocks;
+    const int64_t bh = id / p.num_k_blocks;
+    const int b = bh / p.kv_heads, h = bh % p.kv_heads;
+    const T* src = static_cast<const T*>(p.k.ptr) + b * p.k.stride_b + h * p.k.stride_h +
+                   static_cast<int64_t>(blk) * kBk * p.k.stride_n;
+    const int valid = min(kBk, p.seq_k - blk * kBk);
+    block_stats<T, D, kBk>(src, p.k.stride_n, valid, p.k_mean + bh * D,
+                           p.k8 + (bh * p.num_k_blocks + blk) * kBk * D, p.k_scale + id,
+                           p.k_pooled + id * D, p.k_sim + id);
+  }
+}
+
+// ---- pass 4: V -> e4m3 transposed [D, tokens] (kFp8) or the padded half copy ------------------
+// grid (nk, B*Hkv). FP8: values staged as bytes in shared memory [D][kBk + 4] (a row stride of
+// kBk/4 + 1 words keeps the byte scatter at <= 4-way bank conflicts), then written out as
+// 16-byte runs of tokens.
+template <typename T, int D, int kBk, bool kFp8>
+__global__ void __launch_bounds__(kThreads) v_quant_kernel(QuantParams p) {
+  constexpr int kTpr = D / 8;
+  constexpr int kRowsPerPass = kThreads / kTpr;
+  constexpr int kIters = kBk / kRowsPerPass;
+  static_assert(kIters >= 1 && kBk % kRowsPerPass == 0);
+  const int blk = blockIdx.x;
+  const int64_t bh = blockIdx.y;
+  const int b = bh / p.kv_heads, h = bh % p.kv_heads;
+  const int col = (threadIdx.x % kTpr) * 8;
+  const int rsub = threadIdx.x / kTpr;
+  const int valid = min(kBk, p.seq_k - blk * kBk);
+  const T* src = static_cast<const T*>(p.v.ptr) + b * p.v.stride_b + h * p.v.stride_h +
+                 static_cast<int64_t>(blk) * kBk * p.v.stride_n + col;
+  const int64_t padded = static_cast<int64_t>(p.num_k_blocks) * kBk;
+
+  if constexpr (!kFp8) {
+    uint4 raw[kIters];
+#pragma unroll
+    for (int it = 0; it < kIters; ++it) {
+      const int r = it * kRowsPerPass + rsub;
+      raw[it] = r < valid ? dev::load16(src + r * p.v.stride_n) : make_uint4(0, 0, 0, 0);
+    }
+    T* dst = static_cast<T*>(p.v_out) + (bh * padded + static_cast<int64_t>(blk) * kBk) * D + col;
+#pragma unroll
+    for (int it = 0; it < kIters; ++it) {
+      const int r = it * kRowsPerPass + rsub;
+      *reinterpret_cast<uint4*>(dst + static_cast<int64_t>(r) * D) = raw[it];
+    }
+  } else {
+    constexpr int kStride = kBk + 4;
+    __shared__ __align__(16) uint8_t tile[D * kStride];
+    float scale[8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) scale[i] = p.v_scale[bh * D + col + i];
+    float x[kIters][8];
+#pragma unroll
+    for (int it = 0; it < kIters; ++it) {
+      const int r = it * kRowsPerPass + rsub;
+      if (r < valid) {
+        dev::load8(src + r * p.v.stride_n, x[it]);
+      } else {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) x[it][i] = 0.f;
+      }
+    }
+#pragma unroll
+    for (int it = 0; it < kIters; ++it) {
+      const int r = it * kRowsPerPass + rsub;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) tile[(col + i) * kStride + r] = dev::to_e4m3(x[it][i] / scale[i]);
+    }
+    __syncthreads();
+    // Row d of the output holds kBk tokens: kBk/16 lanes write 16 bytes each.
+    constexpr int kVecPerRow = kBk / 16;
+    uint8_t* dst = static_cast<uint8_t*>(p.v_out) + bh * D * padded + static_cast<int64_t>(blk) * kBk;
+    for (int v = threadIdx.x; v < D * kVecPerRow; v += kThreads) {
+      const int d = v / kVecPerRow, c = (v % kVecPerRow) * 16;
+      const uint32_t* s = reinterpret_cast<const uint32_t*>(tile + d * kStride + c);
+      *reinterpret_cast<uint4*>(dst + d * padded + c) = make_uint4(s[0], s[1], s[2], s[3]);
+    }
+  }
+}
+
+template <typename T, int D>
+cudaError_t launch_typed(const QuantParams& p, cudaStream_t stream) {
+  const int chunks = num_chunks(p.seq_k);
+  kv_colstats_kernel<T, D><<<dim3(chunks, p.batch * p.kv_heads), kThreads, 0, stream>>>(p);
+  if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+  kv_finalize_kernel<<<p.batch * p.kv_heads, 128, 0, stream>>>(p, chunks);
+  if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+
+  const int64_t ctas = static_cast<int64_t>(p.batch) * p.heads * p.num_q_blocks +
+                       static_cast<int64_t>(p.batch) * p.kv_heads * p.num_k_blocks;
+  auto blocks = [&](auto kernel) { kernel<<<static_cast<unsigned>(ctas), kThreads, 0, stream>>>(p); };
+  if (p.block_q == 128 && p.block_k == 128) blocks(qk_blocks_kernel<T, D, 128, 128>);
+  else if (p.block_q == 128 && p.block_k == 64) blocks(qk_blocks_kernel<T, D, 128, 64>);
+  else if (p.block_q == 64 && p.block_k == 128) blocks(qk_blocks_kernel<T, D, 64, 128>);
+  else if (p.block_q == 64 && p.block_k == 64) blocks(qk_blocks_kernel<T, D, 64, 64>);
+  else return cudaErrorInvalidValue;
+  if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+
+  if (p.v_out != nullptr) {
+    const dim3 grid(p.num_k_blocks, p.batch * p.kv_heads);
+    if (p.block_k == 128) {
+      if (p.v_fp8) v_quant_kernel<T, D, 128, true><<<grid, kThreads, 0, stream>>>(p);
+      else v_quant_kernel<T, D, 128, false><<<grid, kThreads, 0, stream>>>(p);
+    } else {
+      if (p.v_fp8) v_quant_kernel<T, D, 64, true><<<grid, kThreads, 0, stream>>>(p);
+      else v_quant_kernel<T, D, 64, false><<<grid, kThreads, 0, stream>>>(p);
+    }
+    if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
+}
+
+}  // namespace
+
+size_t quant_workspace_floats(const QuantParams& p) {
+  return 2 * static_cast<size_t>(p.batch) * p.kv_heads * num_chunks(p.seq_k) * p.head_dim;
+}
+
+cudaError_t launch_quantize(const QuantParams& p, cudaStream_t stream) {
+  if (p.batch < 1 || p.heads < 1 || p.kv_heads < 1 || p.heads % p.kv_heads != 0 || p.seq_q < 1 ||
+      p.seq_k < 1 || p.workspace == nullptr)
+    return cudaErrorInvalidValue;
+  const bool bf16 = p.dtype == DType::kBFloat16;
+  if (p.head_dim == 64)
+    return bf16 ? launch_typed<__nv_bfloat16, 64>(p, stream) : launch_typed<__half, 64>(p, stream);
+  if (p.head_dim == 128)
+    return bf16 ? launch_typed<__nv_bfloat16, 128>(p, stream)
+                : launch_typed<__half, 128>(p, stream);
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace sparge::kernels

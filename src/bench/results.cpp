@@ -1,0 +1,377 @@
+#include "bench/results.hpp"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "common/error.hpp"
+
+namespace sparge::bench {
+
+using nlohmann::json;
+
+double Row::dense_flops() const {
+  const Shape& s = shape;
+  const double f = 4.0 * double(s.batch) * double(s.heads) * double(s.seq_q) * double(s.seq_k) *
+                   double(s.head_dim);
+  return causal ? f / 2.0 : f;
+}
+
+double Row::effective_tops() const {
+  return time.median > 0 ? dense_flops() / (time.median * 1e-3) / 1e12 : 0.0;
+}
+
+std::optional<double> Row::actual_tops() const {
+  if (valid_blocks <= 0 || executed_blocks <= 0 || time.median <= 0) return std::nullopt;
+  // Executed share of the dense work; for causal rows the valid blocks already exclude the
+  // masked half, so dense_flops (halved) is the matching denominator.
+  const double executed = dense_flops() * double(executed_blocks) / double(valid_blocks);
+  return executed / (time.median * 1e-3) / 1e12;
+}
+
+std::optional<double> Row::speedup_vs(const std::optional<double>& baseline_ms) const {
+  if (!baseline_ms || time.median <= 0) return std::nullopt;
+  return *baseline_ms / time.median;
+}
+
+std::optional<double> Row::e2e_speedup_vs_cudnn() const {
+  if (!cudnn_ms || !end_to_end_ms || *end_to_end_ms <= 0) return std::nullopt;
+  return *cudnn_ms / *end_to_end_ms;
+}
+
+namespace {
+
+json opt(const std::optional<double>& v) { return v ? json(*v) : json(nullptr); }
+
+json stats_json(const SampleStats& s) {
+  return {{"median", s.median},
+          {"mean", s.mean},
+          {"min", s.min},
+          {"max", s.max},
+          {"q1", s.q1},
+          {"q3", s.q3},
+          {"rel_spread", s.rel_spread()},
+          {"samples", s.count}};
+}
+
+}  // namespace
+
+json to_json(const Results& r) {
+  json gpus = json::array();
+  for (const GpuInfo& g : r.env.gpus) {
+    gpus.push_back({{"index", g.index},
+                    {"name", g.name},
+                    {"sm", g.sm},
+                    {"sm_count", g.sm_count},
+                    {"l2_bytes", g.l2_bytes},
+                    {"memory_bytes", g.memory_bytes},
+                    {"clock_nominal_mhz", g.clock_nominal_mhz},
+                    {"clock_measured_mhz", g.clock_measured_mhz},
+                    {"memory_clock_mhz", g.memory_clock_mhz},
+                    {"ecc", g.ecc}});
+  }
+  json env = {{"gpu", r.env.gpu_name()}, {"gpus", gpus},
+              {"driver", r.env.driver},  {"cuda_runtime", r.env.cuda_runtime},
+              {"torch", r.env.torch},    {"sparge", r.env.sparge_version},
+              {"git", r.env.git},        {"host", r.env.host},
+              {"date", r.env.date},      {"command", r.env.command}};
+  json rows = json::array();
+  for (const Row& row : r.rows) {
+    const Shape& s = row.shape;
+    json j = {{"variant", row.variant},
+              {"shape",
+               {{"batch", s.batch},
+                {"heads", s.heads},
+                {"kv_heads", s.kv_heads},
+                {"seq_q", s.seq_q},
+                {"seq_k", s.seq_k},
+                {"head_dim", s.head_dim}}},
+              {"causal", row.causal},
+              {"density", row.density},
+              {"dtype", row.dtype},
+              {"mask", row.mask},
+              {"seed", row.seed},
+              {"device", row.device},
+              {"time_ms", stats_json(row.time)},
+              {"tops", {{"effective", row.effective_tops()}, {"actual", opt(row.actual_tops())}}},
+              {"sparsity",
+               {{"stage1", opt(row.sparsity_stage1)},
+                {"stage12", opt(row.sparsity_stage12)},
+                {"valid_blocks", row.valid_blocks},
+                {"executed_blocks", row.executed_blocks}}},
+              {"split_ms",
+               {{"prediction", opt(row.prediction_ms)},
+                {"quantisation", opt(row.quantisation_ms)},
+                {"kernel", row.time.median},
+                {"end_to_end", opt(row.end_to_end_ms)}}},
+              {"baselines_ms",
+               {{"dense", opt(row.dense_ms)},
+                {"sdpa_cudnn", opt(row.cudnn_ms)},
+                {"sdpa_flash", opt(row.flash_ms)}}},
+              {"speedup",
+               {{"vs_dense", opt(row.speedup_vs(row.dense_ms))},
+                {"vs_cudnn", opt(row.speedup_vs(row.cudnn_ms))},
+                {"vs_flash", opt(row.speedup_vs(row.flash_ms))},
+                {"e2e_vs_cudnn", opt(row.e2e_speedup_vs_cudnn())}}},
+              {"notes", row.notes},
+              {"command", row.command}};
+    if (row.rel_l1 || row.cosine) {
+      j["accuracy"] = {{"rel_l1", opt(row.rel_l1)}, {"cosine", opt(row.cosine)}};
+    }
+    rows.push_back(std::move(j));
+  }
+  return {{"schema", kBenchSchema},
+          {"schema_version", kBenchSchemaVersion},
+          {"environment", env},
+          {"rows", rows}};
+}
+
+std::string to_json_text(const Results& results) { return to_json(results).dump(2) + "\n"; }
+
+namespace {
+
+// Typed access with one-line errors naming the file and the JSON path.
+struct Reader {
+  const std::string& source;
+
+  [[noreturn]] void bad(const std::string& path, const std::string& why) const {
+    fail(ExitCode::kDataError, "{}: {}: {}", source, path, why);
+  }
+  const json& at(const json& j, const std::string& key, const std::string& path) const {
+    if (!j.is_object()) bad(path, "expected an object");
+    auto it = j.find(key);
+    if (it == j.end()) bad(path + "." + key, "missing");
+    return *it;
+  }
+  double num(const json& j, const std::string& key, const std::string& path) const {
+    const json& v = at(j, key, path);
+    if (!v.is_number()) bad(path + "." + key, "expected a number");
+    return v.get<double>();
+  }
+  int64_t integer(const json& j, const std::string& key, const std::string& path) const {
+    const json& v = at(j, key, path);
+    if (!v.is_number_integer()) bad(path + "." + key, "expected an integer");
+    return v.get<int64_t>();
+  }
+  std::string str(const json& j, const std::string& key, const std::string& path) const {
+    const json& v = at(j, key, path);
+    if (!v.is_string()) bad(path + "." + key, "expected a string");
+    return v.get<std::string>();
+  }
+  bool boolean(const json& j, const std::string& key, const std::string& path) const {
+    const json& v = at(j, key, path);
+    if (!v.is_boolean()) bad(path + "." + key, "expected true or false");
+    return v.get<bool>();
+  }
+  // Optional: absent or null -> nullopt; anything else must be a number.
+  std::optional<double> opt_num(const json& j, const char* obj, const char* key,
+                                const std::string& path) const {
+    auto o = j.find(obj);
+    if (o == j.end() || o->is_null()) return std::nullopt;
+    if (!o->is_object()) bad(path + "." + obj, "expected an object");
+    auto it = o->find(key);
+    if (it == o->end() || it->is_null()) return std::nullopt;
+    if (!it->is_number()) bad(fmt::format("{}.{}.{}", path, obj, key), "expected a number");
+    return it->get<double>();
+  }
+  std::string opt_str(const json& j, const std::string& key, const std::string& fallback) const {
+    auto it = j.find(key);
+    return (it != j.end() && it->is_string()) ? it->get<std::string>() : fallback;
+  }
+};
+
+}  // namespace
+
+Results results_from_json(const json& j, const std::string& source) {
+  Reader rd{source};
+  if (!j.is_object()) rd.bad("document", "expected a JSON object");
+  if (!j.contains("schema")) rd.bad("schema", "missing (not a sparge bench result?)");
+  const std::string schema = rd.str(j, "schema", "");
+  if (schema != kBenchSchema) {
+    rd.bad("schema", fmt::format("'{}', expected '{}'", schema, kBenchSchema));
+  }
+  const int64_t version = rd.integer(j, "schema_version", "");
+  if (version != kBenchSchemaVersion) {
+    rd.bad("schema_version",
+           fmt::format("{} not supported (this sparge reads {})", version, kBenchSchemaVersion));
+  }
+  Results r;
+  const json& env = rd.at(j, "environment", "");
+  if (!env.is_object()) rd.bad("environment", "expected an object");
+  r.env.driver = rd.opt_str(env, "driver", "");
+  r.env.cuda_runtime = rd.opt_str(env, "cuda_runtime", "");
+  r.env.torch = rd.opt_str(env, "torch", "");
+  r.env.sparge_version = rd.opt_str(env, "sparge", "");
+  r.env.git = rd.opt_str(env, "git", "unknown");
+  r.env.host = rd.opt_str(env, "host", "");
+  r.env.date = rd.opt_str(env, "date", "");
+  r.env.command = rd.opt_str(env, "command", "");
+  const std::string gpu = rd.str(env, "gpu", "environment");
+  if (auto g = env.find("gpus"); g != env.end() && g->is_array()) {
+    for (size_t i = 0; i < g->size(); ++i) {
+      const json& x = (*g)[i];
+      const std::string p = fmt::format("environment.gpus[{}]", i);
+      GpuInfo info;
+      info.index = static_cast<int>(rd.integer(x, "index", p));
+      info.name = rd.str(x, "name", p);
+      info.sm = rd.opt_str(x, "sm", "");
+      info.sm_count = x.value("sm_count", 0);
+      info.l2_bytes = x.value("l2_bytes", int64_t{0});
+      info.memory_bytes = x.value("memory_bytes", int64_t{0});
+      info.clock_nominal_mhz = x.value("clock_nominal_mhz", 0.0);
+      info.clock_measured_mhz = x.value("clock_measured_mhz", 0.0);
+      info.memory_clock_mhz = x.value("memory_clock_mhz", 0.0);
+      info.ecc = x.value("ecc", false);
+      r.env.gpus.push_back(info);
+    }
+  }
+  if (r.env.gpus.empty()) {
+    GpuInfo only;
+    only.name = gpu;
+    r.env.gpus.push_back(only);
+  }
+  if (r.env.gpus[0].name != gpu) rd.bad("environment.gpu", "differs from environment.gpus[0]");
+
+  const json& rows = rd.at(j, "rows", "");
+  if (!rows.is_array()) rd.bad("rows", "expected an array");
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const json& x = rows[i];
+    const std::string p = fmt::format("rows[{}]", i);
+    Row row;
+    row.variant = rd.str(x, "variant", p);
+    const json& s = rd.at(x, "shape", p);
+    const std::string sp = p + ".shape";
+    row.shape.batch = rd.integer(s, "batch", sp);
+    row.shape.heads = rd.integer(s, "heads", sp);
+    row.shape.kv_heads = rd.integer(s, "kv_heads", sp);
+    row.shape.seq_q = rd.integer(s, "seq_q", sp);
+    row.shape.seq_k = rd.integer(s, "seq_k", sp);
+    row.shape.head_dim = rd.integer(s, "head_dim", sp);
+    row.causal = rd.boolean(x, "causal", p);
+    row.density = rd.num(x, "density", p);
+    row.dtype = rd.opt_str(x, "dtype", "fp16");
+    row.mask = rd.opt_str(x, "mask", "random");
+    row.seed = x.value("seed", uint64_t{0});
+    row.device = x.value("device", 0);
+    const json& t = rd.at(x, "time_ms", p);
+    const std::string tp = p + ".time_ms";
+    row.time.median = rd.num(t, "median", tp);
+    if (!(row.time.median > 0)) rd.bad(tp + ".median", "must be > 0");
+    row.time.count = static_cast<int>(rd.integer(t, "samples", tp));
+    // The spread is stored as a ratio; keep quartiles consistent with it when absent.
+    const double rel = rd.num(t, "rel_spread", tp);
+    row.time.mean = t.value("mean", row.time.median);
+    row.time.min = t.value("min", row.time.median);
+    row.time.max = t.value("max", row.time.median);
+    row.time.q1 = t.value("q1", row.time.median * (1 - rel / 2));
+    row.time.q3 = t.value("q3", row.time.median * (1 + rel / 2));
+    row.sparsity_stage1 = rd.opt_num(x, "sparsity", "stage1", p);
+    row.sparsity_stage12 = rd.opt_num(x, "sparsity", "stage12", p);
+    if (auto sp2 = x.find("sparsity"); sp2 != x.end() && sp2->is_object()) {
+      row.valid_blocks = sp2->value("valid_blocks", int64_t{0});
+      row.executed_blocks = sp2->value("executed_blocks", int64_t{0});
+    }
+    row.prediction_ms = rd.opt_num(x, "split_ms", "prediction", p);
+    row.quantisation_ms = rd.opt_num(x, "split_ms", "quantisation", p);
+    row.end_to_end_ms = rd.opt_num(x, "split_ms", "end_to_end", p);
+    row.dense_ms = rd.opt_num(x, "baselines_ms", "dense", p);
+    row.cudnn_ms = rd.opt_num(x, "baselines_ms", "sdpa_cudnn", p);
+    row.flash_ms = rd.opt_num(x, "baselines_ms", "sdpa_flash", p);
+    row.rel_l1 = rd.opt_num(x, "accuracy", "rel_l1", p);
+    row.cosine = rd.opt_num(x, "accuracy", "cosine", p);
+    if (auto n = x.find("notes"); n != x.end() && n->is_array()) {
+      for (const auto& note : *n) {
+        if (note.is_string()) row.notes.push_back(note.get<std::string>());
+      }
+    }
+    row.command = rd.opt_str(x, "command", "");
+    r.rows.push_back(std::move(row));
+  }
+  return r;
+}
+
+Results load_results(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  if (!in) fail(ExitCode::kNoInput, "{}: cannot open bench results", path.string());
+  json j;
+  try {
+    j = json::parse(in);
+  } catch (const json::parse_error& e) {
+    fail(ExitCode::kDataError, "{}: not valid JSON (byte {})", path.string(), e.byte);
+  }
+  return results_from_json(j, path.string());
+}
+
+namespace {
+
+std::string fmt_opt(const std::optional<double>& v, const char* spec) {
+  return v ? fmt::format(fmt::runtime(spec), *v) : std::string("-");
+}
+
+}  // namespace
+
+std::string format_table(const Results& r, TableFormat format) {
+  const std::vector<std::string> header{
+      "variant", "shape B,H,Nq,Nk,D", "causal",   "density",     "sparsity", "ms",
+      "spread",  "eff TOPS",          "act TOPS", "pred ms",     "quant ms", "e2e ms",
+      "x dense", "x cudnn",           "x flash",  "e2e x cudnn", "rel-L1"};
+  std::vector<std::vector<std::string>> cells;
+  for (const Row& row : r.rows) {
+    cells.push_back(
+        {row.variant, row.shape.str(), row.causal ? "yes" : "no", fmt::format("{:g}", row.density),
+         fmt_opt(row.sparsity_stage1, "{:.3f}"), fmt::format("{:.4g}", row.time.median),
+         fmt::format("{:.1f}%", 100 * row.time.rel_spread()),
+         fmt::format("{:.0f}", row.effective_tops()), fmt_opt(row.actual_tops(), "{:.0f}"),
+         fmt_opt(row.prediction_ms, "{:.3g}"), fmt_opt(row.quantisation_ms, "{:.3g}"),
+         fmt_opt(row.end_to_end_ms, "{:.4g}"), fmt_opt(row.speedup_vs(row.dense_ms), "{:.2f}"),
+         fmt_opt(row.speedup_vs(row.cudnn_ms), "{:.2f}"),
+         fmt_opt(row.speedup_vs(row.flash_ms), "{:.2f}"),
+         fmt_opt(row.e2e_speedup_vs_cudnn(), "{:.2f}"), fmt_opt(row.rel_l1, "{:.4f}")});
+  }
+  std::string out;
+  if (format == TableFormat::kCsv) {
+    auto csv_cell = [](const std::string& c) {
+      if (c.find_first_of(",\"") == std::string::npos) return c;
+      std::string quoted(1, '"');  // shapes contain commas
+      quoted += c;
+      quoted += '"';
+      return quoted;
+    };
+    for (size_t i = 0; i < header.size(); ++i) out += (i ? "," : "") + csv_cell(header[i]);
+    out += "\n";
+    for (const auto& line : cells) {
+      for (size_t i = 0; i < line.size(); ++i) out += (i ? "," : "") + csv_cell(line[i]);
+      out += "\n";
+    }
+    return out;
+  }
+  if (format == TableFormat::kMarkdown) {
+    out += fmt::format("## sparge bench — {} — git {} — {}\n\n", r.env.gpu_name(), r.env.git,
+                       r.env.date);
+    out += "| " + fmt::format("{}", fmt::join(header, " | ")) + " |\n|";
+    for (size_t i = 0; i < header.size(); ++i) out += "---|";
+    out += "\n";
+    for (const auto& line : cells) out += "| " + fmt::format("{}", fmt::join(line, " | ")) + " |\n";
+    return out;
+  }
+  std::vector<size_t> width(header.size());
+  for (size_t i = 0; i < header.size(); ++i) width[i] = header[i].size();
+  for (const auto& line : cells) {
+    for (size_t i = 0; i < line.size(); ++i) width[i] = std::max(width[i], line[i].size());
+  }
+  auto emit = [&](const std::vector<std::string>& line) {
+    for (size_t i = 0; i < line.size(); ++i) {
+      out += i < 2 ? fmt::format("{:<{}}", line[i], width[i])
+                   : fmt::format("{:>{}}", line[i], width[i]);
+      out += i + 1 < line.size() ? "  " : "\n";
+    }
+  };
+  out += fmt::format("# {} | git {} | {}\n", r.env.gpu_name(), r.env.git, r.env.date);
+  emit(header);
+  for (const auto& line : cells) emit(line);
+  return out;
+}
+
+}  // namespace sparge::bench

@@ -1,0 +1,95 @@
+// Bench results: the rows and environment of one `sparge bench` run, their JSON form (schema
+// "sparge.bench", version 1, docs/bench.md) and the text / Markdown / CSV tables.
+#pragma once
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "bench/cases.hpp"
+#include "bench/stats.hpp"
+
+namespace sparge::bench {
+
+inline constexpr const char* kBenchSchema = "sparge.bench";
+inline constexpr int kBenchSchemaVersion = 1;
+
+struct GpuInfo {
+  int index = 0;
+  std::string name;  // e.g. "NVIDIA H100 80GB HBM3"
+  std::string sm;    // compute capability, "9.0"
+  int sm_count = 0;
+  int64_t l2_bytes = 0;
+  int64_t memory_bytes = 0;
+  double clock_nominal_mhz = 0;   // cudaDevAttrClockRate (max boost)
+  double clock_measured_mhz = 0;  // probe kernel, after the first warm-up (0 = not measured)
+  double memory_clock_mhz = 0;
+  bool ecc = false;
+};
+
+struct Environment {
+  std::vector<GpuInfo> gpus;  // devices that ran cases
+  std::string driver;         // "13.0"
+  std::string cuda_runtime;
+  std::string torch;
+  std::string sparge_version;
+  std::string git;
+  std::string host;
+  std::string date;  // ISO 8601 UTC
+  std::string command;
+  std::string gpu_name() const { return gpus.empty() ? std::string("unknown") : gpus[0].name; }
+};
+
+struct Timing {
+  SampleStats stats;
+  std::vector<std::string> notes;  // "spread 7.2% > 5%", "SM clock 1410 MHz < 75% of 1980"
+};
+
+struct Row {
+  std::string variant;  // kernel name ("sparge_fwd.sm90.hd128.i8f8") or "sdpa_cudnn", ...
+  Shape shape;
+  bool causal = false;
+  double density = 1.0;  // requested
+  std::string dtype = "fp16";
+  std::string mask = "random";  // "random" | "dense" | "predicted"
+  uint64_t seed = 0;
+  int device = 0;
+  SampleStats time;  // of the variant's own timed region (kernel only, or the SDPA call)
+  // Realised sparsity: stage 1 = 1 - kept/valid blocks; stage 1+2 counts skipped P.V products
+  // too (absent when the kernel did not report them).
+  std::optional<double> sparsity_stage1, sparsity_stage12;
+  int64_t valid_blocks = 0, executed_blocks = 0;
+  std::optional<double> prediction_ms, quantisation_ms, end_to_end_ms;
+  std::optional<double> dense_ms, cudnn_ms, flash_ms;  // baselines of the same (shape, causal)
+  std::optional<double> rel_l1, cosine;  // vs cuDNN SDPA output (dense-mask rows only)
+  std::vector<std::string> notes;
+  std::string command;  // `sparge bench ...` that reproduces the row
+
+  // Dense-equivalent FLOPs: 4 B H Nq Nk D, halved when causal (the usual convention).
+  double dense_flops() const;
+  double effective_tops() const;              // dense_flops / time
+  std::optional<double> actual_tops() const;  // over executed blocks (sparse rows)
+  std::optional<double> speedup_vs(const std::optional<double>& baseline_ms) const;
+  std::optional<double> e2e_speedup_vs_cudnn() const;
+};
+
+struct Results {
+  Environment env;
+  std::vector<Row> rows;
+};
+
+nlohmann::json to_json(const Results& results);
+std::string to_json_text(const Results& results);  // pretty, trailing newline
+
+// Parses and validates a bench JSON. `source` names the file in errors. Throws Error(kDataError)
+// with one line naming the file and the fault: not JSON, wrong schema, unknown major version,
+// missing key ("rows[3].time_ms.median: missing"), wrong type.
+Results results_from_json(const nlohmann::json& j, const std::string& source);
+Results load_results(const std::filesystem::path& path);  // + kNoInput when missing
+
+enum class TableFormat { kText, kMarkdown, kCsv };
+std::string format_table(const Results& results, TableFormat format);
+
+}  // namespace sparge::bench

@@ -1,0 +1,499 @@
+#include "bench/runner.hpp"
+
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAGeneratorImpl.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <fmt/format.h>
+#include <torch/headeronly/version.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+#include <exception>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "bench/masks.hpp"
+#include "common/error.hpp"
+#include "common/log.hpp"
+#include "common/version.hpp"
+#include "config/tuned.hpp"
+#include "io/dump.hpp"
+#include "kernels/attention_api.h"
+#include "kernels/device_info.h"
+#include "runtime/runtime.hpp"
+
+namespace sparge::bench {
+
+int visible_devices() { return sparge::kernels::device_info_count(); }
+
+std::vector<int> parse_devices(const std::string& text, int count) {
+  std::vector<int> out;
+  if (text == "all") {
+    for (int i = 0; i < count; ++i) out.push_back(i);
+    return out;
+  }
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    int d = -1;
+    try {
+      size_t used = 0;
+      d = std::stoi(item, &used);
+      if (used != item.size()) d = -1;
+    } catch (const std::exception&) {
+      d = -1;
+    }
+    if (d < 0) fail(ExitCode::kUsage, "--devices '{}': '{}' is not a device index", text, item);
+    if (count > 0 && d >= count) {
+      fail(ExitCode::kUsage, "--devices '{}': device {} not visible ({} device(s))", text, d,
+           count);
+    }
+    for (int seen : out) {
+      if (seen == d) fail(ExitCode::kUsage, "--devices '{}': device {} listed twice", text, d);
+    }
+    out.push_back(d);
+  }
+  if (out.empty()) fail(ExitCode::kUsage, "--devices '{}': no device given", text);
+  return out;
+}
+
+namespace {
+
+std::string version_text(int v) { return v ? fmt::format("{}.{}", v / 1000, (v % 1000) / 10) : ""; }
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+}  // namespace
+
+Environment capture_environment(const std::vector<int>& devices, const std::string& command) {
+  Environment env;
+  for (int d : devices) {
+    sparge::kernels::DeviceInfo info;
+    char err[256] = {};
+    if (!sparge::kernels::query_device(d, &info, err, sizeof err)) {
+      fail(ExitCode::kSoftware, "device {}: query failed: {}", d, err);
+    }
+    GpuInfo g;
+    g.index = d;
+    g.name = info.name;
+    g.sm = fmt::format("{}.{}", info.sm_major, info.sm_minor);
+    g.sm_count = info.multiprocessors;
+    g.l2_bytes = info.l2_cache_bytes;
+    g.memory_bytes = static_cast<int64_t>(info.total_memory_bytes);
+    g.clock_nominal_mhz = info.clock_khz / 1000.0;
+    g.memory_clock_mhz = info.memory_clock_khz / 1000.0;
+    g.ecc = info.ecc_enabled != 0;
+    env.gpus.push_back(g);
+  }
+  env.driver = version_text(sparge::kernels::cuda_driver_version());
+  env.cuda_runtime = version_text(sparge::kernels::cuda_runtime_version());
+  env.torch = TORCH_VERSION;
+  env.sparge_version = SPARGE_VERSION_STRING;
+  env.git = SPARGE_GIT_SHA;
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) == 0) env.host = host;
+  env.date = utc_now();
+  env.command = command;
+  return env;
+}
+
+uint64_t case_seed(uint64_t base, const Case& c) {
+  // FNV-1a over the case's canonical text: stable across runs, platforms and suite order.
+  const std::string key = fmt::format("{}|{}|{}|{:.6f}", base, c.shape.str(), c.causal, c.density);
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char ch : key) h = (h ^ ch) * 1099511628211ull;
+  return h;
+}
+
+std::string repro_command(const Case& c, const std::string& dtype, uint64_t seed,
+                          const std::string& variant) {
+  const Shape& s = c.shape;
+  std::string cmd = fmt::format("sparge bench --shape {},{},{},{},{}", s.batch, s.heads, s.seq_q,
+                                s.seq_k, s.head_dim);
+  if (s.kv_heads != s.heads) cmd += fmt::format(" --kv-heads {}", s.kv_heads);
+  cmd += fmt::format(" --density {:g}", c.density);
+  if (c.causal) cmd += " --causal";
+  cmd += fmt::format(" --dtype {} --seed {} --variant {}", dtype, seed, variant);
+  return cmd;
+}
+
+namespace {
+
+std::string kernel_name(const ref::Geometry& g, int64_t head_dim) {
+  return fmt::format("sparge_fwd.{}.hd{}.{}", g.name, head_dim,
+                     g.pv == ref::PvNumerics::kFp8 ? "i8f8" : "i8f16");
+}
+
+struct Group {
+  Shape shape;
+  bool causal = false;
+  std::vector<size_t> case_indices;  // into suite.cases
+};
+
+// rel-L1 of o against ref in fp32 (o and ref [B, H, Nq, D]).
+std::pair<double, double> accuracy(const at::Tensor& o, const at::Tensor& ref) {
+  auto a = o.to(at::kFloat), b = ref.to(at::kFloat);
+  const double l1 = ((a - b).abs().sum() / b.abs().sum()).item<double>();
+  const double cos = (at::sum(a * b) / (a.norm() * b.norm()).clamp_min(1e-30)).item<double>();
+  return {l1, cos};
+}
+
+void add_notes(Row& row, const Timing& t) {
+  row.notes.insert(row.notes.end(), t.notes.begin(), t.notes.end());
+}
+
+// Kernel-only launches: the parameters are filled once (as a deployed op would cache them), so
+// the timed region holds the kernel launch alone. dense = lut nullptr, the kernels' dense mode
+// (every causally valid block; the runtime always passes a LUT, so this goes to the kernel API).
+class KernelLaunch {
+ public:
+  KernelLaunch(const runtime::Prepared& p, const at::Tensor& o, const at::Tensor& lambda,
+               std::string variant, bool dense)
+      : variant_(std::move(variant)) {
+    params_ = runtime::attention_params(p, o, lambda, lambda_log2_);
+    if (dense) {
+      params_.lut = nullptr;
+      params_.lut_len = nullptr;
+    }
+  }
+  void operator()() const {
+    const cudaStream_t stream = at::cuda::getCurrentCUDAStream().stream();
+    try {
+      if (variant_ == "sm90") {
+        sparge::kernels::launch_attention_sm90(params_, stream);
+      } else {
+        sparge::kernels::launch_attention_sm80(params_, stream);
+      }
+    } catch (const std::exception& e) {
+      fail(ExitCode::kSoftware, "{}", e.what());
+    }
+  }
+
+ private:
+  std::string variant_;
+  at::Tensor lambda_log2_;
+  sparge::kernels::AttentionParams params_;
+};
+
+// Runs one (shape, causal) group on the current device; returns its rows in case order.
+std::vector<Row> run_group(const Suite& suite, const Group& g, const RunOptions& opt, int device,
+                           GpuTimer& timer) {
+  const Shape& s = g.shape;
+  const at::ScalarType dtype = suite.dtype == "bf16" ? at::kBFloat16 : at::kHalf;
+  const auto dev = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(device));
+  const Case group_case{s, g.causal, 1.0};
+  const uint64_t data_seed = case_seed(opt.seed, group_case);
+
+  // Inputs uniform in [-1, 1] (never zeros: they hide bugs and run faster than real data).
+  auto gen = at::cuda::detail::createCUDAGenerator(static_cast<c10::DeviceIndex>(device));
+  gen.set_current_seed(data_seed);
+  auto opts = at::TensorOptions().dtype(dtype).device(dev);
+  auto q = at::empty({s.batch, s.heads, s.seq_q, s.head_dim}, opts).uniform_(-1, 1, gen);
+  auto k = at::empty({s.batch, s.kv_heads, s.seq_k, s.head_dim}, opts).uniform_(-1, 1, gen);
+  auto v = at::empty({s.batch, s.kv_heads, s.seq_k, s.head_dim}, opts).uniform_(-1, 1, gen);
+
+  const std::string variant = runtime::resolve_variant(opt.variant);
+  const ref::Geometry geom = ref::geometry_by_name(variant);
+  const std::string kname = kernel_name(geom, s.head_dim);
+  runtime::Options ropt;
+  ropt.causal = g.causal;
+
+  auto base_row = [&](const std::string& name, double density, const char* mask) {
+    Row r;
+    r.variant = name;
+    r.shape = s;
+    r.causal = g.causal;
+    r.density = density;
+    r.dtype = suite.dtype;
+    r.mask = mask;
+    r.device = device;
+    return r;
+  };
+  std::vector<Row> baseline_rows;
+  std::optional<double> cudnn_ms, flash_ms, dense_ms;
+  at::Tensor ref_out;  // SDPA output for the accuracy of the dense-mask rows
+  if (opt.baselines) {
+    // The private SDPA backends want H == Hkv: GQA inputs are expanded once, outside the timing.
+    auto ke = k, ve = v;
+    if (s.kv_heads != s.heads) {
+      ke = k.repeat_interleave(s.heads / s.kv_heads, 1);
+      ve = v.repeat_interleave(s.heads / s.kv_heads, 1);
+    }
+    struct Sdpa {
+      const char* name;
+      std::function<at::Tensor()> call;
+      std::optional<double>* out;
+    };
+    const std::vector<Sdpa> sdpas{
+        {"sdpa_cudnn",
+         [&] {
+           return std::get<0>(at::_scaled_dot_product_cudnn_attention(q, ke, ve, std::nullopt,
+                                                                      false, 0.0, g.causal));
+         },
+         &cudnn_ms},
+        {"sdpa_flash",
+         [&] {
+           return std::get<0>(at::_scaled_dot_product_flash_attention(q, ke, ve, 0.0, g.causal));
+         },
+         &flash_ms}};
+    for (const Sdpa& b : sdpas) {
+      Row r = base_row(b.name, 1.0, "dense");
+      r.seed = data_seed;
+      try {
+        auto out = b.call();
+        if (!ref_out.defined()) ref_out = out;
+        Timing t = timer.measure([&] { b.call(); });
+        r.time = t.stats;
+        add_notes(r, t);
+        *b.out = t.stats.median;
+        r.command = repro_command(group_case, suite.dtype, opt.seed, opt.variant);
+        baseline_rows.push_back(std::move(r));
+      } catch (const c10::Error& e) {
+        const std::string what = e.what_without_backtrace();
+        log::warn("{} {}{}: {} unavailable: {}", kname, s.str(), g.causal ? " causal" : "", b.name,
+                  what.substr(0, what.find('\n')));
+      }
+    }
+  }
+
+  // Quantisation (block statistics + INT8/FP8) and prediction (compressed map + TopCdf + LUT),
+  // timed separately: together they are the overhead end-to-end pays on top of the kernel.
+  runtime::Prepared prepared = runtime::quantize(q, k, v, geom, ropt);
+  Timing t_quant = timer.measure([&] { runtime::quantize(q, k, v, geom, ropt); });
+  auto th = runtime::Thresholds::uniform(s.heads, opt.predict_tau, opt.predict_theta, dev);
+  runtime::Prepared predicted = prepared;
+  runtime::predict(predicted, th, ropt);
+  Timing t_pred = timer.measure([&] { runtime::predict(predicted, th, ropt); });
+
+  auto o = at::empty({s.batch, s.heads, s.seq_q, s.head_dim}, opts);
+  const at::Tensor no_lambda;
+
+  // Our dense mode: lut == nullptr visits every causally valid block.
+  if (opt.baselines) {
+    const KernelLaunch dense(predicted, o, no_lambda, variant, /*dense=*/true);
+    Row r = base_row(kname + ".dense", 1.0, "dense");
+    r.seed = data_seed;
+    dense();
+    Timing t = timer.measure(dense);
+    r.time = t.stats;
+    add_notes(r, t);
+    dense_ms = t.stats.median;
+    auto valid = causal_valid_blocks(s.seq_q, s.seq_k, geom.block_q, geom.block_k, g.causal);
+    r.valid_blocks = valid.sum().item<int64_t>() * s.batch * s.heads;
+    r.executed_blocks = r.valid_blocks;
+    r.sparsity_stage1 = 0.0;
+    if (ref_out.defined()) {
+      auto [l1, cos] = accuracy(o, ref_out);
+      r.rel_l1 = l1;
+      r.cosine = cos;
+    }
+    r.command = repro_command(group_case, suite.dtype, opt.seed, opt.variant);
+    baseline_rows.push_back(std::move(r));
+  }
+
+  std::vector<Row> rows;
+  for (size_t idx : g.case_indices) {
+    const Case& c = suite.cases[idx];
+    const uint64_t mseed = case_seed(opt.seed, c);
+    BlockMask bm = random_block_mask(c, geom.block_q, geom.block_k, mseed);
+    runtime::Prepared masked = runtime::prepare_with_mask(q, k, v, bm.mask.to(dev), geom, ropt);
+    Row r = base_row(kname, c.density, "random");
+    r.seed = mseed;
+    const KernelLaunch kernel(masked, o, no_lambda, variant, /*dense=*/false);
+    kernel();
+    Timing t = timer.measure(kernel);
+    r.time = t.stats;
+    add_notes(r, t);
+    if (c.density == 1.0 && ref_out.defined()) {
+      auto [l1, cos] = accuracy(o, ref_out);
+      r.rel_l1 = l1;
+      r.cosine = cos;
+    }
+    Timing t_e2e = timer.measure([&] {
+      runtime::Prepared p = runtime::quantize(q, k, v, geom, ropt);
+      runtime::predict(p, th, ropt);
+      kernel();
+    });
+    r.valid_blocks = bm.valid_blocks;
+    r.executed_blocks = bm.kept_blocks;
+    r.sparsity_stage1 = 1.0 - bm.density();
+    r.quantisation_ms = t_quant.stats.median;
+    r.prediction_ms = t_pred.stats.median;
+    r.end_to_end_ms = t_e2e.stats.median;
+    r.command = repro_command(c, suite.dtype, opt.seed, opt.variant);
+    rows.push_back(std::move(r));
+  }
+  rows.insert(rows.end(), std::make_move_iterator(baseline_rows.begin()),
+              std::make_move_iterator(baseline_rows.end()));
+  for (Row& r : rows) {
+    r.dense_ms = dense_ms;
+    r.cudnn_ms = cudnn_ms;
+    r.flash_ms = flash_ms;
+  }
+  return rows;
+}
+
+void require_devices(const std::vector<int>& devices) {
+  const int count = visible_devices();
+  if (count == 0) fail(ExitCode::kNoDevice, "no CUDA device visible");
+  for (int d : devices) {
+    if (d >= count) fail(ExitCode::kUsage, "device {} not visible ({} device(s))", d, count);
+  }
+}
+
+}  // namespace
+
+Results run_suite(const Suite& suite, const RunOptions& opt) {
+  require_devices(opt.devices);
+  std::vector<Group> groups;
+  for (size_t i = 0; i < suite.cases.size(); ++i) {
+    const Case& c = suite.cases[i];
+    auto it = std::find_if(groups.begin(), groups.end(), [&](const Group& g) {
+      return g.shape == c.shape && g.causal == c.causal;
+    });
+    if (it == groups.end()) {
+      groups.push_back(Group{c.shape, c.causal, {}});
+      it = groups.end() - 1;
+    }
+    it->case_indices.push_back(i);
+  }
+  Results results;
+  results.env = capture_environment(opt.devices, opt.command);
+  std::vector<std::vector<Row>> per_group(groups.size());
+  std::vector<std::exception_ptr> errors(opt.devices.size());
+  std::mutex log_mutex;
+  auto worker = [&](size_t slot) {
+    try {
+      const int device = opt.devices[slot];
+      c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
+      auto stream = c10::cuda::getStreamFromPool(false, static_cast<c10::DeviceIndex>(device));
+      c10::cuda::CUDAStreamGuard stream_guard(stream);
+      GpuTimer timer(stream.stream(), opt.timer);
+      if (slot == 0) results.env.gpus[0].clock_measured_mhz = timer.measure_clock_mhz();
+      for (size_t gi = slot; gi < groups.size(); gi += opt.devices.size()) {
+        {
+          std::lock_guard<std::mutex> lock(log_mutex);
+          log::info("bench: device {}: {}{} ({} densities)", device, groups[gi].shape.str(),
+                    groups[gi].causal ? " causal" : "", groups[gi].case_indices.size());
+        }
+        per_group[gi] = run_group(suite, groups[gi], opt, device, timer);
+      }
+      if (slot > 0) results.env.gpus[slot].clock_measured_mhz = timer.measure_clock_mhz();
+    } catch (...) {
+      errors[slot] = std::current_exception();
+    }
+  };
+  std::vector<std::thread> threads;
+  for (size_t slot = 1; slot < opt.devices.size(); ++slot) threads.emplace_back(worker, slot);
+  worker(0);
+  for (auto& t : threads) t.join();
+  for (auto& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+  for (auto& rows : per_group) {
+    for (auto& r : rows) results.rows.push_back(std::move(r));
+  }
+  return results;
+}
+
+Results run_predicted(const RunOptions& opt) {
+  require_devices(opt.devices);
+  SPARGE_ASSERT(opt.dump && opt.config, "run_predicted needs --dump and --config");
+  io::DumpReader dump(*opt.dump);
+  const config::TunedConfig cfg = config::read_tuned(*opt.config);
+  const std::string variant = runtime::resolve_variant(opt.variant);
+  const ref::Geometry geom = ref::geometry_by_name(variant);
+  if (geom.block_q != cfg.kernel.geometry.block_q || geom.block_k != cfg.kernel.geometry.block_k) {
+    fail(ExitCode::kConfigError, "{}: tuned for {} ({}x{}), but the kernel is {} ({}x{})",
+         opt.config->string(), cfg.kernel.geometry.name, cfg.kernel.geometry.block_q,
+         cfg.kernel.geometry.block_k, geom.name, geom.block_q, geom.block_k);
+  }
+  Results results;
+  results.env = capture_environment({opt.devices[0]}, opt.command);
+  const int device = opt.devices[0];
+  c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
+  auto stream = c10::cuda::getStreamFromPool(false, static_cast<c10::DeviceIndex>(device));
+  c10::cuda::CUDAStreamGuard stream_guard(stream);
+  GpuTimer timer(stream.stream(), opt.timer);
+  results.env.gpus[0].clock_measured_mhz = timer.measure_clock_mhz();
+  const auto dev = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(device));
+  std::vector<int> layers = opt.layers;
+  if (layers.empty()) {
+    for (const auto& l : cfg.layers) layers.push_back(l.layer);
+  }
+  for (int li : layers) {
+    const config::TunedLayer* tl = cfg.find_layer(li);
+    if (!tl) fail(ExitCode::kConfigError, "{}: no layer {}", opt.config->string(), li);
+    auto q = dump.read(li, opt.sample, "q").to(dev);
+    auto k = dump.read(li, opt.sample, "k").to(dev);
+    auto v = dump.read(li, opt.sample, "v").to(dev);
+    ref::Thresholds rt;
+    rt.tau = tl->tau;
+    rt.theta = tl->theta;
+    rt.lambda = tl->lambda;
+    auto th = runtime::Thresholds::from_ref(rt, dev);
+    runtime::Options ropt;
+    ropt.causal = cfg.kernel.causal;
+    ropt.sink = cfg.kernel.sink;
+    ropt.return_mask = true;
+    if (dump.info().scale) ropt.scale = *dump.info().scale;
+    runtime::Prepared p = runtime::prepare(q, k, v, geom, th, ropt);
+    Shape s{q.size(0), q.size(1), k.size(1), q.size(2), k.size(2), q.size(3)};
+    auto valid = causal_valid_blocks(s.seq_q, s.seq_k, geom.block_q, geom.block_k, ropt.causal);
+    Row r;
+    r.variant = kernel_name(geom, p.head_dim);
+    r.shape = s;
+    r.causal = ropt.causal;
+    r.dtype = q.scalar_type() == at::kBFloat16 ? "bf16" : "fp16";
+    r.mask = "predicted";
+    r.device = device;
+    r.valid_blocks = valid.sum().item<int64_t>() * s.batch * s.heads;
+    r.executed_blocks = p.lut_len.sum().item<int64_t>();
+    r.density = double(r.executed_blocks) / double(std::max<int64_t>(1, r.valid_blocks));
+    r.sparsity_stage1 = 1.0 - r.density;
+    auto o = at::empty_like(q);
+    const KernelLaunch kernel(p, o, th.lambda, variant, /*dense=*/false);
+    Timing t = timer.measure(kernel);
+    r.time = t.stats;
+    add_notes(r, t);
+    r.quantisation_ms = timer.measure([&] { runtime::quantize(q, k, v, geom, ropt); }).stats.median;
+    runtime::Prepared pp = p;
+    r.prediction_ms = timer.measure([&] { runtime::predict(pp, th, ropt); }).stats.median;
+    r.end_to_end_ms = timer
+                          .measure([&] {
+                            runtime::Prepared x = runtime::prepare(q, k, v, geom, th, ropt);
+                            runtime::run_attention(x, o, th.lambda, variant);
+                          })
+                          .stats.median;
+    try {
+      r.cudnn_ms = timer
+                       .measure([&] {
+                         at::_scaled_dot_product_cudnn_attention(q, k, v, std::nullopt, false, 0.0,
+                                                                 ropt.causal);
+                       })
+                       .stats.median;
+    } catch (const c10::Error&) {
+      r.notes.push_back("sdpa_cudnn unavailable for this shape");
+    }
+    r.notes.push_back(fmt::format("layer {} sample {} of {}", li, opt.sample, opt.dump->string()));
+    r.command =
+        fmt::format("sparge bench --dump {} --config {} --layer {} --sample {} --variant {}",
+                    opt.dump->string(), opt.config->string(), li, opt.sample, opt.variant);
+    results.rows.push_back(std::move(r));
+  }
+  return results;
+}
+
+}  // namespace sparge::bench

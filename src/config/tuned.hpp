@@ -1,0 +1,97 @@
+// Tuned config, schema "sparge.tuned" v1 (SPEC §4; documented in docs/tuned-config.md): the
+// per-layer, per-head thresholds a tuning run found, with provenance, kernel geometry, budgets
+// and search space. Written by `sparge tune`, read by `sparge eval`, `sparge config`, the
+// runtime and the Python loader.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "reference/reference.hpp"
+
+namespace sparge::config {
+
+inline constexpr const char* kTunedSchema = "sparge.tuned";
+inline constexpr int kTunedSchemaVersion = 1;
+
+struct Provenance {
+  std::string tool = "sparge";
+  std::string version;    // SPARGE_VERSION_STRING
+  std::string git;        // SPARGE_GIT_SHA
+  std::string backend;    // "cpu" or "cuda"
+  std::string device;     // what the backend ran on
+  std::string dump;       // dump path as given on the command line
+  std::string dump_hash;  // "<algorithm>:<hex>", see io_hash.hpp
+  std::string model_id;
+  std::vector<int> samples;          // calibration sample indices (empty: all)
+  std::optional<std::string> created_utc;  // only with `tune --timestamp`: breaks byte identity
+};
+
+struct Budget {
+  std::string metric = "rel_l1";
+  double l1 = 0.05;  // stage 1 (SpargeAttn l1)
+  double l2 = 0.06;  // stage 1 + 2 (SpargeAttn pv_l1)
+};
+
+struct SearchSpace {
+  std::string granularity = "head";  // "head" or "layer"
+  std::vector<float> theta_grid;
+  float tau_tol = 0.001f;
+  float lambda_min = -32.0f, lambda_max = 0.0f, lambda_tol = 0.125f;
+  bool tune_lambda = true;
+  double min_sparsity = 0.05;
+};
+
+struct Kernel {
+  ref::Geometry geometry;  // name, block_q, block_k, warp_rows, pv
+  bool causal = false;
+  bool sink = false;
+};
+
+struct TunedLayer {
+  int layer = 0;
+  std::string module;
+  // One entry per query head.
+  std::vector<float> tau;     // [0, 1]
+  std::vector<float> theta;   // [-1, 1]
+  std::vector<float> lambda;  // <= 0 or -inf
+  std::vector<bool> sparse;   // false: run the head dense (tau = 1, theta = 1 are written too)
+  std::vector<float> sparsity_stage1, sparsity_stage12;  // achieved on the calibration samples
+  std::vector<float> error_stage1, error_stage12;        // worst rel-L1 over those samples
+  int heads() const { return static_cast<int>(tau.size()); }
+};
+
+struct TunedConfig {
+  int schema_version = kTunedSchemaVersion;
+  Provenance provenance;
+  Kernel kernel;
+  Budget budget;
+  SearchSpace search;
+  std::vector<TunedLayer> layers;
+  bool imported = false;  // read from SpargeAttn spellings (cdfthreshd, ...): not yet evaluated
+  const TunedLayer* find_layer(int layer) const;
+};
+
+// Shortest round-trip text of a float ("0.1", "1.0e-05", ".inf", "-.inf"), always readable as a
+// float by YAML 1.1 and 1.2 parsers (a '.' is added where the shortest form has none).
+std::string format_float(float v);
+std::string format_float(double v) = delete;  // thresholds are float: say so at the call site
+
+// Deterministic text: same config => same bytes.
+std::string to_yaml(const TunedConfig& cfg);
+// Atomic write (temp + rename). Throws Error(kIoError).
+void write_tuned(const std::filesystem::path& path, const TunedConfig& cfg);
+
+// Parses and validates. `source` names the file in error messages. If `expected_kernel` is given
+// the file's geometry must equal it. Throws Error(kConfigError) "<source>: <key>: <fault>".
+TunedConfig parse_tuned(const std::string& text, const std::string& source,
+                        const std::optional<ref::Geometry>& expected_kernel = std::nullopt);
+// Missing file: Error(kNoInput).
+TunedConfig read_tuned(const std::filesystem::path& path,
+                       const std::optional<ref::Geometry>& expected_kernel = std::nullopt);
+
+std::string pv_numerics_name(ref::PvNumerics pv);  // "fp8" / "half"
+
+}  // namespace sparge::config

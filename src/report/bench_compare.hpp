@@ -1,0 +1,57 @@
+// `sparge report BASE.json NEW.json`: noise-aware comparison of two bench runs, rendered as
+// Markdown (stdout) and optionally as a self-contained HTML page with inline SVG charts.
+//
+// Rule (docs/bench.md): rows match on (variant, shape, causal, density). Δ = new/base - 1 of the
+// median times; noise = sqrt(spread_base² + spread_new²) with spread = IQR/median of each run.
+// |Δ| > max(threshold, noise) is SLOW or FAST; otherwise SAME, or NOISY when the noise alone
+// exceeds the threshold (the run cannot resolve a change of threshold size). SLOW fails the
+// report (exit 1); NOISY fails only with --fail-on-noisy.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "bench/results.hpp"
+
+namespace sparge::report {
+
+enum class Status { kSlow, kNoisy, kFast, kSame, kNew, kGone };
+const char* status_label(Status s);  // "🔴 SLOW", ...
+
+struct CompareOptions {
+  double threshold = 0.05;  // relative
+  bool force = false;       // compare across GPU models
+  bool fail_on_noisy = false;
+};
+
+struct RowComparison {
+  std::optional<bench::Row> base, cur;
+  double delta = 0;  // new/base - 1
+  double noise = 0;  // combined relative spread
+  Status status = Status::kSame;
+  const bench::Row& any() const { return cur ? *cur : *base; }
+};
+
+struct BenchComparison {
+  bench::Environment base_env, new_env;
+  std::string base_name, new_name;  // file names, for the header
+  std::vector<RowComparison> rows;  // regressions first
+  int count(Status s) const;
+  bool failed(const CompareOptions& o) const;
+  bool has_accuracy() const;
+};
+
+// "5%", "5", "0.05" -> 0.05 ("5" means percent; a bare value < 1 is a ratio). Error(kUsage).
+double parse_threshold(const std::string& text);
+
+// Error(kUsage) when the GPU models differ and !options.force.
+BenchComparison compare_bench(const bench::Results& base, const bench::Results& cur,
+                              const CompareOptions& options, const std::string& base_name,
+                              const std::string& new_name);
+Status classify(double delta, double noise, double threshold);
+
+std::string render_markdown(const BenchComparison& cmp, const CompareOptions& options);
+std::string render_html(const BenchComparison& cmp, const CompareOptions& options);
+
+}  // namespace sparge::report

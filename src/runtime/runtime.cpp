@@ -1,0 +1,432 @@
+// GPU runtime: validation, allocation and launches (see runtime.hpp).
+#include "runtime/runtime.hpp"
+
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <cuda_runtime.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+#include "common/error.hpp"
+#include "common/log.hpp"
+#include "kernels/api.h"
+
+namespace sparge::runtime {
+namespace {
+
+constexpr double kLog2e = 1.4426950408889634;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+void check_cuda(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) fail(ExitCode::kSoftware, "{}: CUDA error: {}", what, cudaGetErrorString(e));
+}
+
+std::string shape_str(const at::Tensor& t) { return fmt::format("{}", fmt::join(t.sizes(), "x")); }
+
+// Accepts any strides with a contiguous last dimension; copies only when the 16-byte vector loads
+// would be misaligned (base pointer or a b/h/n stride not a multiple of 8 elements).
+at::Tensor aligned(const at::Tensor& t, const char* name) {
+  const bool ok = reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 && t.stride(0) % 8 == 0 &&
+                  t.stride(1) % 8 == 0 && t.stride(2) % 8 == 0;
+  if (ok) return t;
+  log::debug("runtime: {} {} strides [{}] not 16-byte aligned: copying", name, shape_str(t),
+             fmt::join(t.strides(), ","));
+  return t.contiguous();
+}
+
+struct Inputs {
+  at::Tensor q, k, v;  // possibly padded / realigned
+  int64_t batch, heads, kv_heads, seq_q, seq_k, head_dim, head_dim_in;
+};
+
+Inputs check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal,
+                    bool need_v) {
+  const std::pair<const at::Tensor*, const char*> all[] = {{&q, "q"}, {&k, "k"}, {&v, "v"}};
+  for (auto [t, name] : all) {
+    if (!t->defined()) fail(ExitCode::kUsage, "attention input {}: undefined tensor", name);
+    if (t->dim() != 4)
+      fail(ExitCode::kUsage, "attention input {}: shape {}, expected rank 4 [B, H, N, D]", name,
+           shape_str(*t));
+    if (!t->is_cuda())
+      fail(ExitCode::kUsage, "attention input {}: on {}, expected a CUDA tensor", name,
+           t->device().str());
+    if (t->device() != q.device())
+      fail(ExitCode::kUsage, "attention input {}: on {}, q on {}", name, t->device().str(),
+           q.device().str());
+    if (t->scalar_type() != at::kHalf && t->scalar_type() != at::kBFloat16)
+      fail(ExitCode::kUsage, "attention input {}: dtype {}, expected float16 or bfloat16", name,
+           c10::toString(t->scalar_type()));
+    if (t->scalar_type() != q.scalar_type())
+      fail(ExitCode::kUsage, "attention input {}: dtype {} differs from q's {}", name,
+           c10::toString(t->scalar_type()), c10::toString(q.scalar_type()));
+    if (t->size(3) > 1 && t->stride(3) != 1)
+      fail(ExitCode::kUsage, "attention input {}: last-dimension stride {}, expected 1", name,
+           t->stride(3));
+  }
+  if (k.sizes() != v.sizes() || q.size(0) != k.size(0) || q.size(3) != k.size(3))
+    fail(ExitCode::kUsage,
+         "attention inputs: q {}, k {}, v {}: B and D must agree and k, v have equal shapes",
+         shape_str(q), shape_str(k), shape_str(v));
+  Inputs in;
+  in.batch = q.size(0);
+  in.heads = q.size(1);
+  in.kv_heads = k.size(1);
+  in.seq_q = q.size(2);
+  in.seq_k = k.size(2);
+  in.head_dim_in = q.size(3);
+  if (in.batch < 1 || in.heads < 1 || in.kv_heads < 1 || in.seq_q < 1 || in.seq_k < 1 ||
+      in.head_dim_in < 1 || in.heads % in.kv_heads != 0)
+    fail(ExitCode::kUsage,
+         "attention inputs: q {}, k {}: need B, N, D >= 1 and query heads a multiple of kv heads",
+         shape_str(q), shape_str(k));
+  if (in.head_dim_in > 128)
+    fail(ExitCode::kUsage,
+         "attention inputs: head dim {} not supported (64 and 128 natively, smaller ones zero "
+         "padded; no kernel for D > 128)",
+         in.head_dim_in);
+  if (causal && in.seq_q > in.seq_k)
+    fail(ExitCode::kUsage, "causal attention with Nq = {} > Nk = {} is not supported", in.seq_q,
+         in.seq_k);
+  in.head_dim = in.head_dim_in <= 64 ? 64 : 128;
+  auto pad = [&](const at::Tensor& t) {
+    return in.head_dim == in.head_dim_in
+               ? t
+               : at::constant_pad_nd(t, {0, in.head_dim - in.head_dim_in});
+  };
+  in.q = aligned(pad(q), "q");
+  in.k = aligned(pad(k), "k");
+  in.v = need_v ? aligned(pad(v), "v") : v;
+  return in;
+}
+
+kernels::InputView view(const at::Tensor& t) {
+  return {t.data_ptr(), t.stride(0), t.stride(1), t.stride(2)};
+}
+
+kernels::DType kernel_dtype(at::ScalarType t) {
+  switch (t) {
+    case at::kHalf: return kernels::DType::kFloat16;
+    case at::kBFloat16: return kernels::DType::kBFloat16;
+    case at::kFloat: return kernels::DType::kFloat32;
+    default: fail(ExitCode::kUsage, "dtype {} has no kernel", c10::toString(t));
+  }
+}
+
+void check_geometry(const ref::Geometry& g) {
+  const bool ok = (g.block_q == 64 || g.block_q == 128) && (g.block_k == 64 || g.block_k == 128);
+  if (!ok)
+    fail(ExitCode::kUsage, "geometry {}: blocks {}x{} not supported (64 or 128 each)", g.name,
+         g.block_q, g.block_k);
+}
+
+kernels::PredictParams predict_params(const Prepared& p, bool causal, bool sink) {
+  kernels::PredictParams k;
+  k.batch = static_cast<int>(p.batch);
+  k.heads = static_cast<int>(p.heads);
+  k.kv_heads = static_cast<int>(p.kv_heads);
+  k.seq_q = static_cast<int>(p.seq_q);
+  k.seq_k = static_cast<int>(p.seq_k);
+  k.head_dim = static_cast<int>(p.head_dim);
+  k.block_q = p.geometry.block_q;
+  k.block_k = p.geometry.block_k;
+  k.num_q_blocks = static_cast<int>(p.num_q_blocks);
+  k.num_k_blocks = static_cast<int>(p.num_k_blocks);
+  k.scale = static_cast<float>(p.scale);
+  k.causal = causal;
+  k.sink = sink;
+  return k;
+}
+
+void alloc_lut(Prepared& p, bool want_mask) {
+  const auto dev = p.q8.device();
+  p.lut = at::empty({p.batch, p.heads, p.num_q_blocks, p.num_k_blocks},
+                    at::TensorOptions(at::kInt).device(dev));
+  p.lut_len = at::empty({p.batch, p.heads, p.num_q_blocks}, at::TensorOptions(at::kInt).device(dev));
+  p.mask = want_mask ? at::empty({p.batch, p.heads, p.num_q_blocks, p.num_k_blocks},
+                                 at::TensorOptions(at::kBool).device(dev))
+                     : at::Tensor();
+}
+
+at::Tensor head_vector(const at::Tensor& t, const char* name, int64_t heads, at::Device dev) {
+  if (!t.defined()) return t;
+  if (t.numel() != heads)
+    fail(ExitCode::kUsage, "thresholds: {} has {} entries, expected {} (query heads)", name,
+         t.numel(), heads);
+  return t.to(dev, at::kFloat).contiguous().view({heads});
+}
+
+}  // namespace
+
+Thresholds Thresholds::uniform(int64_t heads, float tau, float theta, at::Device device,
+                               float lambda) {
+  const auto opts = at::TensorOptions(at::kFloat).device(device);
+  return {at::full({heads}, tau, opts), at::full({heads}, theta, opts),
+          at::full({heads}, lambda, opts), at::Tensor()};
+}
+
+Thresholds Thresholds::from_ref(const ref::Thresholds& t, at::Device device) {
+  auto vec = [&](const std::vector<float>& v) {
+    if (v.empty()) return at::Tensor();
+    return at::tensor(at::ArrayRef<float>(v), at::kFloat).to(device);
+  };
+  return {vec(t.tau), vec(t.theta), vec(t.lambda), vec(t.topk)};
+}
+
+Prepared quantize(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                  const ref::Geometry& geometry, const Options& options) {
+  check_geometry(geometry);
+  const Inputs in = check_inputs(q, k, v, options.causal, /*need_v=*/true);
+  const c10::cuda::CUDAGuard guard(q.device());
+  Prepared p;
+  p.geometry = geometry;
+  p.dtype = q.scalar_type();
+  p.batch = in.batch;
+  p.heads = in.heads;
+  p.kv_heads = in.kv_heads;
+  p.seq_q = in.seq_q;
+  p.seq_k = in.seq_k;
+  p.head_dim = in.head_dim;
+  p.head_dim_in = in.head_dim_in;
+  p.num_q_blocks = ceil_div(in.seq_q, geometry.block_q);
+  p.num_k_blocks = ceil_div(in.seq_k, geometry.block_k);
+  p.scale = options.scale > 0 ? options.scale : 1.0 / std::sqrt(static_cast<double>(in.head_dim_in));
+  p.causal = options.causal;
+
+  const int64_t B = p.batch, H = p.heads, Hkv = p.kv_heads, D = p.head_dim;
+  const int64_t nq = p.num_q_blocks, nk = p.num_k_blocks;
+  const auto f32 = at::TensorOptions(at::kFloat).device(q.device());
+  const auto i8 = at::TensorOptions(at::kChar).device(q.device());
+  p.q8 = at::empty({B, H, nq * geometry.block_q, D}, i8);
+  p.q_scale = at::empty({B, H, nq}, f32);
+  p.q_pooled = at::empty({B, H, nq, D}, f32);
+  p.q_sim = at::empty({B, H, nq}, f32);
+  p.k8 = at::empty({B, Hkv, nk * geometry.block_k, D}, i8);
+  p.k_scale = at::empty({B, Hkv, nk}, f32);
+  p.k_pooled = at::empty({B, Hkv, nk, D}, f32);
+  p.k_sim = at::empty({B, Hkv, nk}, f32);
+  p.k_mean = at::empty({B, Hkv, D}, f32);
+  const bool fp8 = geometry.pv == ref::PvNumerics::kFp8;
+  if (fp8) {
+    p.v = at::empty({B, Hkv, D, nk * geometry.block_k},
+                    at::TensorOptions(at::kFloat8_e4m3fn).device(q.device()));
+    p.v_scale = at::empty({B, Hkv, D}, f32);
+  } else {
+    p.v = at::empty({B, Hkv, nk * geometry.block_k, D}, q.options().memory_format(at::MemoryFormat::Contiguous));
+  }
+
+  kernels::QuantParams k8;
+  k8.dtype = kernel_dtype(p.dtype);
+  k8.q = view(in.q);
+  k8.k = view(in.k);
+  k8.v = view(in.v);
+  k8.batch = static_cast<int>(B);
+  k8.heads = static_cast<int>(H);
+  k8.kv_heads = static_cast<int>(Hkv);
+  k8.seq_q = static_cast<int>(p.seq_q);
+  k8.seq_k = static_cast<int>(p.seq_k);
+  k8.head_dim = static_cast<int>(D);
+  k8.block_q = geometry.block_q;
+  k8.block_k = geometry.block_k;
+  k8.num_q_blocks = static_cast<int>(nq);
+  k8.num_k_blocks = static_cast<int>(nk);
+  k8.q8 = p.q8.data_ptr<int8_t>();
+  k8.q_scale = p.q_scale.data_ptr<float>();
+  k8.q_pooled = p.q_pooled.data_ptr<float>();
+  k8.q_sim = p.q_sim.data_ptr<float>();
+  k8.k8 = p.k8.data_ptr<int8_t>();
+  k8.k_scale = p.k_scale.data_ptr<float>();
+  k8.k_pooled = p.k_pooled.data_ptr<float>();
+  k8.k_sim = p.k_sim.data_ptr<float>();
+  k8.k_mean = p.k_mean.data_ptr<float>();
+  k8.v_fp8 = fp8;
+  k8.v_out = p.v.data_ptr();
+  k8.v_scale = fp8 ? p.v_scale.data_ptr<float>() : nullptr;
+  at::Tensor ws = at::empty({static_cast<int64_t>(kernels::quant_workspace_floats(k8))}, f32);
+  k8.workspace = ws.data_ptr<float>();
+  check_cuda(kernels::launch_quantize(k8, at::cuda::getCurrentCUDAStream().stream()),
+             "quantisation kernels");
+  return p;  // ws is freed to the caching allocator, stream-ordered: safe
+}
+
+void predict(Prepared& p, const Thresholds& t, const Options& options) {
+  if (options.causal && p.seq_q > p.seq_k)
+    fail(ExitCode::kUsage, "causal attention with Nq = {} > Nk = {} is not supported", p.seq_q,
+         p.seq_k);
+  if (p.num_k_blocks > kernels::kMaxPredictKBlocks)
+    fail(ExitCode::kUsage, "prediction: {} K blocks (Nk = {}) exceed the kernel's limit of {}",
+         p.num_k_blocks, p.seq_k, kernels::kMaxPredictKBlocks);
+  const auto dev = p.q8.device();
+  const c10::cuda::CUDAGuard guard(dev);
+  const at::Tensor theta = head_vector(t.theta, "theta", p.heads, dev);
+  const at::Tensor tau = head_vector(t.tau, "tau", p.heads, dev);
+  const at::Tensor topk = head_vector(t.topk, "topk", p.heads, dev);
+  if (!theta.defined() || (!tau.defined() && !topk.defined()))
+    fail(ExitCode::kUsage, "thresholds: theta and one of tau / topk are required");
+  p.causal = options.causal;
+  alloc_lut(p, options.return_mask);
+  kernels::PredictParams k = predict_params(p, options.causal, options.sink);
+  k.q_pooled = p.q_pooled.data_ptr<float>();
+  k.q_sim = p.q_sim.data_ptr<float>();
+  k.k_pooled = p.k_pooled.data_ptr<float>();
+  k.k_sim = p.k_sim.data_ptr<float>();
+  k.theta = theta.data_ptr<float>();
+  k.tau = tau.defined() ? tau.data_ptr<float>() : nullptr;
+  k.topk = topk.defined() ? topk.data_ptr<float>() : nullptr;
+  k.lut = p.lut.data_ptr<int32_t>();
+  k.lut_len = p.lut_len.data_ptr<int32_t>();
+  k.mask = p.mask.defined() ? reinterpret_cast<uint8_t*>(p.mask.data_ptr<bool>()) : nullptr;
+  check_cuda(kernels::launch_predict(k, at::cuda::getCurrentCUDAStream().stream()),
+             "prediction kernel");
+}
+
+Prepared prepare(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                 const ref::Geometry& geometry, const Thresholds& thresholds,
+                 const Options& options) {
+  Prepared p = quantize(q, k, v, geometry, options);
+  predict(p, thresholds, options);
+  return p;
+}
+
+Prepared prepare_with_mask(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                           const at::Tensor& mask, const ref::Geometry& geometry,
+                           const Options& options) {
+  Prepared p = quantize(q, k, v, geometry, options);
+  const std::vector<int64_t> want{p.batch, p.heads, p.num_q_blocks, p.num_k_blocks};
+  if (!mask.defined() || mask.sizes() != at::IntArrayRef(want))
+    fail(ExitCode::kUsage, "block mask: shape {}, expected {} for geometry {}",
+         mask.defined() ? shape_str(mask) : "undefined", fmt::join(want, "x"), geometry.name);
+  const c10::cuda::CUDAGuard guard(q.device());
+  const at::Tensor m = mask.to(q.device()).ne(0).to(at::kByte).contiguous();
+  alloc_lut(p, options.return_mask);
+  kernels::PredictParams kp = predict_params(p, options.causal, options.sink);
+  kp.lut = p.lut.data_ptr<int32_t>();
+  kp.lut_len = p.lut_len.data_ptr<int32_t>();
+  kp.mask = p.mask.defined() ? reinterpret_cast<uint8_t*>(p.mask.data_ptr<bool>()) : nullptr;
+  check_cuda(kernels::launch_mask_to_lut(kp, m.data_ptr<uint8_t>(),
+                                         at::cuda::getCurrentCUDAStream().stream()),
+             "mask-to-LUT kernel");
+  return p;
+}
+
+std::vector<std::string> available_variants() {
+  std::vector<std::string> out;
+  if (kernels::device_count() == 0) return out;
+  const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
+  if (prop->major >= 8) out.push_back("sm80");
+  if (kernels::attention_sm90_available()) out.push_back("sm90");
+  return out;
+}
+
+std::string resolve_variant(const std::string& variant) {
+  if (variant != "auto" && variant != "sm90" && variant != "sm80")
+    fail(ExitCode::kUsage, "unknown kernel variant '{}' (known: auto, sm90, sm80)", variant);
+  if (kernels::device_count() == 0)
+    fail(ExitCode::kNoDevice, "kernel variant {}: no CUDA device", variant);
+  const auto avail = available_variants();
+  auto has = [&](const char* v) { return std::find(avail.begin(), avail.end(), v) != avail.end(); };
+  if (variant == "auto") {
+    const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
+    if (prop->major == 9 && prop->minor == 0 && has("sm90")) return "sm90";
+    if (has("sm80")) return "sm80";
+  } else if (has(variant.c_str())) {
+    return variant;
+  }
+  fail(ExitCode::kNoDevice, "kernel variant {} not available on this device/build (available: {})",
+       variant, avail.empty() ? "none" : fmt::format("{}", fmt::join(avail, ", ")));
+}
+
+kernels::AttentionParams attention_params(const Prepared& p, const at::Tensor& o,
+                                          const at::Tensor& lambda,
+                                          at::Tensor& lambda_log2_storage) {
+  if (!p.lut.defined())
+    fail(ExitCode::kSoftware, "attention: prepared inputs have no LUT (call predict first)");
+  const std::vector<int64_t> want{p.batch, p.heads, p.seq_q, p.head_dim};
+  if (!o.defined() || o.sizes() != at::IntArrayRef(want) || o.stride(3) != 1 ||
+      o.scalar_type() != p.dtype || o.device() != p.q8.device())
+    fail(ExitCode::kUsage, "attention output: {} {}, expected {} {} with a contiguous last dim",
+         o.defined() ? shape_str(o) : "undefined",
+         o.defined() ? c10::toString(o.scalar_type()) : "", fmt::join(want, "x"),
+         c10::toString(p.dtype));
+  kernels::AttentionParams a;
+  a.q8 = p.q8.data_ptr<int8_t>();
+  a.k8 = p.k8.data_ptr<int8_t>();
+  a.v = p.v.data_ptr();
+  a.q_scale = p.q_scale.data_ptr<float>();
+  a.k_scale = p.k_scale.data_ptr<float>();
+  a.v_scale = p.v_scale.defined() ? p.v_scale.data_ptr<float>() : nullptr;
+  a.lut = p.lut.data_ptr<int32_t>();
+  a.lut_len = p.lut_len.data_ptr<int32_t>();
+  if (lambda.defined()) {
+    lambda_log2_storage =
+        (head_vector(lambda, "lambda", p.heads, p.q8.device()) * static_cast<float>(kLog2e))
+            .contiguous();
+    a.lambda_log2 = lambda_log2_storage.data_ptr<float>();
+  }
+  a.o = o.data_ptr();
+  a.o_stride_b = o.stride(0);
+  a.o_stride_h = o.stride(1);
+  a.o_stride_n = o.stride(2);
+  a.o_dtype = kernel_dtype(o.scalar_type());
+  a.v_dtype = kernel_dtype(p.dtype);
+  a.batch = static_cast<int>(p.batch);
+  a.heads = static_cast<int>(p.heads);
+  a.kv_heads = static_cast<int>(p.kv_heads);
+  a.seq_q = static_cast<int>(p.seq_q);
+  a.seq_k = static_cast<int>(p.seq_k);
+  a.head_dim = static_cast<int>(p.head_dim);
+  a.num_q_blocks = static_cast<int>(p.num_q_blocks);
+  a.num_k_blocks = static_cast<int>(p.num_k_blocks);
+  a.sm_scale_log2 = static_cast<float>(p.scale * kLog2e);
+  a.causal = p.causal;
+  a.causal_offset = p.causal ? static_cast<int>(p.seq_k - p.seq_q) : 0;
+  return a;
+}
+
+void run_attention(const Prepared& p, const at::Tensor& o, const at::Tensor& lambda,
+                   const std::string& variant) {
+  const std::string v = resolve_variant(variant);
+  if (v != p.geometry.name)
+    fail(ExitCode::kUsage, "attention: inputs prepared for geometry {} cannot run variant {}",
+         p.geometry.name, v);
+  const c10::cuda::CUDAGuard guard(p.q8.device());
+  at::Tensor lambda_log2;
+  const kernels::AttentionParams a = attention_params(p, o, lambda, lambda_log2);
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream().stream();
+  try {
+    if (v == "sm90") {
+      kernels::launch_attention_sm90(a, stream);
+    } else {
+      kernels::launch_attention_sm80(a, stream);
+    }
+  } catch (const std::invalid_argument& e) {
+    fail(ExitCode::kUsage, "attention {}: {}", v, e.what());
+  } catch (const std::runtime_error& e) {
+    fail(ExitCode::kSoftware, "attention {}: {}", v, e.what());
+  }
+  check_cuda(cudaGetLastError(), "attention kernel launch");
+}
+
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const Thresholds& thresholds, const Options& options,
+                     const std::string& variant) {
+  const std::string var = resolve_variant(variant);
+  const ref::Geometry geometry = ref::geometry_by_name(var);
+  Options opts = options;
+  opts.return_mask = false;
+  const Prepared p = prepare(q, k, v, geometry, thresholds, opts);
+  // Output laid out like q: NHD when q's token stride is below its head stride.
+  const bool nhd = q.stride(2) < q.stride(1);
+  at::Tensor o = nhd ? at::empty({p.batch, p.seq_q, p.heads, p.head_dim}, q.options())
+                           .transpose(1, 2)
+                     : at::empty({p.batch, p.heads, p.seq_q, p.head_dim}, q.options());
+  run_attention(p, o, thresholds.lambda, var);
+  if (p.head_dim != p.head_dim_in) o = o.narrow(3, 0, p.head_dim_in).clone();
+  return o;
+}
+
+}  // namespace sparge::runtime

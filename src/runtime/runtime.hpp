@@ -1,0 +1,96 @@
+// GPU runtime: at::Tensor in -> validated kernel parameters -> launches on torch's current CUDA
+// stream. Prediction + quantisation (kernels/quant.cu, kernels/predict.cu) and the block-sparse
+// attention kernels (kernels/attention_api.h). Nothing here synchronises the stream.
+//
+// Shapes: q [B, H, Nq, D], k and v [B, Hkv, Nk, D] (H % Hkv == 0; query head h uses kv head
+// h / (H / Hkv)), any strides with a contiguous last dimension (HND or NHD views alike), fp16 or
+// bf16, on one CUDA device. D in {64, 128} natively; other D <= 128 are zero padded to the next
+// of those (padding changes no dot product; the softmax scale stays 1/sqrt(D)). Outputs follow
+// kernels/params.h.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "kernels/params.h"
+#include "reference/reference.hpp"
+
+namespace sparge::runtime {
+
+// Per query head thresholds as fp32 device tensors [H] on the inputs' device. lambda and topk are
+// optional (undefined: stage 2 off / TopCdf mode with tau).
+struct Thresholds {
+  at::Tensor tau, theta, lambda, topk;
+  static Thresholds uniform(int64_t heads, float tau, float theta, at::Device device,
+                            float lambda = -std::numeric_limits<float>::infinity());
+  static Thresholds from_ref(const ref::Thresholds& t, at::Device device);
+};
+
+struct Options {
+  bool causal = false;       // key tk visible to query tq iff tk <= tq + (Nk - Nq); Nq <= Nk
+  bool sink = false;         // first K block always kept
+  double scale = 0.0;        // softmax scale; 0 = 1/sqrt(D) of the unpadded head dim
+  bool return_mask = false;  // also produce the bool block mask [B, H, nq, nk]
+};
+
+// Everything the attention kernels need, plus the prediction statistics (for tests and tuning).
+struct Prepared {
+  ref::Geometry geometry;
+  at::ScalarType dtype = at::kHalf;  // of the inputs and of the output
+  int64_t batch = 0, heads = 0, kv_heads = 0, seq_q = 0, seq_k = 0;
+  int64_t head_dim = 0;     // as run (64 or 128)
+  int64_t head_dim_in = 0;  // as given (<= head_dim; the rest is zero padding)
+  int64_t num_q_blocks = 0, num_k_blocks = 0;
+  double scale = 0.0;  // softmax scale actually used
+  bool causal = false;
+
+  at::Tensor q8, q_scale, q_pooled, q_sim;          // [B,H,nq*bq,D] i8, [B,H,nq], [B,H,nq,D], [B,H,nq]
+  at::Tensor k8, k_scale, k_pooled, k_sim, k_mean;  // same for smoothed K (Hkv, nk); k_mean [B,Hkv,D]
+  at::Tensor v;        // FP8 geometry: e4m3 [B,Hkv,D,nk*bk]; half: [B,Hkv,nk*bk,D] input dtype
+  at::Tensor v_scale;  // [B,Hkv,D] fp32 (FP8 only)
+  at::Tensor lut, lut_len;  // int32 [B,H,nq,nk], [B,H,nq]
+  at::Tensor mask;          // bool [B,H,nq,nk] when asked for
+};
+
+// Block statistics + INT8/FP8 quantisation only (no LUT yet): 4 launches.
+Prepared quantize(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                  const ref::Geometry& geometry, const Options& options);
+// Stage-1 prediction from `prepared`'s statistics: fills lut, lut_len (and mask if asked). Can be
+// called repeatedly with different thresholds (the tuner). 1 launch.
+void predict(Prepared& prepared, const Thresholds& thresholds, const Options& options);
+// quantize + predict.
+Prepared prepare(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                 const ref::Geometry& geometry, const Thresholds& thresholds,
+                 const Options& options);
+// A given block mask (any dtype, nonzero = keep, [B, H, nq, nk] of the geometry) instead of the
+// prediction; ANDed with causal validity, an empty row keeps its last causally valid block.
+Prepared prepare_with_mask(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                           const at::Tensor& mask, const ref::Geometry& geometry,
+                           const Options& options);
+
+// Kernel variants: "sm90" (Hopper, i8f8) and "sm80" (portable, i8f16). "auto" picks sm90 on a
+// compute capability 9.0 device when compiled in, else sm80. An explicit variant that is not
+// compiled or cannot run here throws Error(kNoDevice) naming the available set.
+std::string resolve_variant(const std::string& variant);
+std::vector<std::string> available_variants();
+
+// Fills the attention kernels' parameters for `prepared`, writing into `o` ([B, H, Nq, head_dim]
+// with any strides, contiguous last dim). lambda: fp32 [H] device tensor in natural-log units or
+// undefined (stage 2 off); its log2 copy is returned through `lambda_log2_storage`.
+kernels::AttentionParams attention_params(const Prepared& prepared, const at::Tensor& o,
+                                          const at::Tensor& lambda,
+                                          at::Tensor& lambda_log2_storage);
+// Runs the kernel of `variant` ("sm90"/"sm80"; must match prepared.geometry.name) into o.
+void run_attention(const Prepared& prepared, const at::Tensor& o, const at::Tensor& lambda,
+                   const std::string& variant);
+
+// The whole pipeline: predict + quantise + block-sparse attention. Returns [B, H, Nq, D] in the
+// input dtype, laid out like q (HND or NHD strides).
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const Thresholds& thresholds, const Options& options,
+                     const std::string& variant = "auto");
+
+}  // namespace sparge::runtime

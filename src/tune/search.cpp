@@ -1,0 +1,274 @@
+#include "tune/search.hpp"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <tuple>
+
+#include "common/error.hpp"
+#include "common/log.hpp"
+
+namespace sparge::tune {
+
+std::vector<float> SearchOptions::default_theta_grid() {
+  std::vector<float> grid;
+  for (int i = -8; i < 8; ++i) grid.push_back(static_cast<float>(i) / 8.0f);
+  return grid;
+}
+
+void SearchOptions::validate() const {
+  if (!(l1 > 0) || !std::isfinite(l1)) fail(ExitCode::kUsage, "--l1 {}: must be a positive number", l1);
+  if (!(l2 >= l1) || !std::isfinite(l2)) fail(ExitCode::kUsage, "--l2 {}: must be >= --l1 ({})", l2, l1);
+  if (theta_grid.empty()) fail(ExitCode::kUsage, "--theta-grid: empty");
+  for (float t : theta_grid) {
+    if (!(t >= -1.0f && t <= 1.0f)) fail(ExitCode::kUsage, "--theta-grid: {} is outside [-1, 1]", t);
+  }
+  if (!(tau_tol > 0 && tau_tol < 1)) fail(ExitCode::kUsage, "--tau-tol {}: must be in (0, 1)", tau_tol);
+  if (!(lambda_min < lambda_max) || lambda_max > 0 || !std::isfinite(lambda_min)) {
+    fail(ExitCode::kUsage, "--lambda-range {},{}: need finite min < max <= 0", lambda_min, lambda_max);
+  }
+  if (!(lambda_tol > 0)) fail(ExitCode::kUsage, "--lambda-tol {}: must be positive", lambda_tol);
+  if (!(min_sparsity >= 0 && min_sparsity < 1)) fail(ExitCode::kUsage, "--min-sparsity {}: must be in [0, 1)", min_sparsity);
+}
+
+namespace {
+
+// Exact-bits key so the memo never merges distinct floats (and -inf is a normal key).
+using Key = std::tuple<uint32_t, uint32_t, uint32_t>;
+Key key_of(const Candidate& c) {
+  return {std::bit_cast<uint32_t>(c.tau), std::bit_cast<uint32_t>(c.theta),
+          std::bit_cast<uint32_t>(c.lambda)};
+}
+
+// Memoises the oracle so a candidate asked for twice (τ = 1 at several θ after the dense check,
+// the stage-1 point re-used by stage 2) costs one evaluation.
+class Memo {
+ public:
+  explicit Memo(HeadOracle& oracle) : oracle_(oracle) {}
+  std::vector<Evaluation> evaluate(const std::vector<Candidate>& cands) {
+    std::vector<Candidate> missing;
+    for (const auto& c : cands) {
+      if (!cache_.count(key_of(c)) &&
+          std::find(missing.begin(), missing.end(), c) == missing.end()) {
+        missing.push_back(c);
+      }
+    }
+    if (!missing.empty()) {
+      auto evals = oracle_.evaluate(missing);
+      SPARGE_ASSERT(evals.size() == missing.size(), "oracle returned {} evaluations for {}",
+                    evals.size(), missing.size());
+      for (size_t i = 0; i < missing.size(); ++i) cache_.emplace(key_of(missing[i]), evals[i]);
+    }
+    std::vector<Evaluation> out;
+    out.reserve(cands.size());
+    for (const auto& c : cands) out.push_back(cache_.at(key_of(c)));
+    return out;
+  }
+  Evaluation evaluate(const Candidate& c) { return evaluate(std::vector<Candidate>{c}).front(); }
+  long count() const { return static_cast<long>(cache_.size()); }
+
+ private:
+  HeadOracle& oracle_;
+  std::map<Key, Evaluation> cache_;
+};
+
+struct Point {
+  Candidate c;
+  Evaluation e;
+};
+
+// Stage-1 order: higher sparsity, then lower error, then smaller θ, then larger τ.
+bool better_stage1(const Point& a, const Point& b) {
+  if (a.e.sparsity_stage1_mean != b.e.sparsity_stage1_mean)
+    return a.e.sparsity_stage1_mean > b.e.sparsity_stage1_mean;
+  if (a.e.error_worst != b.e.error_worst) return a.e.error_worst < b.e.error_worst;
+  if (a.c.theta != b.c.theta) return a.c.theta < b.c.theta;
+  return a.c.tau > b.c.tau;
+}
+
+// Stage-2 order: higher stage-1+2 sparsity, then lower error, then smaller λ.
+bool better_stage2(const Point& a, const Point& b) {
+  if (a.e.sparsity_stage12_mean != b.e.sparsity_stage12_mean)
+    return a.e.sparsity_stage12_mean > b.e.sparsity_stage12_mean;
+  if (a.e.error_worst != b.e.error_worst) return a.e.error_worst < b.e.error_worst;
+  return a.c.lambda < b.c.lambda;
+}
+
+std::optional<Point> search_stage1(Memo& memo, const SearchOptions& opt) {
+  struct Line {
+    float theta;
+    float lo = 0.0f, hi = 1.0f;
+    bool alive = true;
+    double reachable = 2.0;  // upper bound on the sparsity a passing τ of this line can have
+  };
+  std::vector<Line> lines;
+  for (float t : opt.theta_grid) {
+    bool dup = false;
+    for (const auto& l : lines) dup |= l.theta == t;
+    if (!dup) lines.push_back({t});
+  }
+  std::optional<Point> best;
+  auto consider = [&](const Point& p) {
+    if (p.e.error_worst <= opt.l1 && (!best || better_stage1(p, *best))) best = p;
+  };
+
+  // τ = 1 on every line: a line that fails there has nothing to offer.
+  {
+    std::vector<Candidate> cands;
+    for (const auto& l : lines) cands.push_back({1.0f, l.theta, kNoSkip});
+    auto evals = memo.evaluate(cands);
+    for (size_t i = 0; i < lines.size(); ++i) {
+      Point p{cands[i], evals[i]};
+      if (p.e.error_worst <= opt.l1) {
+        consider(p);
+      } else {
+        lines[i].alive = false;
+      }
+    }
+  }
+  for (;;) {
+    std::vector<size_t> active;
+    std::vector<Candidate> cands;
+    for (size_t i = 0; i < lines.size(); ++i) {
+      auto& l = lines[i];
+      if (!l.alive) continue;
+      if (l.hi - l.lo <= opt.tau_tol) {
+        l.alive = false;
+        continue;
+      }
+      // Monotone TopCdf: every τ > lo keeps a superset of lo's blocks, so this line cannot beat
+      // the best point any more. (Strict: an equal bound could still win a tie.)
+      if (best && l.reachable < best->e.sparsity_stage1_mean) {
+        l.alive = false;
+        continue;
+      }
+      active.push_back(i);
+      cands.push_back({(l.lo + l.hi) * 0.5f, l.theta, kNoSkip});
+    }
+    if (active.empty()) break;
+    auto evals = memo.evaluate(cands);
+    for (size_t j = 0; j < active.size(); ++j) {
+      auto& l = lines[active[j]];
+      Point p{cands[j], evals[j]};
+      if (p.e.error_worst <= opt.l1) {
+        consider(p);
+        l.hi = p.c.tau;
+      } else {
+        l.lo = p.c.tau;
+        l.reachable = p.e.sparsity_stage1_mean;
+      }
+    }
+  }
+  return best;
+}
+
+Point search_stage2(Memo& memo, const SearchOptions& opt, const Point& base) {
+  Point best = base;  // λ = -inf: error <= l1 <= l2
+  if (!opt.tune_lambda) return best;
+  auto at = [&](float lambda) {
+    Candidate c = base.c;
+    c.lambda = lambda;
+    return Point{c, memo.evaluate(c)};
+  };
+  auto consider = [&](const Point& p) {
+    bool pass = p.e.error_worst <= opt.l2;
+    if (pass && better_stage2(p, best)) best = p;
+    return pass;
+  };
+  float lo = opt.lambda_min, hi = opt.lambda_max;  // λ closer to 0 skips more
+  if (!consider(at(lo))) return best;
+  if (consider(at(hi))) return best;
+  while (hi - lo > opt.lambda_tol) {
+    float mid = (lo + hi) * 0.5f;
+    if (consider(at(mid))) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  return best;
+}
+
+}  // namespace
+
+HeadResult search_head(HeadOracle& oracle, const SearchOptions& opt) {
+  Memo memo(oracle);
+  HeadResult r;
+  std::optional<Point> s1 = search_stage1(memo, opt);
+  Point base;
+  if (s1 && s1->e.sparsity_stage1_mean >= opt.min_sparsity) {
+    base = *s1;
+    r.sparse = true;
+  } else {
+    base = Point{kDenseCandidate, memo.evaluate(kDenseCandidate)};
+    r.sparse = false;
+    if (base.e.error_worst > opt.l1) {
+      r.meets_budget = false;
+      r.chosen = kDenseCandidate;
+      r.sparsity_stage1 = base.e.sparsity_stage1_mean;
+      r.sparsity_stage12 = base.e.sparsity_stage12_mean;
+      r.error_stage1 = r.error_stage12 = base.e.error_worst;
+      r.evaluations = memo.count();
+      return r;
+    }
+  }
+  Point fin = search_stage2(memo, opt, base);
+  r.chosen = fin.c;
+  r.sparsity_stage1 = base.e.sparsity_stage1_mean;
+  r.error_stage1 = base.e.error_worst;
+  r.sparsity_stage12 = fin.e.sparsity_stage12_mean;
+  r.error_stage12 = fin.e.error_worst;
+  r.evaluations = memo.count();
+  return r;
+}
+
+namespace {
+
+class CombinedOracle final : public HeadOracle {
+ public:
+  explicit CombinedOracle(std::vector<HeadOracle*> heads) : heads_(std::move(heads)) {
+    SPARGE_ASSERT(!heads_.empty(), "combined oracle over no heads");
+  }
+  std::vector<Evaluation> evaluate(std::span<const Candidate> cands) override {
+    std::vector<Evaluation> out(cands.size());
+    for (auto* h : heads_) {
+      auto part = h->evaluate(cands);
+      SPARGE_ASSERT(part.size() == cands.size(), "oracle returned {} evaluations for {}",
+                    part.size(), cands.size());
+      for (size_t i = 0; i < cands.size(); ++i) {
+        auto& o = out[i];
+        const auto& p = part[i];
+        o.error_worst = std::max(o.error_worst, p.error_worst);
+        o.error_per_sample.insert(o.error_per_sample.end(), p.error_per_sample.begin(),
+                                  p.error_per_sample.end());
+        o.sparsity_stage1_per_sample.insert(o.sparsity_stage1_per_sample.end(),
+                                            p.sparsity_stage1_per_sample.begin(),
+                                            p.sparsity_stage1_per_sample.end());
+        o.sparsity_stage12_per_sample.insert(o.sparsity_stage12_per_sample.end(),
+                                             p.sparsity_stage12_per_sample.begin(),
+                                             p.sparsity_stage12_per_sample.end());
+        o.sparsity_stage1_mean += p.sparsity_stage1_mean / static_cast<double>(heads_.size());
+        o.sparsity_stage12_mean += p.sparsity_stage12_mean / static_cast<double>(heads_.size());
+      }
+    }
+    evaluated_ += static_cast<long>(cands.size());
+    return out;
+  }
+  int num_samples() const override { return heads_.front()->num_samples(); }
+  long evaluations() const override { return evaluated_; }
+
+ private:
+  std::vector<HeadOracle*> heads_;
+  long evaluated_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<HeadOracle> make_combined_oracle(std::vector<HeadOracle*> heads) {
+  return std::make_unique<CombinedOracle>(std::move(heads));
+}
+
+}  // namespace sparge::tune

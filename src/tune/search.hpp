@@ -1,0 +1,67 @@
+// The per-head threshold search of SPEC §3, written against HeadOracle so it runs on any backend
+// and can be tested with synthetic oracles.
+//
+// Per head:
+//  1. Stage 1. For every θ of the grid, bisection on τ in [0, 1] for the sparsest mask whose
+//     rel-L1 on *every* calibration sample is <= l1. The θ lines advance in lockstep (one batched
+//     oracle call per step). A θ whose τ = 1 point fails is dropped; a θ line whose best
+//     reachable sparsity (the sparsity at its failing lower end: a larger τ only keeps more
+//     blocks) is below the best passing point found so far stops early.
+//  2. The stage-1 point kept is the best *evaluated and passing* point over all θ lines: highest
+//     mean stage-1 sparsity; ties: lower worst error, then smaller θ, then larger τ. Bisection
+//     midpoints are never written untested, and a non-monotone oracle can cost sparsity but
+//     never makes a failing point win.
+//  3. If no point passes, or the best mean stage-1 sparsity is < min_sparsity, the head is dense:
+//     kDenseCandidate (τ = 1, θ = 1: nothing is "similar", so every block is forced on).
+//  4. Stage 2 at the kept (τ, θ): bisection on λ in [lambda_min, lambda_max] (natural log, <= 0)
+//     for the most stage-1+2 sparsity with worst error <= l2; λ = -inf (no skipping, whose
+//     error is the stage-1 error <= l1 <= l2) is kept when nothing passes. Ties: smaller λ.
+//  5. A head whose dense mask already misses l1 (quantisation error alone) is reported with
+//     meets_budget = false and written dense with λ = -inf.
+// Deterministic: the sequence of oracle calls depends only on the oracle's answers.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "tune/oracle.hpp"
+
+namespace sparge::tune {
+
+struct SearchOptions {
+  double l1 = 0.05;  // stage-1 budget, rel-L1 (worst sample)
+  double l2 = 0.06;  // stage-1+2 budget, must be >= l1
+  std::vector<float> theta_grid = default_theta_grid();
+  float tau_tol = 0.001f;       // stop the τ bisection when the interval is <= this wide
+  float lambda_min = -32.0f;    // λ bisection range (natural log); SpargeAttn's pvthreshd range
+  float lambda_max = 0.0f;      //   [0, 50] (log2) is about [-34.7, 0] here
+  float lambda_tol = 0.125f;    // stop the λ bisection when the interval is <= this wide
+  bool tune_lambda = true;      // false: λ = -inf for every head
+  double min_sparsity = 0.05;   // below this mean stage-1 sparsity a head is marked dense
+
+  // -1, -0.875, ..., 0.875 (step 1/8): SpargeAttn sweeps step 1/16 but then bins its results by
+  // 1/8 and keeps the max θ of a bin, so 1/8 loses nothing it actually uses, at half the cost.
+  static std::vector<float> default_theta_grid();
+  // Throws Error(kUsage) naming the option at fault.
+  void validate() const;
+};
+
+struct HeadResult {
+  Candidate chosen = kDenseCandidate;  // what is written (λ from stage 2)
+  bool sparse = false;                 // false: dense head (chosen τ = 1, θ = 1)
+  bool meets_budget = true;            // false: even the dense mask misses l1
+  double sparsity_stage1 = 0;          // mean over samples at (τ, θ)
+  double sparsity_stage12 = 0;         // mean over samples at (τ, θ, λ)
+  double error_stage1 = 0;             // worst over samples at (τ, θ, λ = -inf)
+  double error_stage12 = 0;            // worst over samples at (τ, θ, λ)
+  long evaluations = 0;                // distinct candidates evaluated
+};
+
+HeadResult search_head(HeadOracle& oracle, const SearchOptions& options);
+
+// Per-layer granularity: one oracle over several heads. error_worst is the worst over heads and
+// samples; sparsities are the mean over heads of their means. Per-sample vectors are
+// concatenated head after head.
+std::unique_ptr<HeadOracle> make_combined_oracle(std::vector<HeadOracle*> heads);
+
+}  // namespace sparge::tune

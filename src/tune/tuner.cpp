@@ -1,0 +1,560 @@
+#include "tune/tuner.hpp"
+
+#include <ATen/Parallel.h>
+#include <c10/util/hash.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <ctime>
+#include <exception>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "common/atomic_file.hpp"
+#include "common/error.hpp"
+#include "common/log.hpp"
+#include "common/progress.hpp"
+#include "common/version.hpp"
+#include "io/dump.hpp"
+#include "tune/content_hash.hpp"
+
+namespace sparge::tune {
+
+std::vector<int> parse_index_list(const std::string& text, const std::string& flag) {
+  std::vector<int> out;
+  std::stringstream ss(text);
+  std::string item;
+  auto number = [&](const std::string& s) {
+    size_t used = 0;
+    int v = -1;
+    try {
+      v = std::stoi(s, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != s.size() || v < 0) {
+      fail(ExitCode::kUsage, "{} '{}': expected non-negative indices like 0,2,5-7", flag, text);
+    }
+    return v;
+  };
+  while (std::getline(ss, item, ',')) {
+    if (item.empty()) continue;
+    auto dash = item.find('-');
+    if (dash == std::string::npos) {
+      out.push_back(number(item));
+    } else {
+      int a = number(item.substr(0, dash)), b = number(item.substr(dash + 1));
+      if (b < a) fail(ExitCode::kUsage, "{} '{}': range {} is backwards", flag, text, item);
+      for (int i = a; i <= b; ++i) out.push_back(i);
+    }
+  }
+  if (out.empty()) fail(ExitCode::kUsage, "{} '{}': no index given", flag, text);
+  std::set<int> uniq(out.begin(), out.end());
+  return {uniq.begin(), uniq.end()};
+}
+
+namespace {
+
+// Runs fn(0..n-1) on `jobs` threads; the first exception stops the others and is rethrown.
+void parallel_for(int n, int jobs, const std::function<void(int)>& fn) {
+  std::atomic<int> next{0};
+  std::atomic<bool> stop{false};
+  std::exception_ptr error;
+  std::mutex mu;
+  auto worker = [&] {
+    for (;;) {
+      if (stop) return;
+      int i = next++;
+      if (i >= n) return;
+      try {
+        fn(i);
+      } catch (...) {
+        std::lock_guard lock(mu);
+        if (!error) error = std::current_exception();
+        stop = true;
+      }
+    }
+  };
+  jobs = std::max(1, std::min(jobs, n));
+  std::vector<std::thread> threads;
+  for (int t = 1; t < jobs; ++t) threads.emplace_back(worker);
+  worker();
+  for (auto& t : threads) t.join();
+  if (error) std::rethrow_exception(error);
+}
+
+// Each worker runs libtorch ops; their intra-op pool would multiply the threads by `jobs`.
+int resolve_jobs(int requested, int units) {
+  const int hw = std::max(1u, std::thread::hardware_concurrency());
+  int jobs = requested > 0 ? requested : hw;
+  jobs = std::max(1, std::min(jobs, std::max(1, units)));
+  at::set_num_threads(std::max(1, hw / jobs));
+  return jobs;
+}
+
+std::vector<int> select_samples(const io::DumpReader& reader, const io::LayerInfo& layer,
+                                const std::optional<std::vector<int>>& wanted) {
+  std::vector<int> have;
+  for (const auto& s : layer.samples) have.push_back(s.index);
+  if (!wanted) {
+    if (have.empty()) {
+      fail(ExitCode::kDataError, "{}: layer {} has no samples", reader.path().string(),
+           layer.index);
+    }
+    return have;
+  }
+  for (int s : *wanted) {
+    if (std::find(have.begin(), have.end(), s) == have.end()) {
+      fail(ExitCode::kUsage, "--samples: {}: layer {} has no sample {}", reader.path().string(),
+           layer.index, s);
+    }
+  }
+  return *wanted;
+}
+
+HeadRequest load_head(const io::DumpReader& reader, const io::LayerInfo& layer, int head,
+                      const std::vector<int>& samples, const ref::Geometry& geometry,
+                      const ref::AttentionOptions& attention) {
+  // q: this query head; k, v: the KV head it reads under GQA/MQA (H % Hkv == 0 is checked by
+  // the reader). Each [B, 1, N, D].
+  const int group = layer.num_q_heads / std::max(1, layer.num_kv_heads);
+  const int kv = head / std::max(1, group);
+  HeadRequest req;
+  req.layer = layer.index;
+  req.head = head;
+  req.geometry = geometry;
+  req.attention = attention;
+  for (int s : samples) {
+    HeadSample hs;
+    hs.q = reader.read(layer.index, s, "q", std::make_pair(head, head + 1));
+    hs.k = reader.read(layer.index, s, "k", std::make_pair(kv, kv + 1));
+    hs.v = reader.read(layer.index, s, "v", std::make_pair(kv, kv + 1));
+    req.samples.push_back(std::move(hs));
+  }
+  return req;
+}
+
+bool attr_true(const io::DumpInfo& info, std::initializer_list<const char*> keys) {
+  for (const char* k : keys) {
+    auto it = info.attributes.find(k);
+    if (it != info.attributes.end()) {
+      const auto& v = it->second;
+      return v == "1" || v == "true" || v == "True" || v == "TRUE";
+    }
+  }
+  return false;
+}
+
+// One finished head, as journalled and as written.
+struct HeadRecord {
+  int layer = 0, head = 0;
+  Candidate c;
+  bool sparse = false, meets = true;
+  double s1 = 0, s12 = 0, e1 = 0, e12 = 0;
+};
+
+nlohmann::json to_json(const HeadRecord& r) {
+  nlohmann::json j;
+  j["layer"] = r.layer;
+  j["head"] = r.head;
+  j["tau"] = r.c.tau;
+  j["theta"] = r.c.theta;
+  j["lambda"] = std::isinf(r.c.lambda) ? nlohmann::json(nullptr) : nlohmann::json(r.c.lambda);
+  j["sparse"] = r.sparse;
+  j["meets"] = r.meets;
+  j["s1"] = r.s1;
+  j["s12"] = r.s12;
+  j["e1"] = r.e1;
+  j["e12"] = r.e12;
+  return j;
+}
+
+HeadRecord from_json(const nlohmann::json& j) {
+  HeadRecord r;
+  r.layer = j.at("layer").get<int>();
+  r.head = j.at("head").get<int>();
+  r.c.tau = j.at("tau").get<float>();
+  r.c.theta = j.at("theta").get<float>();
+  r.c.lambda = j.at("lambda").is_null() ? kNoSkip : j.at("lambda").get<float>();
+  r.sparse = j.at("sparse").get<bool>();
+  r.meets = j.at("meets").get<bool>();
+  r.s1 = j.at("s1").get<double>();
+  r.s12 = j.at("s12").get<double>();
+  r.e1 = j.at("e1").get<double>();
+  r.e12 = j.at("e12").get<double>();
+  return r;
+}
+
+// Append-only JSON-lines journal. Each record is one write(2) of one line followed by fsync, so
+// a kill leaves at most a torn last line, which the reader drops (and rewrites the file without
+// it before appending again).
+class Journal {
+ public:
+  Journal(std::filesystem::path path, std::string fingerprint)
+      : path_(std::move(path)), fingerprint_(std::move(fingerprint)) {}
+  ~Journal() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  // Loads matching records when resuming; otherwise (or when absent) starts a fresh journal.
+  std::map<std::pair<int, int>, HeadRecord> open(bool resume) {
+    std::map<std::pair<int, int>, HeadRecord> done;
+    std::string kept = header() + "\n";
+    if (resume && std::filesystem::exists(path_)) {
+      std::ifstream in(path_);
+      std::string line;
+      bool first = true;
+      while (std::getline(in, line)) {
+        nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+        if (first) {
+          first = false;
+          if (j.is_discarded() || j.value("fingerprint", "") != fingerprint_) {
+            fail(ExitCode::kUsage,
+                 "{}: journal was written for other inputs or flags; rerun without --resume to "
+                 "start over (or with the original flags)",
+                 path_.string());
+          }
+          continue;
+        }
+        if (j.is_discarded()) continue;  // torn last line of a killed run
+        try {
+          HeadRecord r = from_json(j);
+          done[{r.layer, r.head}] = r;
+          kept += line + "\n";
+        } catch (const nlohmann::json::exception&) {
+          log::warn("{}: skipping unreadable journal line", path_.string());
+        }
+      }
+    } else if (std::filesystem::exists(path_)) {
+      log::warn("{}: discarding the journal of an earlier run (pass --resume to continue it)",
+                path_.string());
+    }
+    write_file_atomic(path_, kept);
+    fd_ = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (fd_ < 0) {
+      fail(ExitCode::kIoError, "{}: cannot open journal: {}", path_.string(), std::strerror(errno));
+    }
+    return done;
+  }
+
+  void append(const std::vector<HeadRecord>& records) {
+    std::string text;
+    for (const auto& r : records) text += to_json(r).dump() + "\n";
+    std::lock_guard lock(mu_);
+    size_t off = 0;
+    while (off < text.size()) {
+      ssize_t n = ::write(fd_, text.data() + off, text.size() - off);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        fail(ExitCode::kIoError, "{}: cannot append to journal: {}", path_.string(),
+             std::strerror(errno));
+      }
+      off += static_cast<size_t>(n);
+    }
+    ::fsync(fd_);
+  }
+
+  void remove() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+    std::error_code ec;
+    std::filesystem::remove(path_, ec);
+  }
+
+ private:
+  std::string header() const {
+    nlohmann::json h;
+    h["schema"] = "sparge.tune-journal";
+    h["schema_version"] = 1;
+    h["fingerprint"] = fingerprint_;
+    return h.dump();
+  }
+  std::filesystem::path path_;
+  std::string fingerprint_;
+  int fd_ = -1;
+  std::mutex mu_;
+};
+
+std::string utc_now() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+}  // namespace
+
+std::filesystem::path journal_path(const TuneRequest& r) {
+  auto name = r.output.filename().string() + ".partial.jsonl";
+  return r.state_dir ? *r.state_dir / name : r.output.parent_path() / name;
+}
+
+TuneOutcome run_tune(const TuneRequest& rq) {
+  rq.search.validate();
+  if (rq.granularity != "head" && rq.granularity != "layer") {
+    fail(ExitCode::kUsage, "--granularity '{}': expected head or layer", rq.granularity);
+  }
+  auto backend = make_oracle_backend(rq.backend);
+  io::DumpReader reader(rq.dump);
+  const auto& info = reader.info();
+
+  ref::AttentionOptions attention;
+  attention.causal = rq.causal.value_or(info.causal);
+  attention.sink = rq.sink.value_or(attr_true(info, {"sink", "attention_sink"}));
+  attention.scale = info.scale.value_or(0.0);
+
+  std::vector<const io::LayerInfo*> layers;
+  if (rq.layers) {
+    for (int l : *rq.layers) {
+      bool found = false;
+      for (const auto& li : info.layers) found |= li.index == l;
+      if (!found) fail(ExitCode::kUsage, "--layers: {} has no layer {}", rq.dump.string(), l);
+      layers.push_back(&reader.layer(l));
+    }
+  } else {
+    for (const auto& li : info.layers) layers.push_back(&li);
+  }
+  if (layers.empty()) fail(ExitCode::kDataError, "{}: no layers", rq.dump.string());
+  std::map<int, std::vector<int>> samples;
+  for (const auto* l : layers) samples[l->index] = select_samples(reader, *l, rq.samples);
+
+  // Provenance and the journal fingerprint: everything that changes the result.
+  config::TunedConfig cfg;
+  cfg.provenance.version = SPARGE_VERSION_STRING;
+  cfg.provenance.git = SPARGE_GIT_SHA;
+  cfg.provenance.backend = backend->name();
+  cfg.provenance.device = backend->device();
+  cfg.provenance.dump = rq.dump.string();
+  cfg.provenance.dump_hash = content_hash(rq.dump);
+  cfg.provenance.model_id = info.model_id;
+  if (rq.samples) cfg.provenance.samples = *rq.samples;
+  if (rq.timestamp) cfg.provenance.created_utc = utc_now();
+  cfg.kernel.geometry = rq.geometry;
+  cfg.kernel.causal = attention.causal;
+  cfg.kernel.sink = attention.sink;
+  cfg.budget.l1 = rq.search.l1;
+  cfg.budget.l2 = rq.search.l2;
+  cfg.search.granularity = rq.granularity;
+  cfg.search.theta_grid = rq.search.theta_grid;
+  cfg.search.tau_tol = rq.search.tau_tol;
+  cfg.search.lambda_min = rq.search.lambda_min;
+  cfg.search.lambda_max = rq.search.lambda_max;
+  cfg.search.lambda_tol = rq.search.lambda_tol;
+  cfg.search.tune_lambda = rq.search.tune_lambda;
+  cfg.search.min_sparsity = rq.search.min_sparsity;
+
+  std::string fingerprint;
+  {
+    config::TunedConfig fp = cfg;
+    fp.provenance.created_utc.reset();
+    nlohmann::json j;
+    j["config_head"] = config::to_yaml(fp);  // provenance, kernel, budget, search
+    j["scale"] = attention.scale;
+    for (const auto& [l, s] : samples) j["samples"][std::to_string(l)] = s;
+    fingerprint = c10::sha1(j.dump()).str();
+  }
+
+  // Work units: one head, or one whole layer with --granularity layer.
+  struct Unit {
+    const io::LayerInfo* layer;
+    int head;  // -1: every head of the layer
+  };
+  long total_heads = 0;
+  for (const auto* l : layers) total_heads += l->num_q_heads;
+
+  Journal journal(journal_path(rq), fingerprint);
+  auto done = journal.open(rq.resume);
+  std::vector<Unit> units;
+  long resumed = 0;
+  for (const auto* l : layers) {
+    if (rq.granularity == "layer") {
+      bool all = true;
+      for (int h = 0; h < l->num_q_heads; ++h) all &= done.count({l->index, h}) > 0;
+      if (all) {
+        resumed += l->num_q_heads;
+      } else {
+        units.push_back({l, -1});
+      }
+    } else {
+      for (int h = 0; h < l->num_q_heads; ++h) {
+        if (done.count({l->index, h})) {
+          ++resumed;
+        } else {
+          units.push_back({l, h});
+        }
+      }
+    }
+  }
+  if (resumed) log::info("resuming: {} of {} heads already tuned", resumed, total_heads);
+
+  int jobs = rq.jobs > 0 ? rq.jobs : backend->preferred_jobs();
+  jobs = resolve_jobs(jobs, static_cast<int>(units.size()));
+  log::info("tuning {} heads in {} layers on {} ({} jobs, l1 {} l2 {})", total_heads - resumed,
+            layers.size(), backend->device(), jobs, rq.search.l1, rq.search.l2);
+
+  Progress progress("tune", total_heads, rq.progress);
+  if (resumed) progress.advance(resumed, "resumed");
+  std::mutex mu;
+  parallel_for(static_cast<int>(units.size()), jobs, [&](int i) {
+    const Unit& u = units[static_cast<size_t>(i)];
+    const auto& L = *u.layer;
+    const auto& smp = samples.at(L.index);
+    std::vector<HeadRecord> recs;
+    if (u.head >= 0) {
+      std::vector<HeadRequest> reqs;
+      reqs.push_back(load_head(reader, L, u.head, smp, rq.geometry, attention));
+      auto oracles = backend->make_oracles(std::move(reqs));
+      HeadResult r = search_head(*oracles.at(0), rq.search);
+      recs.push_back({L.index, u.head, r.chosen, r.sparse, r.meets_budget, r.sparsity_stage1,
+                      r.sparsity_stage12, r.error_stage1, r.error_stage12});
+    } else {
+      std::vector<HeadRequest> reqs;
+      for (int h = 0; h < L.num_q_heads; ++h) {
+        reqs.push_back(load_head(reader, L, h, smp, rq.geometry, attention));
+      }
+      auto oracles = backend->make_oracles(std::move(reqs));
+      std::vector<HeadOracle*> ptrs;
+      for (auto& o : oracles) ptrs.push_back(o.get());
+      auto combined = make_combined_oracle(ptrs);
+      HeadResult r = search_head(*combined, rq.search);
+      // The layer's thresholds, measured per head for the record.
+      Candidate c1 = r.chosen;
+      c1.lambda = kNoSkip;
+      std::vector<Candidate> both{c1, r.chosen};
+      for (int h = 0; h < L.num_q_heads; ++h) {
+        auto ev = oracles[static_cast<size_t>(h)]->evaluate(both);
+        recs.push_back({L.index, h, r.chosen, r.sparse, r.meets_budget,
+                        ev[0].sparsity_stage1_mean, ev[1].sparsity_stage12_mean,
+                        ev[0].error_worst, ev[1].error_worst});
+      }
+    }
+    journal.append(recs);
+    {
+      std::lock_guard lock(mu);
+      for (const auto& r : recs) done[{r.layer, r.head}] = r;
+    }
+    progress.advance(static_cast<long>(recs.size()),
+                     u.head >= 0 ? fmt::format("layer {} head {}", L.index, u.head)
+                                 : fmt::format("layer {}", L.index));
+  });
+  progress.finish();
+
+  TuneOutcome out;
+  out.heads_resumed = resumed;
+  for (const auto* l : layers) {
+    config::TunedLayer tl;
+    tl.layer = l->index;
+    tl.module = l->module_path;
+    for (int h = 0; h < l->num_q_heads; ++h) {
+      const HeadRecord& r = done.at({l->index, h});
+      tl.tau.push_back(r.c.tau);
+      tl.theta.push_back(r.c.theta);
+      tl.lambda.push_back(r.c.lambda);
+      tl.sparse.push_back(r.sparse);
+      tl.sparsity_stage1.push_back(static_cast<float>(r.s1));
+      tl.sparsity_stage12.push_back(static_cast<float>(r.s12));
+      tl.error_stage1.push_back(static_cast<float>(r.e1));
+      tl.error_stage12.push_back(static_cast<float>(r.e12));
+      if (!r.meets) {
+        out.infeasible.push_back(fmt::format("layer {} head {} (dense error {:.4f} > l1 {})",
+                                             l->index, h, r.e1, rq.search.l1));
+      }
+    }
+    cfg.layers.push_back(std::move(tl));
+  }
+  config::write_tuned(rq.output, cfg);
+  journal.remove();
+  out.config = std::move(cfg);
+  return out;
+}
+
+EvalOutcome run_eval(const EvalRequest& rq) {
+  auto backend = make_oracle_backend(rq.backend);
+  io::DumpReader reader(rq.dump);
+  const auto& cfg = rq.config;
+  ref::AttentionOptions attention;
+  attention.causal = cfg.kernel.causal;
+  attention.sink = cfg.kernel.sink;
+  attention.scale = reader.info().scale.value_or(0.0);
+
+  struct Unit {
+    const io::LayerInfo* layer;
+    const config::TunedLayer* tuned;
+    int head;
+  };
+  std::vector<Unit> units;
+  std::vector<int> layer_ids;
+  if (rq.layers) {
+    layer_ids = *rq.layers;
+  } else {
+    for (const auto& l : cfg.layers) layer_ids.push_back(l.layer);
+  }
+  std::map<int, std::vector<int>> samples;
+  for (int id : layer_ids) {
+    const auto* tl = cfg.find_layer(id);
+    if (!tl) fail(ExitCode::kUsage, "--layers: the tuned config has no layer {}", id);
+    bool found = false;
+    for (const auto& li : reader.info().layers) found |= li.index == id;
+    if (!found) fail(ExitCode::kDataError, "{}: no layer {} (the tuned config has it)", rq.dump.string(), id);
+    const auto& L = reader.layer(id);
+    if (L.num_q_heads != tl->heads()) {
+      fail(ExitCode::kDataError, "{}: layer {} has {} heads, the tuned config {}",
+           rq.dump.string(), id, L.num_q_heads, tl->heads());
+    }
+    samples[id] = select_samples(reader, L, rq.samples);
+    for (int h = 0; h < L.num_q_heads; ++h) units.push_back({&L, tl, h});
+  }
+
+  EvalOutcome out;
+  out.heads.resize(units.size());
+  const int jobs = resolve_jobs(rq.jobs > 0 ? rq.jobs : backend->preferred_jobs(),
+                                static_cast<int>(units.size()));
+  Progress progress("eval", static_cast<long>(units.size()), rq.progress);
+  parallel_for(static_cast<int>(units.size()), jobs, [&](int i) {
+    const Unit& u = units[static_cast<size_t>(i)];
+    const size_t h = static_cast<size_t>(u.head);
+    std::vector<HeadRequest> reqs;
+    reqs.push_back(load_head(reader, *u.layer, u.head, samples.at(u.layer->index),
+                             cfg.kernel.geometry, attention));
+    auto oracles = backend->make_oracles(std::move(reqs));
+    EvalHead e;
+    e.layer = u.layer->index;
+    e.head = u.head;
+    e.sparse = u.tuned->sparse[h];
+    Candidate c1 = e.sparse ? Candidate{u.tuned->tau[h], u.tuned->theta[h], kNoSkip}
+                            : kDenseCandidate;
+    Candidate c12 = c1;
+    c12.lambda = u.tuned->lambda[h];
+    e.candidate = c12;
+    std::vector<Candidate> both{c1, c12};
+    auto ev = oracles.at(0)->evaluate(both);
+    e.sparsity_stage1 = ev[0].sparsity_stage1_mean;
+    e.error_stage1 = ev[0].error_worst;
+    e.sparsity_stage12 = ev[1].sparsity_stage12_mean;
+    e.error_stage12 = ev[1].error_worst;
+    e.pass = e.error_stage1 <= cfg.budget.l1 && e.error_stage12 <= cfg.budget.l2;
+    out.heads[static_cast<size_t>(i)] = e;
+    progress.advance(1, fmt::format("layer {} head {}", e.layer, e.head));
+  });
+  progress.finish();
+  for (const auto& e : out.heads) out.all_pass &= e.pass;
+  std::set<int> used;
+  for (const auto& [l, s] : samples) used.insert(s.begin(), s.end());
+  out.samples_used.assign(used.begin(), used.end());
+  return out;
+}
+
+}  // namespace sparge::tune

@@ -1,0 +1,75 @@
+// Drivers behind `sparge tune` and `sparge eval`: read the calibration samples of each head from
+// a dump, run the search (or evaluate given thresholds) on a backend's oracles, in parallel over
+// heads, with a resumable journal.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config/tuned.hpp"
+#include "tune/search.hpp"
+
+namespace sparge::tune {
+
+struct TuneRequest {
+  std::filesystem::path dump;
+  std::filesystem::path output;               // the tuned YAML (the journal lives beside it)
+  std::optional<std::filesystem::path> state_dir;  // journal folder instead of beside the output
+  std::optional<std::vector<int>> layers;     // default: every layer of the dump
+  std::optional<std::vector<int>> samples;    // default: every sample of each layer
+  SearchOptions search;
+  std::string granularity = "head";  // "head" or "layer" (one set of thresholds per layer)
+  std::string backend = "cpu";
+  ref::Geometry geometry = ref::hopper_geometry();
+  std::optional<bool> causal, sink;  // default: the dump's attributes
+  int jobs = 0;                      // heads tuned concurrently; 0 = hardware concurrency
+  bool resume = false;               // continue from the journal (must match inputs and flags)
+  bool timestamp = false;            // add provenance.created_utc (breaks byte identity)
+  bool progress = true;
+};
+
+struct TuneOutcome {
+  config::TunedConfig config;
+  std::vector<std::string> infeasible;  // "layer 3 head 5 (dense error 0.071 > l1 0.05)"
+  long heads_resumed = 0;
+};
+
+// Tunes, writes request.output atomically and removes the journal. Throws sparge::Error.
+TuneOutcome run_tune(const TuneRequest& request);
+
+// Path of the journal for a request (beside the output or in state_dir).
+std::filesystem::path journal_path(const TuneRequest& request);
+
+struct EvalRequest {
+  std::filesystem::path dump;
+  config::TunedConfig config;
+  std::optional<std::vector<int>> layers;   // default: every layer of the config
+  std::optional<std::vector<int>> samples;  // default: every sample of each layer
+  std::string backend = "cpu";
+  int jobs = 0;
+  bool progress = true;
+};
+
+struct EvalHead {
+  int layer = 0, head = 0;
+  bool sparse = true;
+  Candidate candidate;
+  double sparsity_stage1 = 0, sparsity_stage12 = 0;  // means over samples
+  double error_stage1 = 0, error_stage12 = 0;        // worst over samples
+  bool pass = true;  // error_stage1 <= l1 and error_stage12 <= l2
+};
+
+struct EvalOutcome {
+  std::vector<EvalHead> heads;  // layer-major, head order
+  std::vector<int> samples_used;
+  bool all_pass = true;
+};
+
+EvalOutcome run_eval(const EvalRequest& request);
+
+// "0,2,5-7" -> {0, 2, 5, 6, 7}. Throws Error(kUsage) naming `flag`.
+std::vector<int> parse_index_list(const std::string& text, const std::string& flag);
+
+}  // namespace sparge::tune

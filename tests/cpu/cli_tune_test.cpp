@@ -1,0 +1,209 @@
+// `sparge tune` / `sparge eval` / `sparge config` end to end on a small synthetic dump with
+// structured heads: exit codes, tune -> eval passes, impossible budgets fail, determinism,
+// resume from a journal and after SIGKILL.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "config/tuned.hpp"
+#include "synth/synth.hpp"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path tmp_dir() {
+  fs::path d = fs::path(SPARGE_TEST_TMP) / "cli_tune";
+  fs::create_directories(d);
+  return d;
+}
+
+struct Run {
+  int code = -1;
+  std::string out, err;
+};
+
+Run run(const std::string& args) {
+  static int n = 0;
+  fs::path o = tmp_dir() / fmt::format("run{}.out", n), e = tmp_dir() / fmt::format("run{}.err", n);
+  ++n;
+  std::string cmd = fmt::format("{} --no-progress {} >{} 2>{}", SPARGE_BIN, args, o.string(), e.string());
+  int status = std::system(cmd.c_str());
+  Run r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  auto slurp = [](const fs::path& p) {
+    std::ifstream in(p);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  };
+  r.out = slurp(o);
+  r.err = slurp(e);
+  return r;
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Small video-like dump: 2 layers x 4 heads, 2 samples, 512 tokens (4 blocks of 128), D 64.
+// Seeded per test run; the seed is printed on failure via the fixture.
+class CliTune : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    seed_ = std::random_device{}();
+    dump_ = tmp_dir() / "small.h5";
+    sparge::synth::Options o;
+    o.kind = sparge::synth::Kind::kVideo;
+    o.layers = 2;
+    o.samples = 3;
+    o.heads = 4;
+    o.grid = std::array<int, 3>{2, 16, 16};
+    o.head_dim = 64;
+    o.seed = seed_;
+    sparge::synth::write_dump(o, dump_);
+  }
+  static inline uint32_t seed_ = 0;
+  static inline fs::path dump_;
+  std::string seed_note() const { return fmt::format("(synth seed {})", seed_); }
+};
+
+TEST_F(CliTune, TuneThenEvalPassesAndIsDeterministic) {
+  fs::path a = tmp_dir() / "a.yaml", b = tmp_dir() / "b.yaml";
+  Run t1 = run(fmt::format("tune {} -o {} --samples 0-1 --jobs 2", dump_.string(), a.string()));
+  ASSERT_EQ(t1.code, 0) << t1.err << seed_note();
+  EXPECT_NE(t1.out.find("stage1_sparsity"), std::string::npos) << t1.out;
+  Run t2 = run(fmt::format("tune {} -o {} --samples 0-1 --jobs 1", dump_.string(), b.string()));
+  ASSERT_EQ(t2.code, 0) << t2.err;
+  EXPECT_EQ(slurp(a), slurp(b)) << "same inputs and flags, different YAML " << seed_note();
+  EXPECT_FALSE(fs::exists(tmp_dir() / "a.yaml.partial.jsonl")) << "journal left after success";
+
+  auto cfg = sparge::config::read_tuned(a);
+  double best = 0;
+  for (const auto& l : cfg.layers) {
+    for (size_t h = 0; h < l.sparsity_stage1.size(); ++h) {
+      EXPECT_LE(l.error_stage1[h], cfg.budget.l1) << "layer " << l.layer << " head " << h;
+      EXPECT_LE(l.error_stage12[h], cfg.budget.l2) << "layer " << l.layer << " head " << h;
+      best = std::max<double>(best, l.sparsity_stage1[h]);
+    }
+  }
+  EXPECT_GT(best, 0.05) << "no structured head found any sparsity " << seed_note();
+
+  Run e = run(fmt::format("eval {} {} --samples 0-1 --format json", dump_.string(), a.string()));
+  EXPECT_EQ(e.code, 0) << e.out << e.err << seed_note();
+  EXPECT_NE(e.out.find("\"pass\": true"), std::string::npos) << e.out;
+
+  Run v = run(fmt::format("config validate {} --kernel sm90", a.string()));
+  EXPECT_EQ(v.code, 0) << v.err;
+  Run w = run(fmt::format("config validate {} --kernel sm80", a.string()));
+  EXPECT_EQ(w.code, 78) << w.err;
+  EXPECT_NE(w.err.find("tuned for sm90"), std::string::npos) << w.err;
+  Run s = run(fmt::format("config show {}", a.string()));
+  EXPECT_EQ(s.code, 0) << s.err;
+  EXPECT_NE(s.out.find("kernel sm90"), std::string::npos) << s.out;
+
+  fs::path masks = tmp_dir() / "masks.h5";
+  Run m = run(fmt::format("eval {} {} --samples 0 --save-masks {}", dump_.string(), a.string(),
+                          masks.string()));
+  EXPECT_EQ(m.code, 0) << m.err;
+  EXPECT_TRUE(fs::exists(masks));
+}
+
+TEST_F(CliTune, EvalFailsOnImpossibleBudget) {
+  fs::path a = tmp_dir() / "tight_src.yaml";
+  Run t = run(fmt::format("tune {} -o {} --layers 0 --samples 0 --no-lambda --theta-grid 0,0.5",
+                          dump_.string(), a.string()));
+  ASSERT_EQ(t.code, 0) << t.err;
+  // Same thresholds, budget below any quantised attention's error.
+  std::string y = slurp(a);
+  auto pos = y.find("l1: 0.05, l2: 0.06");
+  ASSERT_NE(pos, std::string::npos) << y;
+  y.replace(pos, 18, "l1: 1.0e-09, l2: 1.0e-09");
+  fs::path tight = tmp_dir() / "tight.yaml";
+  std::ofstream(tight) << y;
+  Run e = run(fmt::format("eval {} {} --samples 0", dump_.string(), tight.string()));
+  EXPECT_EQ(e.code, 1) << e.out << e.err;
+  EXPECT_NE(e.out.find("MISS"), std::string::npos) << e.out;
+  // And tune itself reports heads that cannot meet the budget even dense.
+  Run t2 = run(fmt::format("tune {} -o {} --layers 0 --samples 0 --l1 1e-9 --l2 1e-9",
+                           dump_.string(), (tmp_dir() / "never.yaml").string()));
+  EXPECT_EQ(t2.code, 1) << t2.err;
+  EXPECT_NE(t2.err.find("layer 0 head 0"), std::string::npos) << t2.err;
+}
+
+TEST_F(CliTune, ErrorsHaveTheirExitCodes) {
+  EXPECT_EQ(run("tune /nonexistent.h5 -o x.yaml").code, 66);
+  EXPECT_EQ(run(fmt::format("tune {} -o x.yaml --l1 0.1 --l2 0.05", dump_.string())).code, 2);
+  Run cuda = run(fmt::format("tune {} -o x.yaml --backend nosuch", dump_.string()));
+  EXPECT_EQ(cuda.code, 69);
+  EXPECT_NE(cuda.err.find("backend nosuch not available"), std::string::npos) << cuda.err;
+  fs::path bad = tmp_dir() / "bad.yaml";
+  std::ofstream(bad) << "schema: sparge.tuned\nschema_version: 9\n";
+  Run v = run(fmt::format("config validate {}", bad.string()));
+  EXPECT_EQ(v.code, 78);
+  EXPECT_NE(v.err.find("schema_version: 9 is not supported"), std::string::npos) << v.err;
+}
+
+TEST_F(CliTune, ResumeFromJournalGivesSameYaml) {
+  fs::path full = tmp_dir() / "full.yaml";
+  const std::string flags = "--samples 0-1 --layers 0-1 --theta-grid -1:1:0.25";
+  ASSERT_EQ(run(fmt::format("tune {} -o {} {}", dump_.string(), full.string(), flags)).code, 0);
+
+  // A journal with the first 3 heads and a torn last line, as a kill leaves it: produce it by
+  // killing a run, or, if the run was too fast to catch, by truncating a completed journal.
+  fs::path part = tmp_dir() / "part.yaml";
+  fs::path journal = tmp_dir() / "part.yaml.partial.jsonl";
+  fs::remove(part);
+  fs::remove(journal);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::string f = fmt::format("{} --no-progress tune {} -o {} {} --jobs 1 2>/dev/null >/dev/null",
+                                SPARGE_BIN, dump_.string(), part.string(), flags);
+    execl("/bin/sh", "sh", "-c", ("exec " + f).c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  // Wait until at least one head is journalled, then SIGKILL.
+  bool killed = false;
+  for (int i = 0; i < 600; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    const std::string j = fs::exists(journal) ? slurp(journal) : std::string();
+    if (std::count(j.begin(), j.end(), '\n') >= 2) {
+      kill(pid, SIGKILL);
+      killed = true;
+      break;
+    }
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(killed) << "tune finished or never journalled before the kill";
+  ASSERT_FALSE(fs::exists(part)) << "killed run left an output";
+  std::ofstream(journal, std::ios::app) << "{\"layer\": 1, \"head\"";  // torn line
+
+  Run r = run(fmt::format("tune {} -o {} {} --resume", dump_.string(), part.string(), flags));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("resuming"), std::string::npos) << r.err;
+  EXPECT_EQ(slurp(part), slurp(full)) << "resumed YAML differs " << seed_note();
+
+  // A journal made with other flags is refused, not silently mixed in.
+  fs::path other = tmp_dir() / "other.yaml";
+  std::ofstream(tmp_dir() / "other.yaml.partial.jsonl")
+      << "{\"fingerprint\":\"not-this-one\",\"schema\":\"sparge.tune-journal\"}\n";
+  Run m = run(fmt::format("tune {} -o {} {} --resume", dump_.string(), other.string(), flags));
+  EXPECT_EQ(m.code, 2) << m.err;
+}
+
+}  // namespace

@@ -1,0 +1,233 @@
+// The threshold search on synthetic oracles whose optimum is known in closed form.
+#include <gtest/gtest.h>
+
+#include <bit>
+#include <cmath>
+#include <functional>
+#include <map>
+#include <random>
+#include <set>
+
+#include "common/error.hpp"
+#include "tune/search.hpp"
+
+namespace sparge::tune {
+namespace {
+
+// error and sparsities of one candidate on "sample 0"; sample k scales the error by (1 + 0.1 k),
+// so the worst sample is always the last one (the search must use the worst, not the mean).
+struct Model {
+  std::function<double(const Candidate&)> error;
+  std::function<double(const Candidate&)> s1;
+  std::function<double(const Candidate&)> s12;
+};
+
+class SyntheticOracle final : public HeadOracle {
+ public:
+  SyntheticOracle(Model m, int samples) : m_(std::move(m)), samples_(samples) {}
+  std::vector<Evaluation> evaluate(std::span<const Candidate> cands) override {
+    std::vector<Evaluation> out;
+    for (const auto& c : cands) {
+      Evaluation e;
+      for (int s = 0; s < samples_; ++s) {
+        double err = m_.error(c) * (1.0 + 0.1 * s);
+        e.error_per_sample.push_back(err);
+        e.error_worst = std::max(e.error_worst, err);
+        e.sparsity_stage1_per_sample.push_back(m_.s1(c));
+        e.sparsity_stage12_per_sample.push_back(m_.s12(c));
+      }
+      e.sparsity_stage1_mean = m_.s1(c);
+      e.sparsity_stage12_mean = m_.s12(c);
+      seen.push_back({c, e});
+      out.push_back(e);
+    }
+    return out;
+  }
+  int num_samples() const override { return samples_; }
+  // The oracle's own record of what it answered: the written point must be one of these.
+  std::vector<std::pair<Candidate, Evaluation>> seen;
+
+ private:
+  Model m_;
+  int samples_;
+};
+
+constexpr double kA = 0.5;  // stage-1 error slope: error = kA (1 - τ) on sample 0
+// Stage-1 sparsity (1 - τ) B(θ), B peaks at θ = 0.25 (on the default grid).
+double B(float theta) { return 1.0 - (theta - 0.25) * (theta - 0.25); }
+
+Model monotone_model() {
+  Model m;
+  m.error = [](const Candidate& c) {
+    double e1 = kA * (1.0 - c.tau) + 0.001;  // 0.001: the quantisation floor of a dense mask
+    return std::isinf(c.lambda) ? e1 : e1 + 0.02 * std::exp(c.lambda / 4.0);
+  };
+  m.s1 = [](const Candidate& c) { return c.theta >= 1.0f ? 0.0 : (1.0 - c.tau) * B(c.theta); };
+  m.s12 = [m](const Candidate& c) {
+    double s1 = m.s1(c);
+    return std::isinf(c.lambda) ? s1 : s1 + (1.0 - s1) * 0.5 * std::exp(c.lambda / 8.0);
+  };
+  return m;
+}
+
+const Evaluation* find_seen(const SyntheticOracle& o, const Candidate& c) {
+  for (const auto& [cand, e] : o.seen) {
+    if (std::bit_cast<uint32_t>(cand.tau) == std::bit_cast<uint32_t>(c.tau) &&
+        std::bit_cast<uint32_t>(cand.theta) == std::bit_cast<uint32_t>(c.theta) &&
+        std::bit_cast<uint32_t>(cand.lambda) == std::bit_cast<uint32_t>(c.lambda)) {
+      return &e;
+    }
+  }
+  return nullptr;
+}
+
+TEST(TuneSearch, FindsKnownOptimumOfMonotoneOracle) {
+  SyntheticOracle oracle(monotone_model(), 2);
+  SearchOptions opt;  // l1 0.05, l2 0.06
+  HeadResult r = search_head(oracle, opt);
+  // Worst sample (k = 1) error 1.1 (kA (1 - τ) + 0.001) = l1 at the optimum.
+  const double tau_star = 1.0 - (opt.l1 / 1.1 - 0.001) / kA;
+  EXPECT_TRUE(r.sparse);
+  EXPECT_TRUE(r.meets_budget);
+  EXPECT_FLOAT_EQ(r.chosen.theta, 0.25f);
+  // Bisection keeps the smallest passing τ it tested: within one tolerance above τ*.
+  EXPECT_GE(r.chosen.tau, tau_star - 1e-6);
+  EXPECT_LE(r.chosen.tau, tau_star + opt.tau_tol);
+  EXPECT_LE(r.error_stage1, opt.l1);
+  EXPECT_NEAR(r.sparsity_stage1, (1.0 - tau_star) * B(0.25f), opt.tau_tol * B(0.25f) + 1e-9);
+  // λ*: 1.1 (e1 + 0.02 exp(λ/4)) = l2 with e1 the stage-1 error on sample 0 at the chosen τ.
+  const double e1 = r.error_stage1 / 1.1;
+  const double lambda_star = 4.0 * std::log((opt.l2 / 1.1 - e1) / 0.02);
+  EXPECT_LE(r.chosen.lambda, lambda_star + 1e-5);
+  EXPECT_GE(r.chosen.lambda, lambda_star - opt.lambda_tol);
+  EXPECT_LE(r.error_stage12, opt.l2);
+  EXPECT_GT(r.sparsity_stage12, r.sparsity_stage1);
+}
+
+TEST(TuneSearch, WrittenPointWasEvaluatedAndPasses) {
+  SyntheticOracle oracle(monotone_model(), 3);
+  HeadResult r = search_head(oracle, SearchOptions{});
+  Candidate s1 = r.chosen;
+  s1.lambda = kNoSkip;
+  const Evaluation* e1 = find_seen(oracle, s1);
+  const Evaluation* e12 = find_seen(oracle, r.chosen);
+  ASSERT_NE(e1, nullptr) << "stage-1 point never evaluated";
+  ASSERT_NE(e12, nullptr) << "final point never evaluated";
+  EXPECT_EQ(e1->error_worst, r.error_stage1);
+  EXPECT_EQ(e12->error_worst, r.error_stage12);
+  EXPECT_EQ(e12->sparsity_stage12_mean, r.sparsity_stage12);
+}
+
+TEST(TuneSearch, NonMonotoneOracleNeverWritesFailingPoint) {
+  // Errors with deterministic pseudo-random jumps keyed on the candidate: bisection's
+  // monotonicity assumption is broken everywhere, yet what is written must pass.
+  for (uint32_t seed : {1u, 2u, 3u, 4u, 5u, 6u, 7u, 8u}) {
+    Model m = monotone_model();
+    Model base = m;
+    m.error = [base, seed](const Candidate& c) {
+      uint32_t h = std::bit_cast<uint32_t>(c.tau) * 2654435761u ^
+                   std::bit_cast<uint32_t>(c.theta) * 40503u ^
+                   std::bit_cast<uint32_t>(c.lambda) * 97u ^ seed * 2246822519u;
+      std::mt19937 g(h);
+      return base.error(c) + std::uniform_real_distribution<double>(-0.03, 0.03)(g);
+    };
+    SyntheticOracle oracle(m, 2);
+    SearchOptions opt;
+    HeadResult r = search_head(oracle, opt);
+    ASSERT_TRUE(r.meets_budget) << "seed " << seed;
+    Candidate s1 = r.chosen;
+    s1.lambda = kNoSkip;
+    const Evaluation* e1 = find_seen(oracle, s1);
+    const Evaluation* e12 = find_seen(oracle, r.chosen);
+    ASSERT_NE(e1, nullptr) << "seed " << seed;
+    ASSERT_NE(e12, nullptr) << "seed " << seed;
+    EXPECT_LE(e1->error_worst, opt.l1) << "seed " << seed;
+    EXPECT_LE(e12->error_worst, opt.l2) << "seed " << seed;
+    // Nothing that passed among the stage-1 points seen is sparser than what was kept (when
+    // the head stayed sparse): the best evaluated point wins, not the last midpoint.
+    if (r.sparse) {
+      for (const auto& [c, e] : oracle.seen) {
+        if (std::isinf(c.lambda) && e.error_worst <= opt.l1) {
+          EXPECT_LE(e.sparsity_stage1_mean, r.sparsity_stage1) << "seed " << seed;
+        }
+      }
+    }
+  }
+}
+
+TEST(TuneSearch, DenseFallbackKeepsLambda) {
+  // Sparsity never reaches min_sparsity: the head is dense, yet λ may still skip P·V.
+  Model m = monotone_model();
+  Model base = m;
+  m.s1 = [base](const Candidate& c) { return base.s1(c) * 0.01; };
+  m.s12 = [m](const Candidate& c) {
+    double s1 = m.s1(c);
+    return std::isinf(c.lambda) ? s1 : s1 + (1.0 - s1) * 0.5 * std::exp(c.lambda / 8.0);
+  };
+  SyntheticOracle oracle(m, 2);
+  SearchOptions opt;
+  HeadResult r = search_head(oracle, opt);
+  EXPECT_FALSE(r.sparse);
+  EXPECT_TRUE(r.meets_budget);
+  EXPECT_EQ(r.chosen.tau, kDenseCandidate.tau);
+  EXPECT_EQ(r.chosen.theta, kDenseCandidate.theta);
+  EXPECT_FALSE(std::isinf(r.chosen.lambda)) << "λ should be tuned on the dense mask";
+  EXPECT_LE(r.error_stage12, opt.l2);
+}
+
+TEST(TuneSearch, InfeasibleHeadIsReported) {
+  Model m = monotone_model();
+  m.error = [](const Candidate&) { return 0.2; };  // quantisation alone misses every budget
+  SyntheticOracle oracle(m, 2);
+  HeadResult r = search_head(oracle, SearchOptions{});
+  EXPECT_FALSE(r.meets_budget);
+  EXPECT_FALSE(r.sparse);
+  EXPECT_TRUE(std::isinf(r.chosen.lambda));
+  EXPECT_GT(r.error_stage1, 0.05);
+}
+
+TEST(TuneSearch, DeterministicAcrossRuns) {
+  SearchOptions opt;
+  opt.l1 = 0.07;
+  opt.l2 = 0.08;
+  SyntheticOracle a(monotone_model(), 2), b(monotone_model(), 2);
+  HeadResult ra = search_head(a, opt), rb = search_head(b, opt);
+  EXPECT_EQ(std::bit_cast<uint32_t>(ra.chosen.tau), std::bit_cast<uint32_t>(rb.chosen.tau));
+  EXPECT_EQ(std::bit_cast<uint32_t>(ra.chosen.theta), std::bit_cast<uint32_t>(rb.chosen.theta));
+  EXPECT_EQ(std::bit_cast<uint32_t>(ra.chosen.lambda), std::bit_cast<uint32_t>(rb.chosen.lambda));
+  ASSERT_EQ(a.seen.size(), b.seen.size());  // same sequence of oracle calls
+  EXPECT_EQ(ra.evaluations, rb.evaluations);
+}
+
+TEST(TuneSearch, CombinedOracleUsesWorstHead) {
+  // Per-layer granularity: head 1 is twice as sensitive, so the shared τ must satisfy it.
+  Model m0 = monotone_model(), m1 = monotone_model();
+  Model base = m1;
+  m1.error = [base](const Candidate& c) { return 2.0 * base.error(c); };
+  SyntheticOracle h0(m0, 2), h1(m1, 2);
+  auto combined = make_combined_oracle({&h0, &h1});
+  SearchOptions opt;
+  opt.tune_lambda = false;
+  HeadResult r = search_head(*combined, opt);
+  const double tau_star = 1.0 - (opt.l1 / 2.2 - 0.001) / kA;  // worst: head 1, sample 1
+  EXPECT_GE(r.chosen.tau, tau_star - 1e-6);
+  EXPECT_LE(r.chosen.tau, tau_star + opt.tau_tol);
+  EXPECT_TRUE(std::isinf(r.chosen.lambda));
+}
+
+TEST(TuneSearch, OptionsValidated) {
+  SearchOptions opt;
+  opt.l2 = 0.01;  // below l1
+  try {
+    opt.validate();
+    FAIL() << "l2 < l1 accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ExitCode::kUsage);
+  }
+  opt = SearchOptions{};
+  opt.theta_grid = {0.5f, 1.5f};
+  EXPECT_THROW(opt.validate(), Error);
+}
+
+}  // namespace
+}  // namespace sparge::tune

@@ -1,0 +1,105 @@
+// GPU smoke test of the bench path: the timer on a bandwidth-bound memset, then a tiny
+// `sparge bench` run end to end (JSON written, rows complete) and `sparge report` on it.
+// Skips without a CUDA device.
+#include <c10/cuda/CUDAStream.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "bench/results.hpp"
+#include "bench/runner.hpp"
+#include "bench/timer.hpp"
+
+namespace fs = std::filesystem;
+using namespace sparge::bench;
+
+namespace {
+
+bool have_gpu() { return visible_devices() > 0; }
+
+fs::path tmp_dir() {
+  fs::path d = fs::temp_directory_path() / "sparge_bench_smoke";
+  fs::create_directories(d);
+  return d;
+}
+
+int run(const std::string& cmd) {
+  const int status = std::system(cmd.c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+TEST(GpuTimer, MemsetTimeScalesWithBytes) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device visible";
+  auto stream = c10::cuda::getStreamFromPool();
+  TimerOptions opt;
+  opt.min_samples = 30;
+  GpuTimer timer(stream.stream(), opt);
+  const size_t bytes = size_t{1} << 30;  // 1 GiB: far beyond L2, bandwidth bound
+  void* buf = nullptr;
+  ASSERT_EQ(cudaMalloc(&buf, 2 * bytes), cudaSuccess);
+  const Timing one = timer.measure([&] { cudaMemsetAsync(buf, 1, bytes, stream.stream()); });
+  const Timing two = timer.measure([&] { cudaMemsetAsync(buf, 1, 2 * bytes, stream.stream()); });
+  cudaFree(buf);
+  EXPECT_GE(one.stats.count, 30);
+  EXPECT_GT(one.stats.median, 0.0);
+  EXPECT_LE(one.stats.min, one.stats.median);
+  // Twice the bytes of a bandwidth-bound memset take about twice as long; 1.6-2.4 leaves room for
+  // launch overhead and clock noise, and still fails if the L2 flush or the events are wrong.
+  const double ratio = two.stats.median / one.stats.median;
+  EXPECT_GT(ratio, 1.6) << "ratio " << ratio;
+  EXPECT_LT(ratio, 2.4) << "ratio " << ratio;
+  // Achieved SM clock: positive, not above the nominal boost clock by more than 10% (probe error).
+  const double mhz = timer.measure_clock_mhz();
+  EXPECT_GT(mhz, 100.0);
+  EXPECT_LT(mhz, 1.1 * timer.nominal_clock_mhz()) << mhz << " vs " << timer.nominal_clock_mhz();
+}
+
+TEST(BenchSmoke, TinyBenchWritesCompleteJsonAndReports) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device visible";
+  const fs::path json = tmp_dir() / "smoke.json";
+  fs::remove(json);
+  const std::string bin = SPARGE_BIN;
+  const int rc = run(bin + " bench --shape 1,4,2048,128 --density 1,0.25 --min-samples 10 " +
+                     "--warmup-ms 2 --format md -o " + json.string());
+  ASSERT_EQ(rc, 0);
+  const Results r = load_results(json);
+  EXPECT_FALSE(r.env.gpu_name().empty());
+  EXPECT_FALSE(r.env.driver.empty());
+  int kernel_rows = 0, baselines = 0;
+  for (const Row& row : r.rows) {
+    EXPECT_GT(row.time.median, 0.0) << row.variant;
+    EXPECT_GE(row.time.count, 10) << row.variant;
+    EXPECT_FALSE(row.command.empty());
+    if (row.mask == "random") {
+      ++kernel_rows;
+      ASSERT_TRUE(row.sparsity_stage1.has_value());
+      // 16 q blocks x 16 k blocks at 128: rows keep round(0.25 * 16) = 4 of 16 exactly.
+      EXPECT_NEAR(*row.sparsity_stage1, 1.0 - row.density, 1e-9) << row.density;
+      EXPECT_TRUE(row.end_to_end_ms && row.prediction_ms && row.quantisation_ms);
+      EXPECT_GE(*row.end_to_end_ms, 0.5 * row.time.median);
+      EXPECT_TRUE(row.dense_ms.has_value());
+      if (row.density == 1.0 && row.rel_l1) {
+        // Quantised dense vs SDPA fp16 on U(-1, 1): INT8/FP8 error is a few percent, far from 1.
+        EXPECT_LT(*row.rel_l1, 0.1);
+      }
+    } else {
+      ++baselines;
+    }
+  }
+  EXPECT_EQ(kernel_rows, 2);
+  EXPECT_GE(baselines, 1);  // at least our dense mode
+  // Comparing a run with itself never reports a regression.
+  EXPECT_EQ(run(bin + " report " + json.string() + " " + json.string() + " >/dev/null"), 0);
+}

@@ -1,0 +1,271 @@
+// src/runtime end to end: input validation (one-line sparge::Error with the right exit code),
+// variant choice, the full pipeline against the CPU reference (layouts, padding of D, GQA,
+// causal, batch), stream ordering. Plus a disabled timing test for the prediction/quantisation
+// overhead, run by hand on the GPU machine:
+//   gpu_test_runtime --gtest_also_run_disabled_tests --gtest_filter='*Bench*'
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "common/error.hpp"
+#include "kernels/api.h"
+#include "reference/reference.hpp"
+#include "runtime/runtime.hpp"
+
+namespace {
+
+namespace ref = sparge::ref;
+namespace rt = sparge::runtime;
+using sparge::ExitCode;
+
+#define REQUIRE_GPU() \
+  if (sparge::kernels::device_count() == 0) GTEST_SKIP() << "no CUDA device"
+
+// Runs f and returns the exit code of the sparge::Error it throws (kOk if none).
+template <typename F>
+ExitCode code_of(F&& f) {
+  try {
+    f();
+  } catch (const sparge::Error& e) {
+    EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << "multi-line: " << e.what();
+    return e.code();
+  }
+  return ExitCode::kOk;
+}
+
+at::Tensor gpu_randn(std::vector<int64_t> shape, at::ScalarType dt, at::Generator& gen) {
+  return at::randn(shape, gen, at::kFloat).to(dt).to(at::kCUDA);
+}
+
+TEST(RuntimeValidation, BadInputsAreUsageErrors) {
+  REQUIRE_GPU();
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(1);
+  const at::Tensor q = gpu_randn({1, 4, 256, 64}, at::kHalf, gen);
+  const at::Tensor k = gpu_randn({1, 2, 256, 64}, at::kHalf, gen);
+  const ref::Geometry g = ref::hopper_geometry();
+  const rt::Options o;
+  auto quant = [&](const at::Tensor& a, const at::Tensor& b, const at::Tensor& c,
+                   const rt::Options& opt) { return [=] { rt::quantize(a, b, c, g, opt); }; };
+  EXPECT_EQ(code_of(quant(q, k, k, o)), ExitCode::kOk);
+  EXPECT_EQ(code_of(quant(q.cpu(), k, k, o)), ExitCode::kUsage) << "CPU tensor";
+  EXPECT_EQ(code_of(quant(q.to(at::kFloat), k, k, o)), ExitCode::kUsage) << "fp32";
+  EXPECT_EQ(code_of(quant(q.to(at::kBFloat16), k, k, o)), ExitCode::kUsage) << "mixed dtypes";
+  EXPECT_EQ(code_of(quant(q[0], k, k, o)), ExitCode::kUsage) << "rank 3";
+  EXPECT_EQ(code_of(quant(q, k, k.narrow(2, 0, 100), o)), ExitCode::kUsage) << "k/v shapes";
+  EXPECT_EQ(code_of(quant(q.narrow(1, 0, 3), k, k, o)), ExitCode::kUsage) << "H % Hkv";
+  EXPECT_EQ(code_of(quant(q.transpose(2, 3), k.transpose(2, 3), k.transpose(2, 3), o)),
+            ExitCode::kUsage)
+      << "strided last dim";
+  const at::Tensor q192 = gpu_randn({1, 4, 64, 192}, at::kHalf, gen);
+  const at::Tensor k192 = gpu_randn({1, 2, 64, 192}, at::kHalf, gen);
+  EXPECT_EQ(code_of(quant(q192, k192, k192, o)), ExitCode::kUsage) << "D > 128";
+  rt::Options causal;
+  causal.causal = true;
+  EXPECT_EQ(code_of(quant(q, k.narrow(2, 0, 100), k.narrow(2, 0, 100), causal)), ExitCode::kUsage)
+      << "causal with Nq > Nk";
+  EXPECT_EQ(code_of([] { rt::resolve_variant("sm75"); }), ExitCode::kUsage) << "unknown variant";
+
+  rt::Prepared p = rt::quantize(q, k, k, g, o);
+  rt::Thresholds t = rt::Thresholds::uniform(3, 0.9f, 0.5f, at::kCUDA);
+  EXPECT_EQ(code_of([&] { rt::predict(p, t, o); }), ExitCode::kUsage) << "thresholds of 3 heads";
+  EXPECT_EQ(code_of([&] {
+              rt::prepare_with_mask(q, k, k, at::ones({1, 4, 2, 3}, at::kBool), g, o);
+            }),
+            ExitCode::kUsage)
+      << "mask shape";
+}
+
+TEST(RuntimeVariants, AutoPicksTheDevicesPath) {
+  REQUIRE_GPU();
+  const auto avail = rt::available_variants();
+  ASSERT_FALSE(avail.empty());
+  const std::string v = rt::resolve_variant("auto");
+  const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
+  if (prop->major == 9 && prop->minor == 0 && sparge::kernels::attention_sm90_available()) {
+    EXPECT_EQ(v, "sm90");
+  } else {
+    EXPECT_EQ(v, "sm80");
+  }
+  for (const char* name : {"sm80", "sm90"}) {
+    const bool has = std::find(avail.begin(), avail.end(), name) != avail.end();
+    EXPECT_EQ(code_of([&] { rt::resolve_variant(name); }), has ? ExitCode::kOk : ExitCode::kNoDevice)
+        << name;
+  }
+}
+
+struct E2E {
+  std::string name;
+  at::ScalarType dtype;
+  int64_t batch, heads, kv_heads, seq_q, seq_k, head_dim;
+  bool nhd, causal;
+  const char* variant;
+};
+
+class RuntimeAttention : public ::testing::TestWithParam<E2E> {};
+
+// The full pipeline with the GPU-predicted mask against the reference's emulation of the same
+// quantised kernel on that mask (same INT8/FP8 inputs up to the K-mean rounding): only the
+// rounding of individual exponentials and of the accumulation order differs, so the rel-L1
+// distance must be far below the quantisation error itself (< 1e-2, where quantised vs dense is
+// ~3e-2 on N(0,1) inputs); and against dense fp64 attention within a loose quantisation bound.
+TEST_P(RuntimeAttention, MatchesReference) {
+  REQUIRE_GPU();
+  const E2E c = GetParam();
+  const auto avail = rt::available_variants();
+  if (std::find(avail.begin(), avail.end(), c.variant) == avail.end())
+    GTEST_SKIP() << c.variant << " not available here";
+  const uint64_t seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  auto make = [&](int64_t h, int64_t n) {
+    return at::randn({c.batch, h, n, c.head_dim}, gen, at::kFloat).to(c.dtype);
+  };
+  const at::Tensor q = make(c.heads, c.seq_q), k = make(c.kv_heads, c.seq_k),
+                   v = make(c.kv_heads, c.seq_k);
+  auto gpu = [&](const at::Tensor& x) {
+    return c.nhd ? x.transpose(1, 2).contiguous().to(at::kCUDA).transpose(1, 2)
+                 : x.to(at::kCUDA).contiguous();
+  };
+  ref::Thresholds th = ref::Thresholds::uniform(static_cast<int>(c.heads), 0.9f, 0.02f);
+  rt::Options opts;
+  opts.causal = c.causal;
+  const rt::Thresholds t = rt::Thresholds::from_ref(th, at::kCUDA);
+
+  const at::Tensor o = rt::attention(gpu(q), gpu(k), gpu(v), t, opts, c.variant);
+  ASSERT_EQ(o.sizes(), q.sizes());
+  EXPECT_EQ(o.scalar_type(), c.dtype);
+  EXPECT_EQ(o.stride(2) < o.stride(1), c.nhd) << "output layout follows q";
+  const at::Tensor of = o.cpu().to(at::kFloat);
+  ASSERT_TRUE(at::isfinite(of).all().item<bool>());
+
+  // The mask the pipeline used (prediction is deterministic).
+  opts.return_mask = true;
+  const ref::Geometry g = ref::geometry_by_name(c.variant);
+  const rt::Prepared p = rt::prepare(gpu(q), gpu(k), gpu(v), g, t, opts);
+  ref::AttentionOptions ro;
+  ro.causal = c.causal;
+  const ref::SparseResult emu =
+      ref::sparse_attention(q, k, v, p.mask.cpu(), th.lambda, g, ro);
+  const ref::Metrics vs_emu = ref::compare(of, emu.o);
+  const ref::Metrics vs_dense = ref::compare(of, ref::dense_attention(q, k, v, ro));
+  std::printf("[ %s ] stage-1 sparsity %.3f, rel-L1 vs emulation %.2e, vs dense %.2e\n",
+              c.name.c_str(), emu.sparsity_stage1(), vs_emu.rel_l1, vs_dense.rel_l1);
+  EXPECT_LT(vs_emu.rel_l1, 1e-2);
+  EXPECT_LT(vs_dense.rel_l1, 0.5) << "sparse mask: loose bound, the mask drops real mass";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, RuntimeAttention,
+    ::testing::Values(
+        E2E{"sm90_f16_hnd_d128", at::kHalf, 1, 2, 2, 384, 384, 128, false, false, "sm90"},
+        E2E{"sm90_bf16_nhd_d64_gqa_causal", at::kBFloat16, 2, 4, 2, 300, 500, 64, true, true,
+            "sm90"},
+        E2E{"sm90_f16_hnd_d80_padded", at::kHalf, 1, 2, 1, 200, 260, 80, false, false, "sm90"},
+        E2E{"sm80_f16_nhd_d128_causal", at::kHalf, 1, 2, 2, 257, 257, 128, true, true, "sm80"},
+        E2E{"sm80_bf16_hnd_d64_b2", at::kBFloat16, 2, 2, 1, 130, 333, 64, false, false, "sm80"}),
+    [](const ::testing::TestParamInfo<E2E>& info) { return info.param.name; });
+
+// Work queued on a side stream is ordered on that stream: results equal those of the default
+// stream.
+TEST(RuntimeStreams, UsesTheCurrentStream) {
+  REQUIRE_GPU();
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(7);
+  const at::Tensor q = gpu_randn({2, 4, 1000, 128}, at::kHalf, gen);
+  const at::Tensor k = gpu_randn({2, 4, 1000, 128}, at::kHalf, gen);
+  const ref::Geometry g = ref::hopper_geometry();
+  const rt::Thresholds t = rt::Thresholds::uniform(4, 0.9f, 0.02f, at::kCUDA);
+  rt::Options opts;
+  opts.return_mask = true;
+  const rt::Prepared a = rt::prepare(q, k, k, g, t, opts);
+  at::Tensor lut_b, q8_b;
+  {
+    c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool();
+    side.synchronize();
+    const c10::cuda::CUDAStreamGuard guard(side);
+    const rt::Prepared b = rt::prepare(q, k, k, g, t, opts);
+    lut_b = b.lut.cpu();  // .cpu() syncs the side stream's copy
+    q8_b = b.q8.cpu();
+  }
+  EXPECT_TRUE(at::equal(a.lut.cpu(), lut_b));
+  EXPECT_TRUE(at::equal(a.q8.cpu(), q8_b));
+}
+
+// ---- timing (disabled by default) ------------------------------------------------------------
+
+double median_ms(std::vector<float> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+template <typename F>
+std::vector<float> time_it(F&& f, int iters) {
+  cudaStream_t s = at::cuda::getCurrentCUDAStream().stream();
+  for (int i = 0; i < 3; ++i) f();
+  std::vector<float> out;
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  for (int i = 0; i < iters; ++i) {
+    cudaEventRecord(e0, s);
+    f();
+    cudaEventRecord(e1, s);
+    cudaEventSynchronize(e1);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, e0, e1);
+    out.push_back(ms);
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  return out;
+}
+
+TEST(RuntimeBench, DISABLED_PrepareTiming) {
+  REQUIRE_GPU();
+  struct Shape {
+    int64_t b, h, n, d;
+    const char* geometry;
+  };
+  for (const Shape s : {Shape{1, 32, 32768, 128, "sm90"}, Shape{1, 32, 32768, 64, "sm90"},
+                        Shape{2, 30, 17776, 64, "sm90"}, Shape{1, 32, 32768, 128, "sm80"}}) {
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(3);
+    const auto opts = at::TensorOptions(at::kHalf).device(at::kCUDA);
+    // Structured-ish data on the GPU (not zeros: a smooth component plus noise).
+    at::Tensor q = at::randn({s.b, s.h, s.n, s.d}, opts);
+    at::Tensor k = at::randn({s.b, s.h, s.n, s.d}, opts) + 0.5;
+    at::Tensor v = at::randn({s.b, s.h, s.n, s.d}, opts);
+    const ref::Geometry g = ref::geometry_by_name(s.geometry);
+    const rt::Thresholds t = rt::Thresholds::uniform(s.h, 0.9f, 0.3f, at::kCUDA);
+    rt::Options o;
+    rt::Prepared p = rt::quantize(q, k, v, g, o);
+    const auto tq = time_it([&] { p = rt::quantize(q, k, v, g, o); }, 30);
+    const auto tp = time_it([&] { rt::predict(p, t, o); }, 30);
+    const auto tall = time_it([&] { rt::prepare(q, k, v, g, t, o); }, 30);
+    at::Tensor dst = at::empty_like(q);
+    const auto tcopy = time_it([&] { dst.copy_(q); }, 30);
+    const double in_bytes = 3.0 * q.numel() * 2;            // q, k, v read once
+    const double out_bytes = 3.0 * q.numel() * (g.pv == ref::PvNumerics::kFp8 ? 1 : 1.0 + 1.0 / 3);
+    const double extra = 2.0 * k.numel() * 2;               // second read of K and V
+    const double copy_bw = 2.0 * q.numel() * 2 / (median_ms(tcopy) * 1e-3);
+    std::printf(
+        "[bench] %s B,H,N,D=%lld,%lld,%lld,%lld: quantize %.3f ms, predict %.3f ms, prepare "
+        "%.3f ms (min %.3f); copy bw %.2f TB/s; compulsory %.0f MB -> floor %.3f ms at copy bw; "
+        "moved %.0f MB -> %.3f ms\n",
+        s.geometry, (long long)s.b, (long long)s.h, (long long)s.n, (long long)s.d,
+        median_ms(tq), median_ms(tp), median_ms(tall), *std::min_element(tall.begin(), tall.end()),
+        copy_bw / 1e12, (in_bytes + out_bytes) / 1e6, (in_bytes + out_bytes) / copy_bw * 1e3,
+        (in_bytes + out_bytes + extra) / 1e6, (in_bytes + out_bytes + extra) / copy_bw * 1e3);
+  }
+}
+
+}  // namespace
