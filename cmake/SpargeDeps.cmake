@@ -35,6 +35,8 @@ set(_sparge_saved_cuda_flags "${CMAKE_CUDA_FLAGS}")
 set(TORCH_CUDA_ARCH_LIST "8.0;9.0")
 find_package(Torch REQUIRED CONFIG)
 set(CMAKE_CUDA_FLAGS "${_sparge_saved_cuda_flags}")
+# Caffe2 sets CMAKE_CUDA_ARCHITECTURES OFF (it passes its own -gencode flags, dropped above).
+set(CMAKE_CUDA_ARCHITECTURES ${SPARGE_CUDA_ARCHS})
 
 if(SPARGE_BUILD_TESTS)
   find_package(GTest REQUIRED)

@@ -27,7 +27,7 @@ struct QuantParams {
   DType dtype = DType::kFloat16;  // of q, k, v (fp16 or bf16)
   InputView q, k, v;
   int batch = 0, heads = 0, kv_heads = 0, seq_q = 0, seq_k = 0, head_dim = 0;  // D in {64, 128}
-  int block_q = 128, block_k = 128;  // each in {64, 128}
+  int block_q = 128, block_k = 128;                                            // each in {64, 128}
   int num_q_blocks = 0, num_k_blocks = 0;
 
   // Outputs. Q: q8 [B,H,nq*bq,D], q_scale/q_sim [B,H,nq], q_pooled [B,H,nq,D].
@@ -45,7 +45,10 @@ struct QuantParams {
 
   // Scratch of quant_workspace_floats(*this) floats (per-chunk partial sums and maxima).
   float* workspace = nullptr;
+  // Benchmarking only: run a subset of the passes (kQuant* bits below).
+  unsigned stages = ~0u;
 };
+inline constexpr unsigned kQuantColStats = 1, kQuantFinalize = 2, kQuantBlocks = 4, kQuantV = 8;
 size_t quant_workspace_floats(const QuantParams& p);
 // Four launches on `stream`: K/V column statistics, their finalisation (K mean, V scale), the
 // fused Q/K block pass (pooling, self-similarity, INT8), and the V pass. Returns the first
@@ -56,7 +59,7 @@ cudaError_t launch_quantize(const QuantParams& p, cudaStream_t stream);
 struct PredictParams {
   const float *q_pooled = nullptr, *q_sim = nullptr;  // [B,H,nq,D], [B,H,nq]
   const float *k_pooled = nullptr, *k_sim = nullptr;  // [B,Hkv,nk,D], [B,Hkv,nk] (smoothed K)
-  const float* tau = nullptr;    // [H] TopCdf mass
+  const float* tau = nullptr;                         // [H] TopCdf mass
   const float* theta = nullptr;  // [H] similarity threshold (sim > theta = similar)
   const float* topk = nullptr;   // [H] fraction of causally valid K blocks; nullptr = TopCdf
   int batch = 0, heads = 0, kv_heads = 0, seq_q = 0, seq_k = 0, head_dim = 0;

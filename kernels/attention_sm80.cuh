@@ -146,7 +146,8 @@ __device__ __forceinline__ void store_out(void* o, int64_t idx, DType dt, float 
 
 // VT: element type of vh (fp16 or bf16); P is rounded to the same type.
 template <int D, typename VT>
-__global__ void __launch_bounds__(kThreads, 1) attention_kernel(const AttentionParams p) {
+__global__ void __launch_bounds__(kThreads, D == 64 ? 2 : 1)
+    attention_kernel(const AttentionParams p) {
   static_assert(D == 64 || D == 128, "head dims 64 and 128 are compiled");
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   // Built for an arch without int8/bf16 mma.sync (a build that forgot the arch list): fail loudly

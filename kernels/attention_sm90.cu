@@ -3,7 +3,8 @@
 //
 // One CTA per (q block, head, batch): warpgroup 0 is the producer (one thread issues the TMA
 // loads: Q once, then K8/V8 tiles of the LUT's blocks into a kStages-deep ring guarded by
-// mbarriers), warpgroups 1 and 2 are consumers, 64 query rows each:
+// mbarriers; the warpgroup gives its registers away with setmaxnreg), warpgroups 1 and 2 are
+// consumers, 64 query rows each:
 //   S = Q8·K8ᵀ (wgmma s8, both operands from shared memory) -> fp32 logits in log2 units,
 //   masks, online softmax (fp32 m, l), stage-2 skip per warp (16 rows), P -> e4m3 in registers,
 //   O += P·V8 (wgmma e4m3, P as the register A operand, V8ᵀ tile as the shared B operand).
@@ -564,6 +565,9 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 // ------------------------------------------------------------------------------------ host side
 
+// 1 in the sm_90a device image, 0 in the others (read by attention_sm90_available()).
+__device__ int g_sm90a_image = SPARGE_SM90A_DEVICE;
+
 [[noreturn]] void invalid(const std::string& what) {
   throw std::invalid_argument("attention_sm90: " + what);
 }
@@ -692,16 +696,16 @@ bool attention_sm90_available() {
     return false;
   }
   if (major != 9 || minor != 0) return false;
-  // The sm_80 pass compiles the kernel to an empty stub (which PTX JIT would happily run on
-  // sm_90): only real sm_90a code counts.
+  // Only real sm_90a code counts: the other device passes compile the kernel to an empty stub,
+  // and the driver would happily JIT a stub's PTX for sm_90. The flag below is 1 only in the
+  // sm_90a image, and the runtime reads it from the image it loaded for this device.
   static const bool compiled = [] {
-    cudaFuncAttributes attr{};
-    if (cudaFuncGetAttributes(&attr, sm90::attention_kernel<128, sm90::kDefaultVariant>) !=
-        cudaSuccess) {
+    int flag = 0;
+    if (cudaMemcpyFromSymbol(&flag, sm90::g_sm90a_image, sizeof(flag)) != cudaSuccess) {
       cudaGetLastError();
       return false;
     }
-    return attr.binaryVersion == 90;
+    return flag == 1;
   }();
   return compiled;
 }

@@ -10,8 +10,8 @@
 namespace sparge::kernels {
 namespace {
 
-#define SPARGE_STR2(x) #x
-#define SPARGE_STR(x) SPARGE_STR2(x)
+#define SPARGE_STR2(...) #__VA_ARGS__
+#define SPARGE_STR(...) SPARGE_STR2(__VA_ARGS__)
 #ifdef __CUDA_ARCH_LIST__
 // nvcc defines __CUDA_ARCH_LIST__ (e.g. 800,900) on host and device passes alike; /10 -> SM.
 constexpr const char* kArchList = SPARGE_STR(__CUDA_ARCH_LIST__);

@@ -85,9 +85,9 @@ __global__ void __launch_bounds__(kThreads) predict_kernel(PredictParams p) {
   const float theta = p.theta[h];
 
   extern __shared__ __align__(16) unsigned char smem[];
-  float* s_q = reinterpret_cast<float*>(smem);               // [kRows][D]
-  float* s_k = s_q + kRows * D;                              // [kChunk][D + 4]
-  float* s_score = s_k + kChunk * (D + 4);                   // [kRows][nk]
+  float* s_q = reinterpret_cast<float*>(smem);                           // [kRows][D]
+  float* s_k = s_q + kRows * D;                                          // [kChunk][D + 4]
+  float* s_score = s_k + kChunk * (D + 4);                               // [kRows][nk]
   uint64_t* s_sort = reinterpret_cast<uint64_t*>(s_score + kRows * nk);  // [kWarps][nkp]
   uint8_t* s_flag = reinterpret_cast<uint8_t*>(s_sort + kWarps * nkp);   // [kWarps][nk]
   uint8_t* s_kok = s_flag + kWarps * nk;                                 // [nk]
@@ -134,7 +134,8 @@ __global__ void __launch_bounds__(kThreads) predict_kernel(PredictParams p) {
   }
   __syncthreads();
 
-  // ---- phase B: per row: softmax, TopCdf / top-k, forcing, LUT -----------------------------------
+  // ---- phase B: per row: softmax, TopCdf / top-k, forcing, LUT
+  // -----------------------------------
   uint64_t* keys = s_sort + warp * nkp;
   uint8_t* flags = s_flag + warp * nk;
   for (int r = 0; r < R; ++r) {
@@ -196,14 +197,28 @@ __global__ void __launch_bounds__(kThreads) predict_kernel(PredictParams p) {
         const int k = static_cast<int>(ceilf(p.topk[h] * static_cast<float>(n_valid)));
         n_keep = min(n_cand, max(1, k));
       } else if (lane == 0) {
-        // Shortest prefix whose fp32 cumsum, in sorted order, reaches tau; all if never.
+        // Shortest prefix whose fp32 cumsum, in sorted order, reaches tau; all if never. The sum
+        // stays sequential (the reference's rounding); loads go 8 at a time so that only the
+        // dependent additions remain on the critical path.
         const float tau = p.tau[h];
         float c = 0.f;
         n_keep = n_cand;
-        for (int t = 0; t < n_cand; ++t) {
-          c += __uint_as_float(static_cast<uint32_t>(keys[t] >> 32));
-          if (c >= tau) {
-            n_keep = t + 1;
+        for (int t0 = 0; t0 < n_cand; t0 += 8) {
+          float pr[8];
+#pragma unroll
+          for (int u = 0; u < 8; ++u)
+            pr[u] =
+                t0 + u < n_cand ? __uint_as_float(static_cast<uint32_t>(keys[t0 + u] >> 32)) : 0.f;
+          int hit = -1;
+#pragma unroll
+          for (int u = 0; u < 8; ++u) {
+            if (t0 + u < n_cand && hit < 0) {
+              c += pr[u];
+              if (c >= tau) hit = t0 + u;
+            }
+          }
+          if (hit >= 0) {
+            n_keep = hit + 1;
             break;
           }
         }
@@ -221,8 +236,8 @@ __global__ void __launch_bounds__(kThreads) predict_kernel(PredictParams p) {
   }
 }
 
-__global__ void __launch_bounds__(kThreads) mask_to_lut_kernel(PredictParams p,
-                                                               const uint8_t* mask) {
+__global__ void __launch_bounds__(kThreads)
+    mask_to_lut_kernel(PredictParams p, const uint8_t* mask) {
   const int b = blockIdx.z, h = blockIdx.y;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int i = blockIdx.x * kWarps + warp;
@@ -257,7 +272,8 @@ cudaError_t launch_predict_dr(const PredictParams& p, cudaStream_t stream) {
 
 template <int D>
 cudaError_t launch_predict_d(const PredictParams& p, cudaStream_t stream) {
-  if (p.num_k_blocks <= 256) return launch_predict_dr<D, 4>(p, stream);
+  // Two rows per warp up to 512 K blocks: enough CTAs to fill the GPU (the per-row work is
+  // latency-bound), while each CTA still reuses every pooled-K chunk for 16 rows.
   if (p.num_k_blocks <= 512) return launch_predict_dr<D, 2>(p, stream);
   return launch_predict_dr<D, 1>(p, stream);
 }

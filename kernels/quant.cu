@@ -52,24 +52,25 @@ __global__ void __launch_bounds__(kThreads) kv_colstats_kernel(QuantParams p) {
   const T* vbase = static_cast<const T*>(p.v.ptr) + b * p.v.stride_b + h * p.v.stride_h + col;
   float ksum[8] = {}, vmax[8] = {};
   for (int t = t_begin + row0; t < t_end; t += kRows * kUnroll) {
-    float kx[kUnroll][8], vx[kUnroll][8];
+    uint4 kr[kUnroll], vr[kUnroll];  // raw 16-byte words: half the registers of fp32
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int tt = t + u * kRows;
+      kr[u] = vr[u] = make_uint4(0, 0, 0, 0);
       if (tt < t_end) {
-        dev::load8(kbase + tt * p.k.stride_n, kx[u]);
-        if (want_v) dev::load8(vbase + tt * p.v.stride_n, vx[u]);
-      } else {
-#pragma unroll
-        for (int i = 0; i < 8; ++i) kx[u][i] = vx[u][i] = 0.f;
+        kr[u] = dev::load16(kbase + tt * p.k.stride_n);
+        if (want_v) vr[u] = dev::load16(vbase + tt * p.v.stride_n);
       }
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
+      float kx[8], vx[8];
+      dev::unpack8<T>(kr[u], kx);
+      dev::unpack8<T>(vr[u], vx);
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
-        ksum[i] += kx[u][i];
-        if (want_v) vmax[i] = fmaxf(vmax[i], fabsf(vx[u][i]));
+        ksum[i] += kx[i];
+        vmax[i] = fmaxf(vmax[i], fabsf(vx[i]));
       }
     }
   }
@@ -136,36 +137,41 @@ __device__ void block_stats(const T* __restrict__ src, int64_t stride_n, int val
 #pragma unroll
     for (int i = 0; i < 8; ++i) m[i] = mean[col + i];
   }
-  float x[kIters][8];
+  // The block stays in registers as raw 16-byte words (4 registers per row slice instead of 8)
+  // and is unpacked twice: once for the statistics, once for the quantisation.
+  uint4 raw[kIters];
 #pragma unroll
   for (int it = 0; it < kIters; ++it) {
     const int r = warp * kRowsPerWarp + it * kRowsPerIt + rsub;
-    if (r < valid) {
-      dev::load8(src + r * stride_n + col, x[it]);
-    } else {
-#pragma unroll
-      for (int i = 0; i < 8; ++i) x[it][i] = 0.f;
-    }
+    raw[it] = r < valid ? dev::load16(src + r * stride_n + col) : make_uint4(0, 0, 0, 0);
   }
+  // K' = K - mean on valid rows; padded rows stay exactly 0.
+  auto row_values = [&](int it, float(&x)[8]) {
+    dev::unpack8<T>(raw[it], x);
+    const int r = warp * kRowsPerWarp + it * kRowsPerIt + rsub;
+    if (r < valid) {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) x[i] = x[i] - m[i];
+    }
+  };
   float colsum[8] = {}, hatsum[8] = {};
   float amax = 0.f;
 #pragma unroll
   for (int it = 0; it < kIters; ++it) {
-    const int r = warp * kRowsPerWarp + it * kRowsPerIt + rsub;
-    const bool ok = r < valid;
+    float x[8];
+    row_values(it, x);
     float ss = 0.f;
 #pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      if (ok) x[it][i] = x[it][i] - m[i];  // K' = K - mean; padded rows stay exactly 0
-      ss += x[it][i] * x[it][i];
-    }
+    for (int i = 0; i < 8; ++i) ss += x[i] * x[i];
     ss = dev::warp_sum<kTpr>(ss);  // lanes of one row are kTpr consecutive lanes
-    const float norm = sqrtf(ss);
+    // One reciprocal per row instead of a division per element (the division dominated the
+    // instruction count; sim is compared with a tolerance, not bitwise).
+    const float rnorm = ss > 0.f ? 1.f / sqrtf(ss) : 0.f;  // zero rows stay 0
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
-      colsum[i] += x[it][i];
-      hatsum[i] += norm > 0.f ? x[it][i] / norm : 0.f;  // zero rows stay 0
-      amax = fmaxf(amax, fabsf(x[it][i]));
+      colsum[i] += x[i];
+      hatsum[i] += x[i] * rnorm;
+      amax = fmaxf(amax, fabsf(x[i]));
     }
   }
   // Lanes holding the same columns differ by multiples of kTpr.
@@ -220,13 +226,15 @@ __device__ void block_stats(const T* __restrict__ src, int64_t stride_n, int val
 #pragma unroll
   for (int it = 0; it < kIters; ++it) {
     const int r = warp * kRowsPerWarp + it * kRowsPerIt + rsub;
+    float x[8];
+    row_values(it, x);
     uint32_t w[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       uint32_t packed = 0;
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        const int8_t q = dev::to_int8(x[it][4 * h + i] * inv);
+        const int8_t q = dev::to_int8(x[4 * h + i] * inv);
         packed |= static_cast<uint32_t>(static_cast<uint8_t>(q)) << (8 * i);
       }
       w[h] = packed;
@@ -237,7 +245,7 @@ __device__ void block_stats(const T* __restrict__ src, int64_t stride_n, int val
 
 // grid: B*H*nq Q blocks followed by B*Hkv*nk K blocks.
 template <typename T, int D, int kBq, int kBk>
-__global__ void __launch_bounds__(kThreads) qk_blocks_kernel(QuantParams p) {
+__global__ void __launch_bounds__(kThreads, 3) qk_blocks_kernel(QuantParams p) {
   const int64_t q_ctas = static_cast<int64_t>(p.batch) * p.heads * p.num_q_blocks;
   int64_t id = blockIdx.x;
   if (id < q_ctas) {
@@ -269,7 +277,7 @@ __global__ void __launch_bounds__(kThreads) qk_blocks_kernel(QuantParams p) {
 // kBk/4 + 1 words keeps the byte scatter at <= 4-way bank conflicts), then written out as
 // 16-byte runs of tokens.
 template <typename T, int D, int kBk, bool kFp8>
-__global__ void __launch_bounds__(kThreads) v_quant_kernel(QuantParams p) {
+__global__ void __launch_bounds__(kThreads, 3) v_quant_kernel(QuantParams p) {
   constexpr int kTpr = D / 8;
   constexpr int kRowsPerPass = kThreads / kTpr;
   constexpr int kIters = kBk / kRowsPerPass;
@@ -298,32 +306,52 @@ __global__ void __launch_bounds__(kThreads) v_quant_kernel(QuantParams p) {
       *reinterpret_cast<uint4*>(dst + static_cast<int64_t>(r) * D) = raw[it];
     }
   } else {
+    // Each thread converts kTok (4, or 2 for D 64 x 64-token blocks) consecutive tokens x 8
+    // channels and stores, per channel, its tokens as one 32/16-bit word of the transposed tile.
     constexpr int kStride = kBk + 4;
+    constexpr int kTok = kBk / kRowsPerPass >= 4 ? 4 : 2;
+    constexpr int kTokIters = kBk / (kTok * kRowsPerPass);
+    static_assert(kTokIters >= 1 && kBk % (kTok * kRowsPerPass) == 0);
     __shared__ __align__(16) uint8_t tile[D * kStride];
     float scale[8];
 #pragma unroll
     for (int i = 0; i < 8; ++i) scale[i] = p.v_scale[bh * D + col + i];
-    float x[kIters][8];
+    float x[kTokIters][kTok][8];
 #pragma unroll
-    for (int it = 0; it < kIters; ++it) {
-      const int r = it * kRowsPerPass + rsub;
-      if (r < valid) {
-        dev::load8(src + r * p.v.stride_n, x[it]);
-      } else {
+    for (int it = 0; it < kTokIters; ++it) {
 #pragma unroll
-        for (int i = 0; i < 8; ++i) x[it][i] = 0.f;
+      for (int u = 0; u < kTok; ++u) {
+        const int r = (it * kRowsPerPass + rsub) * kTok + u;
+        if (r < valid) {
+          dev::load8(src + r * p.v.stride_n, x[it][u]);
+        } else {
+#pragma unroll
+          for (int i = 0; i < 8; ++i) x[it][u][i] = 0.f;
+        }
       }
     }
 #pragma unroll
-    for (int it = 0; it < kIters; ++it) {
-      const int r = it * kRowsPerPass + rsub;
+    for (int it = 0; it < kTokIters; ++it) {
+      const int r0 = (it * kRowsPerPass + rsub) * kTok;
 #pragma unroll
-      for (int i = 0; i < 8; ++i) tile[(col + i) * kStride + r] = dev::to_e4m3(x[it][i] / scale[i]);
+      for (int i = 0; i < 8; ++i) {
+        uint32_t w = 0;
+#pragma unroll
+        for (int u = 0; u < kTok; ++u)
+          w |= static_cast<uint32_t>(dev::to_e4m3(x[it][u][i] / scale[i])) << (8 * u);
+        uint8_t* t = tile + (col + i) * kStride + r0;
+        if constexpr (kTok == 4) {
+          *reinterpret_cast<uint32_t*>(t) = w;
+        } else {
+          *reinterpret_cast<uint16_t*>(t) = static_cast<uint16_t>(w);
+        }
+      }
     }
     __syncthreads();
     // Row d of the output holds kBk tokens: kBk/16 lanes write 16 bytes each.
     constexpr int kVecPerRow = kBk / 16;
-    uint8_t* dst = static_cast<uint8_t*>(p.v_out) + bh * D * padded + static_cast<int64_t>(blk) * kBk;
+    uint8_t* dst =
+        static_cast<uint8_t*>(p.v_out) + bh * D * padded + static_cast<int64_t>(blk) * kBk;
     for (int v = threadIdx.x; v < D * kVecPerRow; v += kThreads) {
       const int d = v / kVecPerRow, c = (v % kVecPerRow) * 16;
       const uint32_t* s = reinterpret_cast<const uint32_t*>(tile + d * kStride + c);
@@ -335,29 +363,43 @@ __global__ void __launch_bounds__(kThreads) v_quant_kernel(QuantParams p) {
 template <typename T, int D>
 cudaError_t launch_typed(const QuantParams& p, cudaStream_t stream) {
   const int chunks = num_chunks(p.seq_k);
-  kv_colstats_kernel<T, D><<<dim3(chunks, p.batch * p.kv_heads), kThreads, 0, stream>>>(p);
+  if (p.stages & kQuantColStats)
+    kv_colstats_kernel<T, D><<<dim3(chunks, p.batch * p.kv_heads), kThreads, 0, stream>>>(p);
   if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
-  kv_finalize_kernel<<<p.batch * p.kv_heads, 128, 0, stream>>>(p, chunks);
+  if (p.stages & kQuantFinalize)
+    kv_finalize_kernel<<<p.batch * p.kv_heads, 128, 0, stream>>>(p, chunks);
   if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
 
   const int64_t ctas = static_cast<int64_t>(p.batch) * p.heads * p.num_q_blocks +
                        static_cast<int64_t>(p.batch) * p.kv_heads * p.num_k_blocks;
-  auto blocks = [&](auto kernel) { kernel<<<static_cast<unsigned>(ctas), kThreads, 0, stream>>>(p); };
-  if (p.block_q == 128 && p.block_k == 128) blocks(qk_blocks_kernel<T, D, 128, 128>);
-  else if (p.block_q == 128 && p.block_k == 64) blocks(qk_blocks_kernel<T, D, 128, 64>);
-  else if (p.block_q == 64 && p.block_k == 128) blocks(qk_blocks_kernel<T, D, 64, 128>);
-  else if (p.block_q == 64 && p.block_k == 64) blocks(qk_blocks_kernel<T, D, 64, 64>);
-  else return cudaErrorInvalidValue;
+  auto blocks = [&](auto kernel) {
+    if (!(p.stages & kQuantBlocks)) return;
+    kernel<<<static_cast<unsigned>(ctas), kThreads, 0, stream>>>(p);
+  };
+  if (p.block_q == 128 && p.block_k == 128)
+    blocks(qk_blocks_kernel<T, D, 128, 128>);
+  else if (p.block_q == 128 && p.block_k == 64)
+    blocks(qk_blocks_kernel<T, D, 128, 64>);
+  else if (p.block_q == 64 && p.block_k == 128)
+    blocks(qk_blocks_kernel<T, D, 64, 128>);
+  else if (p.block_q == 64 && p.block_k == 64)
+    blocks(qk_blocks_kernel<T, D, 64, 64>);
+  else
+    return cudaErrorInvalidValue;
   if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
 
-  if (p.v_out != nullptr) {
+  if (p.v_out != nullptr && (p.stages & kQuantV)) {
     const dim3 grid(p.num_k_blocks, p.batch * p.kv_heads);
     if (p.block_k == 128) {
-      if (p.v_fp8) v_quant_kernel<T, D, 128, true><<<grid, kThreads, 0, stream>>>(p);
-      else v_quant_kernel<T, D, 128, false><<<grid, kThreads, 0, stream>>>(p);
+      if (p.v_fp8)
+        v_quant_kernel<T, D, 128, true><<<grid, kThreads, 0, stream>>>(p);
+      else
+        v_quant_kernel<T, D, 128, false><<<grid, kThreads, 0, stream>>>(p);
     } else {
-      if (p.v_fp8) v_quant_kernel<T, D, 64, true><<<grid, kThreads, 0, stream>>>(p);
-      else v_quant_kernel<T, D, 64, false><<<grid, kThreads, 0, stream>>>(p);
+      if (p.v_fp8)
+        v_quant_kernel<T, D, 64, true><<<grid, kThreads, 0, stream>>>(p);
+      else
+        v_quant_kernel<T, D, 64, false><<<grid, kThreads, 0, stream>>>(p);
     }
     if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
   }

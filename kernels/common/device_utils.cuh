@@ -12,10 +12,9 @@
 
 namespace sparge::kernels::dev {
 
-// Eight consecutive fp16/bf16 values as one 16-byte word: the unit of every coalesced load.
+// Eight fp16/bf16 values packed in a 16-byte word -> fp32 (exact).
 template <typename T>
-__device__ __forceinline__ void load8(const T* __restrict__ p, float (&x)[8]) {
-  const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
+__device__ __forceinline__ void unpack8(const uint4 raw, float (&x)[8]) {
   const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -31,6 +30,12 @@ __device__ __forceinline__ void load8(const T* __restrict__ p, float (&x)[8]) {
       x[2 * i + 1] = f.y;
     }
   }
+}
+
+// Eight consecutive fp16/bf16 values as one 16-byte word: the unit of every coalesced load.
+template <typename T>
+__device__ __forceinline__ void load8(const T* __restrict__ p, float (&x)[8]) {
+  unpack8<T>(__ldg(reinterpret_cast<const uint4*>(p)), x);
 }
 
 // Raw 16 bytes (no conversion), for plain copies.

@@ -11,7 +11,8 @@
 namespace sparge::cli {
 
 void register_config(CLI::App& app, Context&) {
-  auto* cfg = app.add_subcommand("config", "Inspect and validate tuned configs (sparge.tuned YAML)");
+  auto* cfg =
+      app.add_subcommand("config", "Inspect and validate tuned configs (sparge.tuned YAML)");
   cfg->require_subcommand(1);
 
   struct Args {
@@ -35,13 +36,13 @@ void register_config(CLI::App& app, Context&) {
     fmt::print("  dump {} ({}){}\n", p.dump, p.dump_hash,
                p.model_id.empty() ? "" : ", model " + p.model_id);
     fmt::print("  kernel {}: {}x{} blocks, warp rows {}, P.V {}, causal {}, sink {}\n", g.name,
-               g.block_q, g.block_k, g.warp_rows, config::pv_numerics_name(g.pv),
-               c.kernel.causal, c.kernel.sink);
+               g.block_q, g.block_k, g.warp_rows, config::pv_numerics_name(g.pv), c.kernel.causal,
+               c.kernel.sink);
     fmt::print("  budget {}: l1 {} l2 {}; granularity {}\n", c.budget.metric, c.budget.l1,
                c.budget.l2, c.search.granularity);
     tune::Table t;
-    t.columns = {"layer", "module", "heads", "sparse", "stage1_sparsity", "stage12_sparsity",
-                 "worst_err_l1", "worst_err_l2"};
+    t.columns = {"layer",           "module",           "heads",        "sparse",
+                 "stage1_sparsity", "stage12_sparsity", "worst_err_l1", "worst_err_l2"};
     for (const auto& l : c.layers) {
       int sparse = 0;
       for (bool b : l.sparse) sparse += b;
@@ -58,9 +59,8 @@ void register_config(CLI::App& app, Context&) {
         return fmt::format("{:.4f}", w);
       };
       t.rows.push_back({std::to_string(l.layer), l.module.empty() ? "-" : l.module,
-                        std::to_string(l.heads()), std::to_string(sparse),
-                        mean(l.sparsity_stage1), mean(l.sparsity_stage12), worst(l.error_stage1),
-                        worst(l.error_stage12)});
+                        std::to_string(l.heads()), std::to_string(sparse), mean(l.sparsity_stage1),
+                        mean(l.sparsity_stage12), worst(l.error_stage1), worst(l.error_stage12)});
     }
     fmt::print("{}", t.render(args->format));
   });
@@ -68,8 +68,9 @@ void register_config(CLI::App& app, Context&) {
   auto* validate = cfg->add_subcommand(
       "validate", "Check a tuned config's schema, ranges and array lengths (exit 78 if invalid)");
   validate->add_option("file", args->file, "Tuned config (YAML)")->required();
-  validate->add_option("--kernel", args->kernel,
-                       "Also require it to be tuned for this kernel geometry (sm90, sm80)")
+  validate
+      ->add_option("--kernel", args->kernel,
+                   "Also require it to be tuned for this kernel geometry (sm90, sm80)")
       ->check(CLI::IsMember({"sm90", "sm80"}));
   validate->callback([args] {
     std::optional<ref::Geometry> want;

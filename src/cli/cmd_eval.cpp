@@ -66,18 +66,19 @@ void register_eval(CLI::App& app, Context& ctx) {
     if (a.format == "json") {
       nlohmann::json rows = nlohmann::json::array();
       for (const auto& e : out.heads) {
-        rows.push_back({{"layer", e.layer},
-                        {"head", e.head},
-                        {"sparse", e.sparse},
-                        {"tau", e.candidate.tau},
-                        {"theta", e.candidate.theta},
-                        {"lambda", std::isinf(e.candidate.lambda) ? nlohmann::json(nullptr)
-                                                                  : nlohmann::json(e.candidate.lambda)},
-                        {"sparsity_stage1", e.sparsity_stage1},
-                        {"sparsity_stage12", e.sparsity_stage12},
-                        {"error_stage1", e.error_stage1},
-                        {"error_stage12", e.error_stage12},
-                        {"pass", e.pass}});
+        rows.push_back(
+            {{"layer", e.layer},
+             {"head", e.head},
+             {"sparse", e.sparse},
+             {"tau", e.candidate.tau},
+             {"theta", e.candidate.theta},
+             {"lambda", std::isinf(e.candidate.lambda) ? nlohmann::json(nullptr)
+                                                       : nlohmann::json(e.candidate.lambda)},
+             {"sparsity_stage1", e.sparsity_stage1},
+             {"sparsity_stage12", e.sparsity_stage12},
+             {"error_stage1", e.error_stage1},
+             {"error_stage12", e.error_stage12},
+             {"pass", e.pass}});
       }
       nlohmann::json doc = {{"dump", a.dump},
                             {"tuned", a.tuned},
@@ -88,8 +89,8 @@ void register_eval(CLI::App& app, Context& ctx) {
       fmt::print("{}\n", doc.dump(2));
     } else {
       tune::Table t;
-      t.columns = {"layer", "head", "sparse", "stage1_sparsity", "stage12_sparsity", "err_l1",
-                   "err_l2", "status"};
+      t.columns = {"layer",  "head",   "sparse", "stage1_sparsity", "stage12_sparsity",
+                   "err_l1", "err_l2", "status"};
       for (const auto& e : out.heads) {
         t.rows.push_back({std::to_string(e.layer), std::to_string(e.head),
                           e.sparse ? "yes" : "dense", num(e.sparsity_stage1),
@@ -105,9 +106,10 @@ void register_eval(CLI::App& app, Context& ctx) {
           e1 = std::max(e1, e.error_stage1);
           e12 = std::max(e12, e.error_stage12);
         }
-        fmt::print("mean sparsity stage1 {:.4f} stage12 {:.4f}; worst error l1 {:.4f} (budget "
-                   "{}) l2 {:.4f} (budget {}); {}\n",
-                   s1, s12, e1, b.l1, e12, b.l2, out.all_pass ? "PASS" : "FAIL");
+        fmt::print(
+            "mean sparsity stage1 {:.4f} stage12 {:.4f}; worst error l1 {:.4f} (budget "
+            "{}) l2 {:.4f} (budget {}); {}\n",
+            s1, s12, e1, b.l1, e12, b.l2, out.all_pass ? "PASS" : "FAIL");
       }
     }
     if (!a.save_masks.empty()) {
@@ -121,9 +123,10 @@ void register_eval(CLI::App& app, Context& ctx) {
     if (!out.all_pass) {
       for (const auto& e : out.heads) {
         if (!e.pass) {
-          log::warn("layer {} head {} misses its budget: error l1 {:.4f} (budget {}), l2 {:.4f} "
-                    "(budget {})",
-                    e.layer, e.head, e.error_stage1, b.l1, e.error_stage12, b.l2);
+          log::warn(
+              "layer {} head {} misses its budget: error l1 {:.4f} (budget {}), l2 {:.4f} "
+              "(budget {})",
+              e.layer, e.head, e.error_stage1, b.l1, e.error_stage12, b.l2);
         }
       }
       ctx.exit_code = 1;

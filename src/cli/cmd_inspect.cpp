@@ -39,9 +39,9 @@ std::set<int> parse_layers(const std::string& spec) {
       auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
       return ec == std::errc() && p == s.data() + s.size() && !s.empty() && v >= 0;
     };
-    bool ok = dash == std::string::npos ? (num(item, lo) && ((hi = lo), true))
-                                        : num(item.substr(0, dash), lo) &&
-                                              num(item.substr(dash + 1), hi) && lo <= hi;
+    bool ok = dash == std::string::npos
+                  ? (num(item, lo) && ((hi = lo), true))
+                  : num(item.substr(0, dash), lo) && num(item.substr(dash + 1), hi) && lo <= hi;
     if (!ok) fail(ExitCode::kUsage, "--layers '{}': '{}' is not N or A-B", spec, item);
     for (int i = lo; i <= hi; ++i) out.insert(i);
     pos = comma + 1;
@@ -54,15 +54,16 @@ const char* dtype_name(at::ScalarType t) {
 }
 
 ordered_json stats_json(const io::TensorStats& s) {
-  return {{"mean", s.mean}, {"std", s.std},  {"min", s.min},          {"max", s.max},
+  return {{"mean", s.mean},     {"std", s.std}, {"min", s.min}, {"max", s.max},
           {"absmax", s.absmax}, {"nan", s.nan}, {"inf", s.inf}, {"checksum", s.checksum}};
 }
 
 // Builds the whole report as JSON (the text format renders it), and counts non-finite values.
-ordered_json build_report(const io::DumpReader& dump, const InspectArgs& a, std::string* nonfinite) {
+ordered_json build_report(const io::DumpReader& dump, const InspectArgs& a,
+                          std::string* nonfinite) {
   const io::DumpInfo& info = dump.info();
-  ordered_json root = {{"schema", "sparge.inspect"}, {"schema_version", 1},
-                       {"file", dump.path().string()}};
+  ordered_json root = {
+      {"schema", "sparge.inspect"}, {"schema_version", 1}, {"file", dump.path().string()}};
   ordered_json attrs = ordered_json::object();
   for (const auto& [k, v] : info.attributes) attrs[k] = v;
   root["dump"] = {{"schema_version", info.schema_version},
@@ -127,7 +128,8 @@ ordered_json build_report(const io::DumpReader& dump, const InspectArgs& a, std:
     layers.push_back(lj);
   }
   progress.finish();
-  if (bad_tensors > 1) *nonfinite += fmt::format(" (and {} more tensors with NaN/Inf)", bad_tensors - 1);
+  if (bad_tensors > 1)
+    *nonfinite += fmt::format(" (and {} more tensors with NaN/Inf)", bad_tensors - 1);
   root["layers"] = layers;
   return root;
 }
@@ -139,9 +141,9 @@ std::string num(const ordered_json& j) {
 
 std::string render_text(const ordered_json& r) {
   const auto& d = r["dump"];
-  std::string out = fmt::format("{}: sparge.qkv-dump v{}, {} layer(s)\n",
-                                r["file"].get<std::string>(), num(d["schema_version"]),
-                                num(d["num_layers"]));
+  std::string out =
+      fmt::format("{}: sparge.qkv-dump v{}, {} layer(s)\n", r["file"].get<std::string>(),
+                  num(d["schema_version"]), num(d["num_layers"]));
   std::string grid = "none";
   if (!d["grid"].is_null()) {
     grid = fmt::format("{}x{}x{} + text {}/{}", num(d["grid"][0]), num(d["grid"][1]),
@@ -152,20 +154,28 @@ std::string render_text(const ordered_json& r) {
                      d["capture_point"].get<std::string>());
   out += fmt::format("  causal {}  scale {}  grid {}\n", d["causal"].get<bool>() ? "yes" : "no",
                      d["scale"].is_null() ? "1/sqrt(D)" : num(d["scale"]), grid);
-  out += "  attributes:";
-  for (const auto& [k, v] : d["attributes"].items()) out += fmt::format(" {}={}", k, v.get<std::string>());
-  out += "\n";
+  // The standard attributes are shown above; list the others (e.g. synth_seed).
+  static const std::set<std::string> kShown = {
+      "schema", "schema_version", "producer", "model_id",    "capture_point", "layout",
+      "causal", "scale",          "grid",     "text_prefix", "text_suffix",   "num_layers"};
+  std::string extra;
+  for (const auto& [k, v] : d["attributes"].items()) {
+    if (!kShown.count(k)) extra += fmt::format(" {}={}", k, v.get<std::string>());
+  }
+  if (!extra.empty()) out += "  other attributes:" + extra + "\n";
   for (const auto& l : r["layers"]) {
-    out += fmt::format("\nlayer {:03d}  module \"{}\"  heads {} q / {} kv  head_dim {}  samples {}\n",
-                       l["index"].get<int>(), l["module_path"].get<std::string>(),
-                       num(l["num_q_heads"]), num(l["num_kv_heads"]), num(l["head_dim"]),
-                       l["samples"].size());
-    out += fmt::format("  {:<6} {:<5} {:<3} {:<22} {:<9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>5} {:>5}\n",
-                       "sample", "step", "t", "shape [B,H,N,D]", "dtype", "mean", "std", "min",
-                       "max", "absmax", "nan", "inf");
+    out += fmt::format(
+        "\nlayer {:03d}  module \"{}\"  heads {} q / {} kv  head_dim {}  samples {}\n",
+        l["index"].get<int>(), l["module_path"].get<std::string>(), num(l["num_q_heads"]),
+        num(l["num_kv_heads"]), num(l["head_dim"]), l["samples"].size());
+    out += fmt::format(
+        "  {:<6} {:<5} {:<3} {:<22} {:<9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>5} {:>5}\n",
+        "sample", "step", "t", "shape [B,H,N,D]", "dtype", "mean", "std", "min", "max", "absmax",
+        "nan", "inf");
     for (const auto& s : l["samples"]) {
       for (const auto& [name, t] : s["tensors"].items()) {
-        std::string shape = fmt::format("[{}]", fmt::join(t["shape"].get<std::vector<int64_t>>(), ", "));
+        std::string shape =
+            fmt::format("[{}]", fmt::join(t["shape"].get<std::vector<int64_t>>(), ", "));
         auto col = [&](const char* k) { return t.contains(k) ? num(t[k]) : std::string("-"); };
         out += fmt::format(
             "  {:<6} {:<5} {:<3} {:<22} {:<9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>5} {:>5}\n",

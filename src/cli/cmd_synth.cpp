@@ -66,8 +66,7 @@ void register_synth(CLI::App& app, Context&) {
       "  llm:   causal; attention sinks, local windows, heavy-hitter stripes, one global head\n"
       "  noise: N(0, 1) Q/K/V, nothing skippable\n"
       "Example: sparge synth -o demo.h5 --kind video --grid 4,16,16 --text-prefix 64 --heads 4");
-  sub->add_option("-o,--output", args->output, "Output dump (.h5), written atomically")
-      ->required();
+  sub->add_option("-o,--output", args->output, "Output dump (.h5), written atomically")->required();
   sub->add_option("--kind", args->kind, "video | llm | image | noise")
       ->check(CLI::IsMember({"video", "llm", "image", "noise"}))
       ->capture_default_str();

@@ -21,10 +21,11 @@ Preset load_preset(const std::string& arg) {
     std::string known;
     std::error_code ec;
     for (const auto& e : std::filesystem::directory_iterator(preset_dir(), ec)) {
-      if (e.path().extension() == ".yaml") known += (known.empty() ? "" : ", ") + e.path().stem().string();
+      if (e.path().extension() == ".yaml")
+        known += (known.empty() ? "" : ", ") + e.path().stem().string();
     }
-    fail(ExitCode::kUsage, "--preset {}: no such preset ({} has: {})", arg,
-         preset_dir().string(), known.empty() ? "none" : known);
+    fail(ExitCode::kUsage, "--preset {}: no such preset ({} has: {})", arg, preset_dir().string(),
+         known.empty() ? "none" : known);
   }
   const std::string src = path.string();
   auto bad = [&](const std::string& key, const std::string& fault) {

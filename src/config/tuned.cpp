@@ -61,7 +61,8 @@ std::string floats(const std::vector<float>& v) {
 }
 std::string bools(const std::vector<bool>& v) {
   std::string out = "[";
-  for (size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + std::string(v[i] ? "true" : "false");
+  for (size_t i = 0; i < v.size(); ++i)
+    out += (i ? ", " : "") + std::string(v[i] ? "true" : "false");
   return out + "]";
 }
 
@@ -95,12 +96,12 @@ std::string to_yaml(const TunedConfig& c) {
   line(fmt::format("budget: {{metric: {}, l1: {}, l2: {}}}", c.budget.metric,
                    format_double(c.budget.l1), format_double(c.budget.l2)));
   const auto& s = c.search;
-  line(fmt::format(
-      "search: {{granularity: {}, theta_grid: {}, tau_tol: {}, lambda_range: [{}, {}], "
-      "lambda_tol: {}, tune_lambda: {}, min_sparsity: {}}}",
-      s.granularity, floats(s.theta_grid), format_float(s.tau_tol), format_float(s.lambda_min),
-      format_float(s.lambda_max), format_float(s.lambda_tol), s.tune_lambda,
-      format_double(s.min_sparsity)));
+  line(
+      fmt::format("search: {{granularity: {}, theta_grid: {}, tau_tol: {}, lambda_range: [{}, {}], "
+                  "lambda_tol: {}, tune_lambda: {}, min_sparsity: {}}}",
+                  s.granularity, floats(s.theta_grid), format_float(s.tau_tol),
+                  format_float(s.lambda_min), format_float(s.lambda_max),
+                  format_float(s.lambda_tol), s.tune_lambda, format_double(s.min_sparsity)));
   line("layers:");
   for (const auto& l : c.layers) {
     line(fmt::format("  - layer: {}", l.layer));
@@ -184,9 +185,10 @@ TunedConfig parse_tuned(const std::string& text, const std::string& source,
   if (!root.IsMap()) p.bad("(document)", "expected a mapping with schema: sparge.tuned");
   TunedConfig c;
   auto schema = p.scalar<std::string>(p.need(root, "schema", ""), "schema", "a string");
-  if (schema != kTunedSchema) p.bad("schema", fmt::format("'{}', expected {}", schema, kTunedSchema));
-  c.schema_version = p.scalar<int>(p.need(root, "schema_version", ""), "schema_version",
-                                   "an integer");
+  if (schema != kTunedSchema)
+    p.bad("schema", fmt::format("'{}', expected {}", schema, kTunedSchema));
+  c.schema_version =
+      p.scalar<int>(p.need(root, "schema_version", ""), "schema_version", "an integer");
   if (c.schema_version != kTunedSchemaVersion) {
     p.bad("schema_version", fmt::format("{} is not supported (this sparge reads {})",
                                         c.schema_version, kTunedSchemaVersion));
@@ -205,7 +207,8 @@ TunedConfig parse_tuned(const std::string& text, const std::string& source,
     str("dump", c.provenance.dump);
     str("dump_hash", c.provenance.dump_hash);
     str("model_id", c.provenance.model_id);
-    if (n["samples"]) c.provenance.samples = p.seq<int>(n["samples"], "provenance.samples", "an integer");
+    if (n["samples"])
+      c.provenance.samples = p.seq<int>(n["samples"], "provenance.samples", "an integer");
     if (n["created_utc"]) {
       c.provenance.created_utc =
           p.scalar<std::string>(n["created_utc"], "provenance.created_utc", "a string");
@@ -232,11 +235,11 @@ TunedConfig parse_tuned(const std::string& text, const std::string& source,
       const auto& e = *expected_kernel;
       if (g.name != e.name || g.block_q != e.block_q || g.block_k != e.block_k ||
           g.warp_rows != e.warp_rows || g.pv != e.pv) {
-        p.bad("kernel", fmt::format("tuned for {} ({}x{}, warp rows {}, pv {}), but the kernel is "
-                                    "{} ({}x{}, warp rows {}, pv {}): retune for this kernel",
-                                    g.name, g.block_q, g.block_k, g.warp_rows,
-                                    pv_numerics_name(g.pv), e.name, e.block_q, e.block_k,
-                                    e.warp_rows, pv_numerics_name(e.pv)));
+        p.bad("kernel",
+              fmt::format("tuned for {} ({}x{}, warp rows {}, pv {}), but the kernel is "
+                          "{} ({}x{}, warp rows {}, pv {}): retune for this kernel",
+                          g.name, g.block_q, g.block_k, g.warp_rows, pv_numerics_name(g.pv), e.name,
+                          e.block_q, e.block_k, e.warp_rows, pv_numerics_name(e.pv)));
       }
     }
   }
@@ -244,8 +247,10 @@ TunedConfig parse_tuned(const std::string& text, const std::string& source,
   {
     auto b = p.need(root, "budget", "");
     if (!b.IsMap()) p.bad("budget", "expected a mapping");
-    if (b["metric"]) c.budget.metric = p.scalar<std::string>(b["metric"], "budget.metric", "a string");
-    if (c.budget.metric != "rel_l1") p.bad("budget.metric", fmt::format("'{}': only rel_l1 is supported", c.budget.metric));
+    if (b["metric"])
+      c.budget.metric = p.scalar<std::string>(b["metric"], "budget.metric", "a string");
+    if (c.budget.metric != "rel_l1")
+      p.bad("budget.metric", fmt::format("'{}': only rel_l1 is supported", c.budget.metric));
     c.budget.l1 = p.scalar<double>(p.need(b, "l1", "budget"), "budget.l1", "a number");
     c.budget.l2 = p.scalar<double>(p.need(b, "l2", "budget"), "budget.l2", "a number");
     if (!(c.budget.l1 > 0) || !(c.budget.l2 >= c.budget.l1)) {
@@ -256,9 +261,12 @@ TunedConfig parse_tuned(const std::string& text, const std::string& source,
   if (auto s = root["search"]) {
     if (!s.IsMap()) p.bad("search", "expected a mapping");
     auto& ss = c.search;
-    if (s["granularity"]) ss.granularity = p.scalar<std::string>(s["granularity"], "search.granularity", "a string");
-    if (ss.granularity != "head" && ss.granularity != "layer") p.bad("search.granularity", fmt::format("'{}': expected head or layer", ss.granularity));
-    if (s["theta_grid"]) ss.theta_grid = p.seq<float>(s["theta_grid"], "search.theta_grid", "a number");
+    if (s["granularity"])
+      ss.granularity = p.scalar<std::string>(s["granularity"], "search.granularity", "a string");
+    if (ss.granularity != "head" && ss.granularity != "layer")
+      p.bad("search.granularity", fmt::format("'{}': expected head or layer", ss.granularity));
+    if (s["theta_grid"])
+      ss.theta_grid = p.seq<float>(s["theta_grid"], "search.theta_grid", "a number");
     if (s["tau_tol"]) ss.tau_tol = p.scalar<float>(s["tau_tol"], "search.tau_tol", "a number");
     if (s["lambda_range"]) {
       auto r = p.seq<float>(s["lambda_range"], "search.lambda_range", "a number");
@@ -266,9 +274,12 @@ TunedConfig parse_tuned(const std::string& text, const std::string& source,
       ss.lambda_min = r[0];
       ss.lambda_max = r[1];
     }
-    if (s["lambda_tol"]) ss.lambda_tol = p.scalar<float>(s["lambda_tol"], "search.lambda_tol", "a number");
-    if (s["tune_lambda"]) ss.tune_lambda = p.scalar<bool>(s["tune_lambda"], "search.tune_lambda", "a boolean");
-    if (s["min_sparsity"]) ss.min_sparsity = p.scalar<double>(s["min_sparsity"], "search.min_sparsity", "a number");
+    if (s["lambda_tol"])
+      ss.lambda_tol = p.scalar<float>(s["lambda_tol"], "search.lambda_tol", "a number");
+    if (s["tune_lambda"])
+      ss.tune_lambda = p.scalar<bool>(s["tune_lambda"], "search.tune_lambda", "a boolean");
+    if (s["min_sparsity"])
+      ss.min_sparsity = p.scalar<double>(s["min_sparsity"], "search.min_sparsity", "a number");
   }
 
   auto layers = p.need(root, "layers", "");
@@ -281,7 +292,8 @@ TunedConfig parse_tuned(const std::string& text, const std::string& source,
     TunedLayer l;
     l.layer = p.scalar<int>(p.need(n, "layer", at), at + ".layer", "an integer");
     if (l.layer < 0) p.bad(at + ".layer", fmt::format("{} is negative", l.layer));
-    if (!seen.insert(l.layer).second) p.bad(at + ".layer", fmt::format("layer {} appears twice", l.layer));
+    if (!seen.insert(l.layer).second)
+      p.bad(at + ".layer", fmt::format("layer {} appears twice", l.layer));
     if (n["module"]) l.module = p.scalar<std::string>(n["module"], at + ".module", "a string");
 
     const bool ours = n["tau"] || n["theta"] || n["lambda"];
@@ -298,7 +310,8 @@ TunedConfig parse_tuned(const std::string& text, const std::string& source,
       l.theta = p.seq<float>(p.need(n, "simthreshd1", at), at + ".simthreshd1", "a number");
       auto pv = p.seq<float>(p.need(n, "pvthreshd", at), at + ".pvthreshd", "a number");
       for (size_t h = 0; h < pv.size(); ++h) {
-        if (!(pv[h] >= 0)) p.bad(fmt::format("{}.pvthreshd[{}]", at, h), fmt::format("{} is negative", pv[h]));
+        if (!(pv[h] >= 0))
+          p.bad(fmt::format("{}.pvthreshd[{}]", at, h), fmt::format("{} is negative", pv[h]));
         l.lambda.push_back(static_cast<float>(-static_cast<double>(pv[h]) * std::log(2.0)));
       }
     } else {
@@ -311,17 +324,20 @@ TunedConfig parse_tuned(const std::string& text, const std::string& source,
     if (n["heads"]) {
       int h = p.scalar<int>(n["heads"], at + ".heads", "an integer");
       if (h != static_cast<int>(heads)) {
-        p.bad(at + (theirs ? ".cdfthreshd" : ".tau"), fmt::format("{} values, expected {} (heads)", heads, h));
+        p.bad(at + (theirs ? ".cdfthreshd" : ".tau"),
+              fmt::format("{} values, expected {} (heads)", heads, h));
       }
     }
     auto check_len = [&](size_t got, const std::string& key) {
-      if (got != heads) p.bad(at + "." + key, fmt::format("{} values, expected {} (heads)", got, heads));
+      if (got != heads)
+        p.bad(at + "." + key, fmt::format("{} values, expected {} (heads)", got, heads));
     };
     check_len(l.theta.size(), theirs ? "simthreshd1" : "theta");
     check_len(l.lambda.size(), theirs ? "pvthreshd" : "lambda");
     const char* sparse_key = n["sparse"] ? "sparse" : (n["is_sparse"] ? "is_sparse" : nullptr);
     if (sparse_key) {
-      for (bool b : p.seq<bool>(n[sparse_key], at + "." + sparse_key, "a boolean")) l.sparse.push_back(b);
+      for (bool b : p.seq<bool>(n[sparse_key], at + "." + sparse_key, "a boolean"))
+        l.sparse.push_back(b);
       check_len(l.sparse.size(), sparse_key);
     } else {
       l.sparse.assign(heads, true);
@@ -339,22 +355,26 @@ TunedConfig parse_tuned(const std::string& text, const std::string& source,
     opt_pair("error", l.error_stage1, l.error_stage12);
     for (size_t h = 0; h < heads; ++h) {
       if (!(l.tau[h] >= 0.0f && l.tau[h] <= 1.0f)) {
-        p.bad(fmt::format("{}.{}[{}]", at, theirs ? "cdfthreshd" : "tau", h), fmt::format("{} is outside [0, 1]", l.tau[h]));
+        p.bad(fmt::format("{}.{}[{}]", at, theirs ? "cdfthreshd" : "tau", h),
+              fmt::format("{} is outside [0, 1]", l.tau[h]));
       }
       if (!(l.theta[h] >= -1.0f && l.theta[h] <= 1.0f)) {
-        p.bad(fmt::format("{}.{}[{}]", at, theirs ? "simthreshd1" : "theta", h), fmt::format("{} is outside [-1, 1]", l.theta[h]));
+        p.bad(fmt::format("{}.{}[{}]", at, theirs ? "simthreshd1" : "theta", h),
+              fmt::format("{} is outside [-1, 1]", l.theta[h]));
       }
       if (!(l.lambda[h] <= 0.0f)) {  // also rejects NaN; -inf allowed
-        p.bad(fmt::format("{}.lambda[{}]", at, h), fmt::format("{} must be <= 0 or -.inf", l.lambda[h]));
+        p.bad(fmt::format("{}.lambda[{}]", at, h),
+              fmt::format("{} must be <= 0 or -.inf", l.lambda[h]));
       }
     }
     c.layers.push_back(std::move(l));
   }
   if (c.imported) {
-    log::warn("{}: SpargeAttn thresholds (cdfthreshd/simthreshd1/pvthreshd) imported; their TopCdf "
-              "keeps one block fewer than sparge's, so they are re-evaluated, not trusted: run "
-              "`sparge eval` before use",
-              source);
+    log::warn(
+        "{}: SpargeAttn thresholds (cdfthreshd/simthreshd1/pvthreshd) imported; their TopCdf "
+        "keeps one block fewer than sparge's, so they are re-evaluated, not trusted: run "
+        "`sparge eval` before use",
+        source);
   }
   return c;
 }

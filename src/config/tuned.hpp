@@ -25,7 +25,7 @@ struct Provenance {
   std::string dump;       // dump path as given on the command line
   std::string dump_hash;  // "<algorithm>:<hex>", see io_hash.hpp
   std::string model_id;
-  std::vector<int> samples;          // calibration sample indices (empty: all)
+  std::vector<int> samples;                // calibration sample indices (empty: all)
   std::optional<std::string> created_utc;  // only with `tune --timestamp`: breaks byte identity
 };
 

@@ -75,7 +75,9 @@ Hid canonical_type(h5::Elem e) {
   return Hid();
 }
 
-std::string shape_str(const std::vector<int64_t>& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
+std::string shape_str(const std::vector<int64_t>& s) {
+  return fmt::format("[{}]", fmt::join(s, ", "));
+}
 
 }  // namespace
 
@@ -128,7 +130,8 @@ void DumpReader::Impl::open() {
   }
   read_root();
   Hid layers(H5Gopen2(file.get(), "/layers", H5P_DEFAULT));
-  if (!layers) bad("/layers", h5::link_exists(file.get(), "layers") ? "corrupt group" : "missing group");
+  if (!layers)
+    bad("/layers", h5::link_exists(file.get(), "layers") ? "corrupt group" : "missing group");
   std::vector<std::string> names;
   try {
     names = h5::list_links(layers.get());
@@ -139,8 +142,8 @@ void DumpReader::Impl::open() {
   for (const auto& n : names) read_layer(n);
   auto num_layers = attr("/", [&] { return h5::read_int_attr(file.get(), "num_layers"); });
   if (num_layers && *num_layers != static_cast<int64_t>(info.layers.size())) {
-    bad("/", fmt::format("num_layers is {} but /layers has {} layers", *num_layers,
-                         info.layers.size()));
+    bad("/",
+        fmt::format("num_layers is {} but /layers has {} layers", *num_layers, info.layers.size()));
   }
 }
 
@@ -154,8 +157,8 @@ void DumpReader::Impl::read_root() {
   auto major = parse_index(version.substr(0, version.find('.')));
   if (!major) bad("/", fmt::format("schema_version '{}' is not a version number", version));
   if (*major != kSchemaMajor) {
-    bad("/", fmt::format("unknown schema_version {} (this sparge reads {})", version,
-                         kSchemaMajor));
+    bad("/",
+        fmt::format("unknown schema_version {} (this sparge reads {})", version, kSchemaMajor));
   }
   info.schema_version = *major;
 
@@ -176,7 +179,8 @@ void DumpReader::Impl::read_root() {
   info.scale = attr("/", [&] { return h5::read_double_attr(root, "scale"); });
   if (info.scale && !(*info.scale > 0.0)) bad("/", fmt::format("scale {} is not > 0", *info.scale));
   if (auto grid = attr("/", [&] { return h5::read_int_array_attr(root, "grid"); })) {
-    if (grid->size() != 3) bad("/", fmt::format("grid has {} values, expected 3 (T, H, W)", grid->size()));
+    if (grid->size() != 3)
+      bad("/", fmt::format("grid has {} values, expected 3 (T, H, W)", grid->size()));
     for (auto g : *grid) {
       if (g < 1) bad("/", fmt::format("grid {} has a non-positive size", shape_str(*grid)));
     }
@@ -192,7 +196,8 @@ void DumpReader::Impl::read_root() {
   } catch (const std::runtime_error& e) {
     bad("/", e.what());
   }
-  for (const auto& n : names) info.attributes[n] = attr("/", [&] { return h5::attr_as_text(root, n); });
+  for (const auto& n : names)
+    info.attributes[n] = attr("/", [&] { return h5::attr_as_text(root, n); });
 }
 
 std::pair<std::vector<int64_t>, h5::Elem> DumpReader::Impl::probe_dataset(
@@ -247,8 +252,8 @@ void DumpReader::Impl::read_layer(const std::string& name) {
     bad(gpath, "num_q_heads, num_kv_heads and head_dim must be >= 1");
   }
   if (layer.num_q_heads % layer.num_kv_heads != 0) {
-    bad(gpath, fmt::format("num_q_heads {} is not a multiple of num_kv_heads {}",
-                           layer.num_q_heads, layer.num_kv_heads));
+    bad(gpath, fmt::format("num_q_heads {} is not a multiple of num_kv_heads {}", layer.num_q_heads,
+                           layer.num_kv_heads));
   }
 
   const std::string spath = gpath + "/samples";
@@ -289,19 +294,20 @@ void DumpReader::Impl::read_layer(const std::string& name) {
     if (qs[3] != ks[3]) {
       bad(path_s, fmt::format("head dim mismatch: q {} vs k {}", shape_str(qs), shape_str(ks)));
     }
-    if (ks != vs) bad(path_s, fmt::format("k {} and v {} differ in shape", shape_str(ks), shape_str(vs)));
+    if (ks != vs)
+      bad(path_s, fmt::format("k {} and v {} differ in shape", shape_str(ks), shape_str(vs)));
     if (qs[0] != ks[0]) {
       bad(path_s, fmt::format("batch mismatch: q {} vs k {}", shape_str(qs), shape_str(ks)));
     }
     if (qs[1] % ks[1] != 0) {
-      bad(path_s, fmt::format("q heads {} not a multiple of kv heads {} (H % Hkv != 0)", qs[1],
-                              ks[1]));
+      bad(path_s,
+          fmt::format("q heads {} not a multiple of kv heads {} (H % Hkv != 0)", qs[1], ks[1]));
     }
     if (qs[1] != layer.num_q_heads || ks[1] != layer.num_kv_heads || qs[3] != layer.head_dim) {
       bad(path_s, fmt::format("shapes q {} k {} disagree with the layer's num_q_heads {}, "
                               "num_kv_heads {}, head_dim {}",
-                              shape_str(qs), shape_str(ks), layer.num_q_heads,
-                              layer.num_kv_heads, layer.head_dim));
+                              shape_str(qs), shape_str(ks), layer.num_q_heads, layer.num_kv_heads,
+                              layer.head_dim));
     }
     if (info.grid) {
       const int64_t n = int64_t{(*info.grid)[0]} * (*info.grid)[1] * (*info.grid)[2] +
@@ -315,7 +321,8 @@ void DumpReader::Impl::read_layer(const std::string& name) {
     }
     if (h5::link_exists(sg.get(), "o")) {
       auto [os, oe] = probe_dataset(sg.get(), path_s, "o");
-      if (os != qs) bad(path_s, fmt::format("o {} and q {} differ in shape", shape_str(os), shape_str(qs)));
+      if (os != qs)
+        bad(path_s, fmt::format("o {} and q {} differ in shape", shape_str(os), shape_str(qs)));
       if (oe != qe) bad(path_s, "o has a different dtype from q");
       s.has_o = true;
     }
@@ -330,7 +337,8 @@ void DumpReader::Impl::read_layer(const std::string& name) {
 
 const SampleInfo& DumpReader::Impl::sample(int layer_index, int sample_index) const {
   auto it = layer_pos.find(layer_index);
-  if (it == layer_pos.end()) bad(fmt::format("/layers/{}", layer_name(layer_index)), "no such layer");
+  if (it == layer_pos.end())
+    bad(fmt::format("/layers/{}", layer_name(layer_index)), "no such layer");
   for (const auto& s : info.layers[it->second].samples) {
     if (s.index == sample_index) return s;
   }
@@ -405,8 +413,7 @@ at::Tensor DumpReader::read(int layer_index, int sample_index, const std::string
   const h5::Elem elem = *to_elem(s.dtype);
   Hid mtype = canonical_type(elem);
   at::Tensor out = at::empty({shape[0], h1 - h0, shape[2], shape[3]}, at::dtype(s.dtype));
-  if (H5Dread(ds.get(), mtype.get(), mspace.get(), fspace.get(), H5P_DEFAULT, out.data_ptr()) <
-      0) {
+  if (H5Dread(ds.get(), mtype.get(), mspace.get(), fspace.get(), H5P_DEFAULT, out.data_ptr()) < 0) {
     im.bad(object, "read failed (truncated or corrupt file)");
   }
   if (check_finite) {
@@ -440,7 +447,8 @@ struct DumpWriter::Impl {
   // even without zero padding) and no timestamps (identical inputs give identical files).
   Hid group_plist() const {
     Hid p(H5Pcreate(H5P_GROUP_CREATE));
-    if (!p || H5Pset_link_creation_order(p.get(), H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED) < 0 ||
+    if (!p ||
+        H5Pset_link_creation_order(p.get(), H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED) < 0 ||
         H5Pset_obj_track_times(p.get(), false) < 0) {
       io_fail("cannot create group properties");
     }
@@ -523,8 +531,8 @@ DumpWriter::DumpWriter(const fs::path& path, const DumpInfo& root_info)
       ok = h5::write_int_array_attr(r, "grid", {g[0], g[1], g[2]});
     }
     static const std::set<std::string> kReserved = {
-        "schema",  "schema_version", "producer",    "model_id",    "capture_point", "layout",
-        "causal",  "text_prefix",    "text_suffix", "scale",       "grid",          "num_layers"};
+        "schema", "schema_version", "producer",    "model_id", "capture_point", "layout",
+        "causal", "text_prefix",    "text_suffix", "scale",    "grid",          "num_layers"};
     for (const auto& [k, v] : root_info.attributes) {
       if (ok && !kReserved.count(k)) ok = h5::write_string_attr(r, k, v);
     }
@@ -562,7 +570,8 @@ void DumpWriter::write_sample(int layer_index, const std::string& module_path, i
   if (layer_index < 0 || sample_index < 0) bad("negative layer or sample index");
   for (const at::Tensor* t : {&q, &k, &v}) {
     if (t->dim() != 4) bad(fmt::format("tensor of rank {}, expected 4 [B, H, N, D]", t->dim()));
-    if (!to_elem(t->scalar_type())) bad(fmt::format("unsupported dtype {}", toString(t->scalar_type())));
+    if (!to_elem(t->scalar_type()))
+      bad(fmt::format("unsupported dtype {}", toString(t->scalar_type())));
     if (t->scalar_type() != q.scalar_type()) bad("q, k, v have different dtypes");
     if (t->numel() == 0) bad("empty tensor");
   }
@@ -577,7 +586,8 @@ void DumpWriter::write_sample(int layer_index, const std::string& module_path, i
   if (im.root.grid) {
     const auto& g = *im.root.grid;
     const int64_t n = int64_t{g[0]} * g[1] * g[2] + im.root.text_prefix + im.root.text_suffix;
-    if (q.size(2) != n || k.size(2) != n) bad(fmt::format("sequence length is not {} (grid + text)", n));
+    if (q.size(2) != n || k.size(2) != n)
+      bad(fmt::format("sequence length is not {} (grid + text)", n));
   }
 
   auto it = im.written.find(layer_index);

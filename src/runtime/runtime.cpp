@@ -16,6 +16,12 @@
 #include "kernels/api.h"
 
 namespace sparge::runtime {
+
+// Defined in cuda_oracle.cpp: referencing it makes every link of the runtime (a static library
+// member) also pull in the `--backend cuda` registration.
+extern const bool kCudaOracleRegistered;
+const bool* kCudaOracleAnchor = &kCudaOracleRegistered;
+
 namespace {
 
 constexpr double kLog2e = 1.4426950408889634;
@@ -23,7 +29,8 @@ constexpr double kLog2e = 1.4426950408889634;
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 void check_cuda(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) fail(ExitCode::kSoftware, "{}: CUDA error: {}", what, cudaGetErrorString(e));
+  if (e != cudaSuccess)
+    fail(ExitCode::kSoftware, "{}: CUDA error: {}", what, cudaGetErrorString(e));
 }
 
 std::string shape_str(const at::Tensor& t) { return fmt::format("{}", fmt::join(t.sizes(), "x")); }
@@ -110,10 +117,14 @@ kernels::InputView view(const at::Tensor& t) {
 
 kernels::DType kernel_dtype(at::ScalarType t) {
   switch (t) {
-    case at::kHalf: return kernels::DType::kFloat16;
-    case at::kBFloat16: return kernels::DType::kBFloat16;
-    case at::kFloat: return kernels::DType::kFloat32;
-    default: fail(ExitCode::kUsage, "dtype {} has no kernel", c10::toString(t));
+    case at::kHalf:
+      return kernels::DType::kFloat16;
+    case at::kBFloat16:
+      return kernels::DType::kBFloat16;
+    case at::kFloat:
+      return kernels::DType::kFloat32;
+    default:
+      fail(ExitCode::kUsage, "dtype {} has no kernel", c10::toString(t));
   }
 }
 
@@ -146,7 +157,8 @@ void alloc_lut(Prepared& p, bool want_mask) {
   const auto dev = p.q8.device();
   p.lut = at::empty({p.batch, p.heads, p.num_q_blocks, p.num_k_blocks},
                     at::TensorOptions(at::kInt).device(dev));
-  p.lut_len = at::empty({p.batch, p.heads, p.num_q_blocks}, at::TensorOptions(at::kInt).device(dev));
+  p.lut_len =
+      at::empty({p.batch, p.heads, p.num_q_blocks}, at::TensorOptions(at::kInt).device(dev));
   p.mask = want_mask ? at::empty({p.batch, p.heads, p.num_q_blocks, p.num_k_blocks},
                                  at::TensorOptions(at::kBool).device(dev))
                      : at::Tensor();
@@ -194,7 +206,8 @@ Prepared quantize(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   p.head_dim_in = in.head_dim_in;
   p.num_q_blocks = ceil_div(in.seq_q, geometry.block_q);
   p.num_k_blocks = ceil_div(in.seq_k, geometry.block_k);
-  p.scale = options.scale > 0 ? options.scale : 1.0 / std::sqrt(static_cast<double>(in.head_dim_in));
+  p.scale =
+      options.scale > 0 ? options.scale : 1.0 / std::sqrt(static_cast<double>(in.head_dim_in));
   p.causal = options.causal;
 
   const int64_t B = p.batch, H = p.heads, Hkv = p.kv_heads, D = p.head_dim;
@@ -216,7 +229,8 @@ Prepared quantize(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                     at::TensorOptions(at::kFloat8_e4m3fn).device(q.device()));
     p.v_scale = at::empty({B, Hkv, D}, f32);
   } else {
-    p.v = at::empty({B, Hkv, nk * geometry.block_k, D}, q.options().memory_format(at::MemoryFormat::Contiguous));
+    p.v = at::empty({B, Hkv, nk * geometry.block_k, D},
+                    q.options().memory_format(at::MemoryFormat::Contiguous));
   }
 
   kernels::QuantParams k8;
@@ -248,6 +262,7 @@ Prepared quantize(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   k8.v_scale = fp8 ? p.v_scale.data_ptr<float>() : nullptr;
   at::Tensor ws = at::empty({static_cast<int64_t>(kernels::quant_workspace_floats(k8))}, f32);
   k8.workspace = ws.data_ptr<float>();
+  k8.stages = options.quant_stages;
   check_cuda(kernels::launch_quantize(k8, at::cuda::getCurrentCUDAStream().stream()),
              "quantisation kernels");
   return p;  // ws is freed to the caching allocator, stream-ordered: safe
@@ -421,9 +436,9 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   const Prepared p = prepare(q, k, v, geometry, thresholds, opts);
   // Output laid out like q: NHD when q's token stride is below its head stride.
   const bool nhd = q.stride(2) < q.stride(1);
-  at::Tensor o = nhd ? at::empty({p.batch, p.seq_q, p.heads, p.head_dim}, q.options())
-                           .transpose(1, 2)
-                     : at::empty({p.batch, p.heads, p.seq_q, p.head_dim}, q.options());
+  at::Tensor o =
+      nhd ? at::empty({p.batch, p.seq_q, p.heads, p.head_dim}, q.options()).transpose(1, 2)
+          : at::empty({p.batch, p.heads, p.seq_q, p.head_dim}, q.options());
   run_attention(p, o, thresholds.lambda, var);
   if (p.head_dim != p.head_dim_in) o = o.narrow(3, 0, p.head_dim_in).clone();
   return o;

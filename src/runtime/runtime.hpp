@@ -34,6 +34,8 @@ struct Options {
   bool sink = false;         // first K block always kept
   double scale = 0.0;        // softmax scale; 0 = 1/sqrt(D) of the unpadded head dim
   bool return_mask = false;  // also produce the bool block mask [B, H, nq, nk]
+  // Benchmarking only: quantisation passes to run (kernels::kQuant* bits; default all).
+  unsigned quant_stages = ~0u;
 };
 
 // Everything the attention kernels need, plus the prediction statistics (for tests and tuning).
@@ -47,10 +49,11 @@ struct Prepared {
   double scale = 0.0;  // softmax scale actually used
   bool causal = false;
 
-  at::Tensor q8, q_scale, q_pooled, q_sim;          // [B,H,nq*bq,D] i8, [B,H,nq], [B,H,nq,D], [B,H,nq]
-  at::Tensor k8, k_scale, k_pooled, k_sim, k_mean;  // same for smoothed K (Hkv, nk); k_mean [B,Hkv,D]
-  at::Tensor v;        // FP8 geometry: e4m3 [B,Hkv,D,nk*bk]; half: [B,Hkv,nk*bk,D] input dtype
-  at::Tensor v_scale;  // [B,Hkv,D] fp32 (FP8 only)
+  at::Tensor q8, q_scale, q_pooled, q_sim;  // [B,H,nq*bq,D] i8, [B,H,nq], [B,H,nq,D], [B,H,nq]
+  at::Tensor k8, k_scale, k_pooled, k_sim,
+      k_mean;               // same for smoothed K (Hkv, nk); k_mean [B,Hkv,D]
+  at::Tensor v;             // FP8 geometry: e4m3 [B,Hkv,D,nk*bk]; half: [B,Hkv,nk*bk,D] input dtype
+  at::Tensor v_scale;       // [B,Hkv,D] fp32 (FP8 only)
   at::Tensor lut, lut_len;  // int32 [B,H,nq,nk], [B,H,nq]
   at::Tensor mask;          // bool [B,H,nq,nk] when asked for
 };

@@ -23,6 +23,11 @@ struct HeadSpec {
   double beta;          // logit gap between a token and its exact neighbour position
   double sink_logit;    // llm: extra logit of the first 4 keys (attention sinks)
   double stripe_logit;  // llm: extra logit of sparse heavy-hitter keys (vertical stripes)
+  // Optional coarse component on half the channels (coarse_beta > 0): a longer-range kernel
+  // that survives block mean-pooling, as the low-frequency content of real Q/K does, so the
+  // pooled predictor sees the same locality as the token-level attention.
+  std::array<double, 3> coarse_length = {kInf, kInf, kInf};
+  double coarse_beta = 0;
 };
 
 // Pattern cycles (kv head g uses table[g % size]). Structured heads first, one diffuse head last:
@@ -32,12 +37,12 @@ std::vector<HeadSpec> head_table(const Options& o) {
                w = o.grid ? (*o.grid)[2] : 1;
   switch (o.kind) {
     case Kind::kVideo:
-      return {{"local", {1.0, 2.0, 2.0}, 10.0, 0, 0},
+      return {{"local", {1.0, 2.0, 2.0}, 6.0, 0, 0, {1.5, 5.0, 8.0}, 6.0},
               {"striped", {kInf, 1.5, 1.5}, 10.0, 0, 0},  // same place in every frame
               {"frame", {0.25, 4.0, 4.0}, 8.0, 0, 0},     // within its own frame
               {"global", {t, h, w}, 3.0, 0, 0}};
     case Kind::kImage:
-      return {{"local", {kInf, 2.0, 2.0}, 10.0, 0, 0},
+      return {{"local", {kInf, 2.0, 2.0}, 6.0, 0, 0, {kInf, 5.0, 8.0}, 6.0},
               {"column", {kInf, kInf, 1.5}, 10.0, 0, 0},  // same column in every row
               {"wide", {kInf, 5.0, 5.0}, 8.0, 0, 0},
               {"global", {kInf, h, w}, 3.0, 0, 0}};
@@ -88,8 +93,8 @@ at::Tensor positions(const Options& o) {
 // The fixed part of one (layer, kv head): feature map phi [N, D-1] (unit norm on average),
 // signal amplitude, and the extra key logits on the reserved channel.
 struct HeadStructure {
-  at::Tensor phi;       // [N, D - 1] fp64
-  double amplitude;     // a with scale * a^2 = beta (scale = 1/sqrt(D))
+  at::Tensor signal;    // [N, D - 1] fp64: a * phi(p), fine and coarse parts side by side
+  double amplitude;     // a with scale * a^2 = total beta (scale = 1/sqrt(D))
   at::Tensor key_bias;  // [N] fp64: logit added to each key on the reserved channel
   at::Tensor k_offset;  // [D] fp64: constant key offset (softmax-invariant; K smoothing removes it)
 };
@@ -106,18 +111,30 @@ HeadStructure head_structure(const Options& o, const HeadSpec& spec, int layer, 
   // Layers differ a little, as in real models: jitter length scales and sharpness.
   const double jl = std::exp(uniform(gen, -0.2, 0.2));
   const double jb = std::exp(uniform(gen, -0.15, 0.15));
-  at::Tensor omega = at::randn({d - 1, 3}, gen, kF64);
-  for (int axis = 0; axis < 3; ++axis) {
-    const double l = spec.length[axis] * jl;
-    omega.select(1, axis).mul_(std::isinf(l) ? 0.0 : 1.0 / l);
-  }
-  at::Tensor phase = at::empty({d - 1}, kF64).uniform_(0, 2 * std::numbers::pi, gen);
-  at::Tensor k_offset = at::randn({d}, gen, kF64);
+  // Random Fourier features of one kernel on `dims` channels: a * phi(p), phi of unit norm on
+  // average, so that scale * (a phi(p)).(a phi(p)) = beta.
+  auto features = [&](const std::array<double, 3>& length, double beta, int64_t dims) {
+    at::Tensor omega = at::randn({dims, 3}, gen, kF64);
+    for (int axis = 0; axis < 3; ++axis) {
+      const double l = length[axis] * jl;
+      omega.select(1, axis).mul_(std::isinf(l) ? 0.0 : 1.0 / l);
+    }
+    at::Tensor phase = at::empty({dims}, kF64).uniform_(0, 2 * std::numbers::pi, gen);
+    const double a = std::sqrt(beta * jb * std::sqrt(static_cast<double>(d)));
+    return at::cos(at::matmul(positions(o), omega.t()) + phase) * (a * std::sqrt(2.0 / dims));
+  };
   HeadStructure s;
-  s.phi = at::cos(at::matmul(positions(o), omega.t()) + phase) * std::sqrt(2.0 / (d - 1));
-  s.amplitude = std::sqrt(spec.beta * jb * std::sqrt(static_cast<double>(d)));
+  if (spec.coarse_beta > 0) {
+    const int64_t fine = (d - 1) / 2;
+    s.signal = at::cat({features(spec.length, spec.beta, fine),
+                        features(spec.coarse_length, spec.coarse_beta, d - 1 - fine)},
+                       1);
+  } else {
+    s.signal = features(spec.length, spec.beta, d - 1);
+  }
+  s.amplitude = std::sqrt((spec.beta + spec.coarse_beta) * jb * std::sqrt(static_cast<double>(d)));
+  s.k_offset = at::randn({d}, gen, kF64);
   s.key_bias = at::zeros({n}, kF64);
-  s.k_offset = k_offset;
   if (o.kind == Kind::kLlm) {
     s.key_bias.slice(0, 0, std::min<int64_t>(4, n)).fill_(spec.sink_logit);
     if (spec.stripe_logit > 0) {
@@ -172,7 +189,8 @@ void validate(const Options& o) {
   if (o.kv_heads < 0 || kv_heads(o) > o.heads || o.heads % kv_heads(o) != 0) {
     fail(ExitCode::kUsage, "--kv-heads {} must divide --heads {}", kv_heads(o), o.heads);
   }
-  if (o.head_dim < 8 || o.head_dim > 512) fail(ExitCode::kUsage, "--head-dim must be in [8, 512] (got {})", o.head_dim);
+  if (o.head_dim < 8 || o.head_dim > 512)
+    fail(ExitCode::kUsage, "--head-dim must be in [8, 512] (got {})", o.head_dim);
   if (o.dtype != at::kHalf && o.dtype != at::kBFloat16 && o.dtype != at::kFloat) {
     fail(ExitCode::kUsage, "--dtype must be fp16, bf16 or fp32");
   }
@@ -180,18 +198,24 @@ void validate(const Options& o) {
   const bool visual = o.kind == Kind::kVideo || o.kind == Kind::kImage;
   if (visual) {
     if (!o.grid) fail(ExitCode::kUsage, "--kind {} needs --grid T,H,W", kind_name(o.kind));
-    if (o.seq != 0) fail(ExitCode::kUsage, "--seq is derived from --grid for --kind {}; give only --grid", kind_name(o.kind));
+    if (o.seq != 0)
+      fail(ExitCode::kUsage, "--seq is derived from --grid for --kind {}; give only --grid",
+           kind_name(o.kind));
     for (int g : *o.grid) {
       if (g < 1) fail(ExitCode::kUsage, "--grid sizes must be >= 1");
     }
-    if (o.kind == Kind::kImage && (*o.grid)[0] != 1) fail(ExitCode::kUsage, "--kind image needs a grid 1,H,W (or H,W)");
+    if (o.kind == Kind::kImage && (*o.grid)[0] != 1)
+      fail(ExitCode::kUsage, "--kind image needs a grid 1,H,W (or H,W)");
   } else {
-    if (o.grid) fail(ExitCode::kUsage, "--grid is for --kind video or image; use --seq for {}", kind_name(o.kind));
+    if (o.grid)
+      fail(ExitCode::kUsage, "--grid is for --kind video or image; use --seq for {}",
+           kind_name(o.kind));
     if (o.text_prefix != 0) fail(ExitCode::kUsage, "--text-prefix is for --kind video or image");
     if (o.seq < 1) fail(ExitCode::kUsage, "--kind {} needs --seq N >= 1", kind_name(o.kind));
   }
   const int64_t n = seq_len(o);
-  if (n > (1 << 20)) fail(ExitCode::kUsage, "sequence length {} is too long for synthetic data (max 1048576)", n);
+  if (n > (1 << 20))
+    fail(ExitCode::kUsage, "sequence length {} is too long for synthetic data (max 1048576)", n);
 }
 
 std::vector<std::string> head_kinds(const Options& o) {
@@ -223,7 +247,8 @@ Sample make_sample(const Options& o, int layer, int sample) {
   validate(o);
   const int64_t b = o.batch, h = o.heads, hkv = kv_heads(o), n = seq_len(o), d = o.head_dim;
   const int64_t group = h / hkv;
-  at::Generator gen = make_gen(o.seed, 2, static_cast<uint64_t>(layer), static_cast<uint64_t>(sample));
+  at::Generator gen =
+      make_gen(o.seed, 2, static_cast<uint64_t>(layer), static_cast<uint64_t>(sample));
   // Content: drawn in a fixed order from one stream per (layer, sample).
   at::Tensor q = at::randn({b, h, n, d}, gen, kF64);
   at::Tensor k = at::randn({b, hkv, n, d}, gen, kF64);
@@ -239,8 +264,8 @@ Sample make_sample(const Options& o, int layer, int sample) {
       HeadStructure s = head_structure(o, spec, layer, static_cast<int>(g));
       // q, k = a * phi(p) + noise on the feature channels; the reserved last channel carries the
       // query constant and the key biases (sinks, stripes, text), in logits: c * x * scale.
-      at::Tensor signal = s.phi * s.amplitude;  // [N, D-1]
-      at::Tensor kg = k.select(1, g);           // [B, N, D]
+      const at::Tensor& signal = s.signal;  // [N, D-1]
+      at::Tensor kg = k.select(1, g);       // [B, N, D]
       kg.slice(2, 0, d - 1).add_(signal);
       kg.select(2, d - 1).add_(s.key_bias / (kQueryChannel * scale));
       kg.add_(s.k_offset);

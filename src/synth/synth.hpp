@@ -58,9 +58,9 @@ int kv_heads(const Options& options);
 std::vector<std::string> head_kinds(const Options& options);
 
 struct Sample {
-  at::Tensor q;  // [B, H, N, D] in options.dtype
-  at::Tensor k;  // [B, Hkv, N, D]
-  at::Tensor v;  // [B, Hkv, N, D]
+  at::Tensor q;                 // [B, H, N, D] in options.dtype
+  at::Tensor k;                 // [B, Hkv, N, D]
+  at::Tensor v;                 // [B, Hkv, N, D]
   std::optional<at::Tensor> o;  // [B, H, N, D]: dense fp32 attention of the stored q, k, v
 };
 Sample make_sample(const Options& options, int layer, int sample);

@@ -19,7 +19,8 @@ void check(bool ok, const std::filesystem::path& out, const std::string& what) {
 }
 
 io::h5::Hid group(hid_t parent, const std::string& name, const std::filesystem::path& out) {
-  if (io::h5::link_exists(parent, name)) return io::h5::Hid(H5Gopen2(parent, name.c_str(), H5P_DEFAULT));
+  if (io::h5::link_exists(parent, name))
+    return io::h5::Hid(H5Gopen2(parent, name.c_str(), H5P_DEFAULT));
   io::h5::Hid g(H5Gcreate2(parent, name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
   check(g.valid(), out, name);
   return g;
@@ -74,7 +75,8 @@ void save_masks(const std::filesystem::path& dump, const config::TunedConfig& cf
         // q [B, H, Nq, D], k [B, Hkv, Nk, D] -> mask [B, H, nq, nk] as uint8 for h5py/numpy.
         at::Tensor q = reader.read(id, s, "q");
         at::Tensor k = reader.read(id, s, "k");
-        at::Tensor mask = ref::predict_block_mask(q, k, g, thr, attention).to(at::kByte).contiguous();
+        at::Tensor mask =
+            ref::predict_block_mask(q, k, g, thr, attention).to(at::kByte).contiguous();
         auto ng = group(sg.get(), fmt::format("{:04d}", s), out);
         std::vector<hsize_t> dims(mask.sizes().begin(), mask.sizes().end());
         io::h5::Hid space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr));

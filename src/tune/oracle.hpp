@@ -29,7 +29,8 @@
 
 namespace sparge::tune {
 
-inline constexpr float kNoSkip = -std::numeric_limits<float>::infinity();  // λ that disables stage 2
+inline constexpr float kNoSkip =
+    -std::numeric_limits<float>::infinity();  // λ that disables stage 2
 
 // One point of the search space. tau in [0, 1], theta in [-1, 1] (sim > theta = similar),
 // lambda <= 0 in natural-log units or -inf (stage 2 off).
@@ -48,10 +49,10 @@ inline constexpr Candidate kDenseCandidate{1.0f, 1.0f, kNoSkip};
 // Error and sparsity of one candidate on all calibration samples of one head (or, for per-layer
 // tuning, of all heads of a layer: then "worst" is over samples and heads, "mean" over both).
 struct Evaluation {
-  double error_worst = 0;                 // max over samples of rel-L1 vs dense fp64 attention
-  std::vector<double> error_per_sample;   // rel-L1 per calibration sample, in request order
-  double sparsity_stage1_mean = 0;        // mean over samples of skipped QK^T / valid blocks
-  double sparsity_stage12_mean = 0;       // mean over samples, stage 1 + stage-2 skipped P·V
+  double error_worst = 0;                // max over samples of rel-L1 vs dense fp64 attention
+  std::vector<double> error_per_sample;  // rel-L1 per calibration sample, in request order
+  double sparsity_stage1_mean = 0;       // mean over samples of skipped QK^T / valid blocks
+  double sparsity_stage12_mean = 0;      // mean over samples, stage 1 + stage-2 skipped P·V
   std::vector<double> sparsity_stage1_per_sample;
   std::vector<double> sparsity_stage12_per_sample;
 };
@@ -118,7 +119,6 @@ std::unique_ptr<OracleBackend> make_cpu_backend();
 #define SPARGE_ORACLE_CONCAT(a, b) SPARGE_ORACLE_CONCAT2(a, b)
 // Registers a backend at static-initialisation time. Note: in a static library the object file
 // holding this must be linked in (referenced, or the library linked whole-archive).
-#define SPARGE_REGISTER_ORACLE_BACKEND(name, factory)                                  \
-  [[maybe_unused]] static const bool SPARGE_ORACLE_CONCAT(sparge_oracle_registered_, \
-                                                          __LINE__) =                \
+#define SPARGE_REGISTER_ORACLE_BACKEND(name, factory)                                            \
+  [[maybe_unused]] static const bool SPARGE_ORACLE_CONCAT(sparge_oracle_registered_, __LINE__) = \
       ::sparge::tune::register_oracle_backend(name, factory)

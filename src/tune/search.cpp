@@ -20,18 +20,24 @@ std::vector<float> SearchOptions::default_theta_grid() {
 }
 
 void SearchOptions::validate() const {
-  if (!(l1 > 0) || !std::isfinite(l1)) fail(ExitCode::kUsage, "--l1 {}: must be a positive number", l1);
-  if (!(l2 >= l1) || !std::isfinite(l2)) fail(ExitCode::kUsage, "--l2 {}: must be >= --l1 ({})", l2, l1);
+  if (!(l1 > 0) || !std::isfinite(l1))
+    fail(ExitCode::kUsage, "--l1 {}: must be a positive number", l1);
+  if (!(l2 >= l1) || !std::isfinite(l2))
+    fail(ExitCode::kUsage, "--l2 {}: must be >= --l1 ({})", l2, l1);
   if (theta_grid.empty()) fail(ExitCode::kUsage, "--theta-grid: empty");
   for (float t : theta_grid) {
-    if (!(t >= -1.0f && t <= 1.0f)) fail(ExitCode::kUsage, "--theta-grid: {} is outside [-1, 1]", t);
+    if (!(t >= -1.0f && t <= 1.0f))
+      fail(ExitCode::kUsage, "--theta-grid: {} is outside [-1, 1]", t);
   }
-  if (!(tau_tol > 0 && tau_tol < 1)) fail(ExitCode::kUsage, "--tau-tol {}: must be in (0, 1)", tau_tol);
+  if (!(tau_tol > 0 && tau_tol < 1))
+    fail(ExitCode::kUsage, "--tau-tol {}: must be in (0, 1)", tau_tol);
   if (!(lambda_min < lambda_max) || lambda_max > 0 || !std::isfinite(lambda_min)) {
-    fail(ExitCode::kUsage, "--lambda-range {},{}: need finite min < max <= 0", lambda_min, lambda_max);
+    fail(ExitCode::kUsage, "--lambda-range {},{}: need finite min < max <= 0", lambda_min,
+         lambda_max);
   }
   if (!(lambda_tol > 0)) fail(ExitCode::kUsage, "--lambda-tol {}: must be positive", lambda_tol);
-  if (!(min_sparsity >= 0 && min_sparsity < 1)) fail(ExitCode::kUsage, "--min-sparsity {}: must be in [0, 1)", min_sparsity);
+  if (!(min_sparsity >= 0 && min_sparsity < 1))
+    fail(ExitCode::kUsage, "--min-sparsity {}: must be in [0, 1)", min_sparsity);
 }
 
 namespace {

@@ -32,12 +32,12 @@ struct SearchOptions {
   double l1 = 0.05;  // stage-1 budget, rel-L1 (worst sample)
   double l2 = 0.06;  // stage-1+2 budget, must be >= l1
   std::vector<float> theta_grid = default_theta_grid();
-  float tau_tol = 0.001f;       // stop the τ bisection when the interval is <= this wide
-  float lambda_min = -32.0f;    // λ bisection range (natural log); SpargeAttn's pvthreshd range
-  float lambda_max = 0.0f;      //   [0, 50] (log2) is about [-34.7, 0] here
-  float lambda_tol = 0.125f;    // stop the λ bisection when the interval is <= this wide
-  bool tune_lambda = true;      // false: λ = -inf for every head
-  double min_sparsity = 0.05;   // below this mean stage-1 sparsity a head is marked dense
+  float tau_tol = 0.001f;      // stop the τ bisection when the interval is <= this wide
+  float lambda_min = -32.0f;   // λ bisection range (natural log); SpargeAttn's pvthreshd range
+  float lambda_max = 0.0f;     //   [0, 50] (log2) is about [-34.7, 0] here
+  float lambda_tol = 0.125f;   // stop the λ bisection when the interval is <= this wide
+  bool tune_lambda = true;     // false: λ = -inf for every head
+  double min_sparsity = 0.05;  // below this mean stage-1 sparsity a head is marked dense
 
   // -1, -0.875, ..., 0.875 (step 1/8): SpargeAttn sweeps step 1/16 but then bins its results by
   // 1/8 and keeps the max θ of a bin, so 1/8 loses nothing it actually uses, at half the cost.

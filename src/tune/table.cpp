@@ -41,7 +41,8 @@ std::string Table::render(const std::string& format) const {
     for (const auto& r : rows) line(r);
     return out;
   }
-  if (format != "text") fail(ExitCode::kUsage, "--format {}: expected text, json, md or csv", format);
+  if (format != "text")
+    fail(ExitCode::kUsage, "--format {}: expected text, json, md or csv", format);
   std::vector<size_t> w(columns.size());
   for (size_t i = 0; i < columns.size(); ++i) w[i] = columns[i].size();
   for (const auto& r : rows) {

@@ -418,6 +418,11 @@ TuneOutcome run_tune(const TuneRequest& rq) {
       reqs.push_back(load_head(reader, L, u.head, smp, rq.geometry, attention));
       auto oracles = backend->make_oracles(std::move(reqs));
       HeadResult r = search_head(*oracles.at(0), rq.search);
+      log::debug(
+          "layer {} head {}: {} candidates, {} attention evaluations, tau {} theta {} "
+          "lambda {}, sparsity {:.4f}/{:.4f}, error {:.4f}/{:.4f}",
+          L.index, u.head, r.evaluations, oracles[0]->evaluations(), r.chosen.tau, r.chosen.theta,
+          r.chosen.lambda, r.sparsity_stage1, r.sparsity_stage12, r.error_stage1, r.error_stage12);
       recs.push_back({L.index, u.head, r.chosen, r.sparse, r.meets_budget, r.sparsity_stage1,
                       r.sparsity_stage12, r.error_stage1, r.error_stage12});
     } else {
@@ -436,9 +441,8 @@ TuneOutcome run_tune(const TuneRequest& rq) {
       std::vector<Candidate> both{c1, r.chosen};
       for (int h = 0; h < L.num_q_heads; ++h) {
         auto ev = oracles[static_cast<size_t>(h)]->evaluate(both);
-        recs.push_back({L.index, h, r.chosen, r.sparse, r.meets_budget,
-                        ev[0].sparsity_stage1_mean, ev[1].sparsity_stage12_mean,
-                        ev[0].error_worst, ev[1].error_worst});
+        recs.push_back({L.index, h, r.chosen, r.sparse, r.meets_budget, ev[0].sparsity_stage1_mean,
+                        ev[1].sparsity_stage12_mean, ev[0].error_worst, ev[1].error_worst});
       }
     }
     journal.append(recs);
@@ -508,11 +512,12 @@ EvalOutcome run_eval(const EvalRequest& rq) {
     if (!tl) fail(ExitCode::kUsage, "--layers: the tuned config has no layer {}", id);
     bool found = false;
     for (const auto& li : reader.info().layers) found |= li.index == id;
-    if (!found) fail(ExitCode::kDataError, "{}: no layer {} (the tuned config has it)", rq.dump.string(), id);
+    if (!found)
+      fail(ExitCode::kDataError, "{}: no layer {} (the tuned config has it)", rq.dump.string(), id);
     const auto& L = reader.layer(id);
     if (L.num_q_heads != tl->heads()) {
-      fail(ExitCode::kDataError, "{}: layer {} has {} heads, the tuned config {}",
-           rq.dump.string(), id, L.num_q_heads, tl->heads());
+      fail(ExitCode::kDataError, "{}: layer {} has {} heads, the tuned config {}", rq.dump.string(),
+           id, L.num_q_heads, tl->heads());
     }
     samples[id] = select_samples(reader, L, rq.samples);
     for (int h = 0; h < L.num_q_heads; ++h) units.push_back({&L, tl, h});
@@ -534,8 +539,8 @@ EvalOutcome run_eval(const EvalRequest& rq) {
     e.layer = u.layer->index;
     e.head = u.head;
     e.sparse = u.tuned->sparse[h];
-    Candidate c1 = e.sparse ? Candidate{u.tuned->tau[h], u.tuned->theta[h], kNoSkip}
-                            : kDenseCandidate;
+    Candidate c1 =
+        e.sparse ? Candidate{u.tuned->tau[h], u.tuned->theta[h], kNoSkip} : kDenseCandidate;
     Candidate c12 = c1;
     c12.lambda = u.tuned->lambda[h];
     e.candidate = c12;

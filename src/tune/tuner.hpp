@@ -15,10 +15,10 @@ namespace sparge::tune {
 
 struct TuneRequest {
   std::filesystem::path dump;
-  std::filesystem::path output;               // the tuned YAML (the journal lives beside it)
+  std::filesystem::path output;                    // the tuned YAML (the journal lives beside it)
   std::optional<std::filesystem::path> state_dir;  // journal folder instead of beside the output
-  std::optional<std::vector<int>> layers;     // default: every layer of the dump
-  std::optional<std::vector<int>> samples;    // default: every sample of each layer
+  std::optional<std::vector<int>> layers;          // default: every layer of the dump
+  std::optional<std::vector<int>> samples;         // default: every sample of each layer
   SearchOptions search;
   std::string granularity = "head";  // "head" or "layer" (one set of thresholds per layer)
   std::string backend = "cpu";
@@ -58,7 +58,7 @@ struct EvalHead {
   Candidate candidate;
   double sparsity_stage1 = 0, sparsity_stage12 = 0;  // means over samples
   double error_stage1 = 0, error_stage12 = 0;        // worst over samples
-  bool pass = true;  // error_stage1 <= l1 and error_stage12 <= l2
+  bool pass = true;                                  // error_stage1 <= l1 and error_stage12 <= l2
 };
 
 struct EvalOutcome {

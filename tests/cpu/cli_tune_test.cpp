@@ -37,7 +37,8 @@ Run run(const std::string& args) {
   static int n = 0;
   fs::path o = tmp_dir() / fmt::format("run{}.out", n), e = tmp_dir() / fmt::format("run{}.err", n);
   ++n;
-  std::string cmd = fmt::format("{} --no-progress {} >{} 2>{}", SPARGE_BIN, args, o.string(), e.string());
+  std::string cmd =
+      fmt::format("{} --no-progress {} >{} 2>{}", SPARGE_BIN, args, o.string(), e.string());
   int status = std::system(cmd.c_str());
   Run r;
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;

@@ -142,11 +142,11 @@ TEST_P(PredictTest, MatchesReference) {
       const int64_t hk = h / group;
       const double theta = th.theta[h];
       at::Tensor ks = rk.sim[b][hk].to(at::kDouble);
-      at::Tensor shat = at::matmul(rq.pooled[b][h].to(at::kDouble),
-                                   rk.pooled[b][hk].to(at::kDouble).t()) * scale;
+      at::Tensor shat =
+          at::matmul(rq.pooled[b][h].to(at::kDouble), rk.pooled[b][hk].to(at::kDouble).t()) * scale;
       at::Tensor cand = valid & (ks > theta).view({1, nk});
-      at::Tensor prob = at::softmax(shat.masked_fill(cand.logical_not(), -INFINITY), 1)
-                            .nan_to_num(0.0);
+      at::Tensor prob =
+          at::softmax(shat.masked_fill(cand.logical_not(), -INFINITY), 1).nan_to_num(0.0);
       for (int64_t i = 0; i < nq; ++i) {
         if (!diff_rows[b][h][i].item<bool>()) continue;
         const double near_sim = std::min((ks - theta).abs().min().item<double>(),
@@ -156,8 +156,8 @@ TEST_P(PredictTest, MatchesReference) {
         const bool tie = std::abs(m_gpu - m_ref) < 1e-5 ||
                          (!c.topk_mode && std::abs(std::min(m_gpu, m_ref) - th.tau[h]) < 1e-5) ||
                          near_sim < 1e-5;
-        EXPECT_TRUE(tie) << "b " << b << " h " << h << " row " << i << ": kept mass gpu "
-                         << m_gpu << " ref " << m_ref;
+        EXPECT_TRUE(tie) << "b " << b << " h " << h << " row " << i << ": kept mass gpu " << m_gpu
+                         << " ref " << m_ref;
       }
     }
   }
@@ -167,23 +167,22 @@ std::string case_name(const ::testing::TestParamInfo<Case>& info) { return info.
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, PredictTest,
-    ::testing::Values(
-        Case{"f16_hnd_d128", at::kHalf, 1, 4, 4, 1024, 1024, 128, false, "sm90", false, false,
-             false, true},
-        Case{"f16_hnd_d128_random", at::kHalf, 1, 2, 2, 700, 900, 128, false, "sm90", false, false,
-             false, false},
-        Case{"bf16_nhd_d64_causal_gqa", at::kBFloat16, 2, 4, 2, 1000, 1000, 64, true, "sm80", true,
-             false, false, true},
-        Case{"f16_nhd_d64_causal_lq_lt_lk_sink", at::kHalf, 1, 4, 1, 333, 1500, 64, true, "sm90",
-             true, true, false, true},
-        Case{"bf16_hnd_d128_topk_causal", at::kBFloat16, 2, 2, 2, 900, 900, 128, false, "sm90",
-             true, false, true, true},
-        Case{"f16_hnd_d64_topk_sm80", at::kHalf, 1, 2, 1, 640, 2000, 64, false, "sm80", false,
-             true, true, true},
-        Case{"f16_hnd_d128_long", at::kHalf, 1, 2, 2, 8192, 8192, 128, false, "sm90", false,
-             false, false, true},
-        Case{"bf16_hnd_d64_tiny", at::kBFloat16, 1, 1, 1, 5, 70, 64, false, "sm80", true, false,
-             false, false}),
+    ::testing::Values(Case{"f16_hnd_d128", at::kHalf, 1, 4, 4, 1024, 1024, 128, false, "sm90",
+                           false, false, false, true},
+                      Case{"f16_hnd_d128_random", at::kHalf, 1, 2, 2, 700, 900, 128, false, "sm90",
+                           false, false, false, false},
+                      Case{"bf16_nhd_d64_causal_gqa", at::kBFloat16, 2, 4, 2, 1000, 1000, 64, true,
+                           "sm80", true, false, false, true},
+                      Case{"f16_nhd_d64_causal_lq_lt_lk_sink", at::kHalf, 1, 4, 1, 333, 1500, 64,
+                           true, "sm90", true, true, false, true},
+                      Case{"bf16_hnd_d128_topk_causal", at::kBFloat16, 2, 2, 2, 900, 900, 128,
+                           false, "sm90", true, false, true, true},
+                      Case{"f16_hnd_d64_topk_sm80", at::kHalf, 1, 2, 1, 640, 2000, 64, false,
+                           "sm80", false, true, true, true},
+                      Case{"f16_hnd_d128_long", at::kHalf, 1, 2, 2, 8192, 8192, 128, false, "sm90",
+                           false, false, false, true},
+                      Case{"bf16_hnd_d64_tiny", at::kBFloat16, 1, 1, 1, 5, 70, 64, false, "sm80",
+                           true, false, false, false}),
     case_name);
 
 // Given masks: LUT = ascending kept blocks of (mask AND causal validity); an empty row keeps its

@@ -127,8 +127,7 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"bf16_nhd_d64_gqa_sm80", at::kBFloat16, 2, 4, 2, 200, 333, 64, true, "sm80", false},
         Case{"f16_nhd_d128_mqa_b2", at::kHalf, 2, 2, 1, 128, 257, 128, true, "sm90", true},
         Case{"bf16_hnd_d64_tiny", at::kBFloat16, 1, 2, 2, 1, 1, 64, false, "sm90", false},
-        Case{"f16_hnd_d64_sm80_structured", at::kHalf, 1, 3, 3, 1000, 700, 64, false, "sm80",
-             true},
+        Case{"f16_hnd_d64_sm80_structured", at::kHalf, 1, 3, 3, 1000, 700, 64, false, "sm80", true},
         Case{"bf16_nhd_d128_long", at::kBFloat16, 1, 2, 1, 2100, 4500, 128, true, "sm90", false}),
     case_name);
 

@@ -3,11 +3,15 @@
 // causal, batch), stream ordering. Plus a disabled timing test for the prediction/quantisation
 // overhead, run by hand on the GPU machine:
 //   gpu_test_runtime --gtest_also_run_disabled_tests --gtest_filter='*Bench*'
+#include "runtime/runtime.hpp"
+
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -21,7 +25,6 @@
 #include "common/error.hpp"
 #include "kernels/api.h"
 #include "reference/reference.hpp"
-#include "runtime/runtime.hpp"
 
 namespace {
 
@@ -91,6 +94,8 @@ TEST(RuntimeVariants, AutoPicksTheDevicesPath) {
   const auto avail = rt::available_variants();
   ASSERT_FALSE(avail.empty());
   const std::string v = rt::resolve_variant("auto");
+  std::printf("[ variants ] available: %s; auto -> %s\n",
+              fmt::format("{}", fmt::join(avail, ", ")).c_str(), v.c_str());
   const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
   if (prop->major == 9 && prop->minor == 0 && sparge::kernels::attention_sm90_available()) {
     EXPECT_EQ(v, "sm90");
@@ -99,7 +104,8 @@ TEST(RuntimeVariants, AutoPicksTheDevicesPath) {
   }
   for (const char* name : {"sm80", "sm90"}) {
     const bool has = std::find(avail.begin(), avail.end(), name) != avail.end();
-    EXPECT_EQ(code_of([&] { rt::resolve_variant(name); }), has ? ExitCode::kOk : ExitCode::kNoDevice)
+    EXPECT_EQ(code_of([&] { rt::resolve_variant(name); }),
+              has ? ExitCode::kOk : ExitCode::kNoDevice)
         << name;
   }
 }
@@ -155,8 +161,7 @@ TEST_P(RuntimeAttention, MatchesReference) {
   const rt::Prepared p = rt::prepare(gpu(q), gpu(k), gpu(v), g, t, opts);
   ref::AttentionOptions ro;
   ro.causal = c.causal;
-  const ref::SparseResult emu =
-      ref::sparse_attention(q, k, v, p.mask.cpu(), th.lambda, g, ro);
+  const ref::SparseResult emu = ref::sparse_attention(q, k, v, p.mask.cpu(), th.lambda, g, ro);
   const ref::Metrics vs_emu = ref::compare(of, emu.o);
   const ref::Metrics vs_dense = ref::compare(of, ref::dense_attention(q, k, v, ro));
   std::printf("[ %s ] stage-1 sparsity %.3f, rel-L1 vs emulation %.2e, vs dense %.2e\n",
@@ -251,19 +256,30 @@ TEST(RuntimeBench, DISABLED_PrepareTiming) {
     const auto tq = time_it([&] { p = rt::quantize(q, k, v, g, o); }, 30);
     const auto tp = time_it([&] { rt::predict(p, t, o); }, 30);
     const auto tall = time_it([&] { rt::prepare(q, k, v, g, t, o); }, 30);
+    // Pass by pass (each alone; the others' outputs are stale, which timing does not mind).
+    double stage_ms[4];
+    for (int i = 0; i < 4; ++i) {
+      rt::Options os = o;
+      os.quant_stages = 1u << i;
+      stage_ms[i] = median_ms(time_it([&] { rt::quantize(q, k, v, g, os); }, 30));
+    }
+    std::printf(
+        "[bench] %s passes: K/V column stats %.3f ms, finalise %.3f ms, Q/K blocks %.3f ms, "
+        "V %.3f ms\n",
+        s.geometry, stage_ms[0], stage_ms[1], stage_ms[2], stage_ms[3]);
     at::Tensor dst = at::empty_like(q);
     const auto tcopy = time_it([&] { dst.copy_(q); }, 30);
-    const double in_bytes = 3.0 * q.numel() * 2;            // q, k, v read once
+    const double in_bytes = 3.0 * q.numel() * 2;  // q, k, v read once
     const double out_bytes = 3.0 * q.numel() * (g.pv == ref::PvNumerics::kFp8 ? 1 : 1.0 + 1.0 / 3);
-    const double extra = 2.0 * k.numel() * 2;               // second read of K and V
+    const double extra = 2.0 * k.numel() * 2;  // second read of K and V
     const double copy_bw = 2.0 * q.numel() * 2 / (median_ms(tcopy) * 1e-3);
     std::printf(
         "[bench] %s B,H,N,D=%lld,%lld,%lld,%lld: quantize %.3f ms, predict %.3f ms, prepare "
         "%.3f ms (min %.3f); copy bw %.2f TB/s; compulsory %.0f MB -> floor %.3f ms at copy bw; "
         "moved %.0f MB -> %.3f ms\n",
-        s.geometry, (long long)s.b, (long long)s.h, (long long)s.n, (long long)s.d,
-        median_ms(tq), median_ms(tp), median_ms(tall), *std::min_element(tall.begin(), tall.end()),
-        copy_bw / 1e12, (in_bytes + out_bytes) / 1e6, (in_bytes + out_bytes) / copy_bw * 1e3,
+        s.geometry, (long long)s.b, (long long)s.h, (long long)s.n, (long long)s.d, median_ms(tq),
+        median_ms(tp), median_ms(tall), *std::min_element(tall.begin(), tall.end()), copy_bw / 1e12,
+        (in_bytes + out_bytes) / 1e6, (in_bytes + out_bytes) / copy_bw * 1e3,
         (in_bytes + out_bytes + extra) / 1e6, (in_bytes + out_bytes + extra) / copy_bw * 1e3);
   }
 }
