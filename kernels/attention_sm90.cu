@@ -124,23 +124,23 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
-// Exact int32 -> fp32 for |v| < 2^22 with two full-rate ops (I2F runs at 1/4 rate on sm_90).
-__device__ __forceinline__ float int_to_float_small(int32_t v) {
-  return __int_as_float(v + 0x4B400000) - 12582912.0f;
-}
-
 // P (fp32, accumulator layout) -> e4m3 A fragments. This thread holds, per 8-column chunk c,
 // columns 8c + 2t, +1; the A fragment wants columns 4t..4t+3 and 16+4t..16+4t+3 of each 32-token
 // k-step. Lanes t send the pair word of chunks (0, 2) or (1, 3) and receive two of them.
-__device__ __forceinline__ void pack_p(const float (&x)[64], uint32_t (&a)[4][4], const Lanes& ln) {
+__device__ __forceinline__ float as_f32(float v) { return v; }
+__device__ __forceinline__ float as_f32(int32_t v) { return __int_as_float(v); }
+template <typename T>  // float, or int32 holding float bits (in-place softmax)
+__device__ __forceinline__ void pack_p(const T (&xv)[64], uint32_t (&a)[4][4], const Lanes& ln) {
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {  // r = 0: row g (e = 0, 1); r = 1: row g + 8 (e = 2, 3)
       const int c0 = 4 * (4 * kk + 0) + 2 * r, c1 = 4 * (4 * kk + 1) + 2 * r;
       const int c2 = 4 * (4 * kk + 2) + 2 * r, c3 = 4 * (4 * kk + 3) + 2 * r;
-      const uint32_t wp = pack_e4m3x4(x[c0], x[c0 + 1], x[c2], x[c2 + 1]);  // chunks 0, 2
-      const uint32_t wq = pack_e4m3x4(x[c1], x[c1 + 1], x[c3], x[c3 + 1]);  // chunks 1, 3
+      const uint32_t wp = pack_e4m3x4(as_f32(xv[c0]), as_f32(xv[c0 + 1]), as_f32(xv[c2]),
+                                      as_f32(xv[c2 + 1]));  // chunks 0, 2
+      const uint32_t wq = pack_e4m3x4(as_f32(xv[c1]), as_f32(xv[c1 + 1]), as_f32(xv[c3]),
+                                      as_f32(xv[c3 + 1]));  // chunks 1, 3
       const uint32_t r1 = __shfl_sync(0xffffffffu, ln.lane03 ? wp : wq, ln.src1, 4);
       const uint32_t r2 = __shfl_sync(0xffffffffu, ln.lane03 ? wq : wp, ln.src2, 4);
       a[kk][r] = __byte_perm(r1, r2, ln.sel_lo);
@@ -162,10 +162,13 @@ __device__ __forceinline__ void rescale(float (&acc)[kD / 2], float alpha0, floa
 
 // One block's softmax statistics from the int32 logits: masks (sentinel), row maxima in the
 // integer domain (x = S · blk is monotone in S, blk > 0, so max x = float(max S) · blk exactly).
-__device__ __forceinline__ void block_max_int(int32_t (&s)[64], bool need_mask, int j,
-                                              const Lanes& ln, const AttentionParams& p, float blk,
-                                              float& ml0, float& ml1) {
-  if (need_mask) {
+// kMask is a template parameter: as a run-time flag the compiler if-converted the per-element
+// mask tests into every block (≈ 500 extra SASS instructions per block and warp, measured).
+template <bool kMask>
+__device__ __forceinline__ void block_max_int(int32_t (&s)[64], int j, const Lanes& ln,
+                                              const AttentionParams& p, float blk, float& ml0,
+                                              float& ml1) {
+  if constexpr (kMask) {
 #pragma unroll
     for (int i = 0; i < 64; ++i) {
       if (is_masked(i, j, ln, p)) s[i] = kMaskedS;
@@ -183,31 +186,49 @@ __device__ __forceinline__ void block_max_int(int32_t (&s)[64], bool need_mask, 
   ml1 = im1 == kMaskedS ? kNegInf : static_cast<float>(im1) * blk;
 }
 
-// p = exp2(x - m_new + 8) with x = S · blk, as one FFMA + EX2 per element; l += Σ p.
-__device__ __forceinline__ void block_exp_int(const int32_t (&s)[64], bool need_mask, float blk,
-                                              float mn0, float mn1, float (&x)[64], float& l0,
-                                              float& l1) {
+// 2^x on the FMA/ALU pipes (x <= 8; x = -inf gives ~1e-38, which rounds to e4m3 zero): round
+// to the nearest integer n with the 1.5 * 2^23 trick, 2^f for f in [-0.5, 0.5] by a cubic
+// (least-squares fit, max relative error 1.4e-4, far below e4m3's 2^-4 step), n into the exponent.
+// Used for a fraction of the elements to offload the SFU (16 EX2 per clock per SM).
+__device__ __forceinline__ float poly_exp2(float x) {
+  x = fmaxf(x, -126.0f);
+  const float t = x + 12582912.0f;
+  const float f = x - (t - 12582912.0f);
+  const float q = fmaf(fmaf(fmaf(0.05502927f, f, 0.24225698f), f, 0.69325305f), f, 0.99995134f);
+  return __int_as_float(__float_as_int(q) + (__float_as_int(t) << 23));
+}
+
+// p = exp2(x - m_new + 8) with x = S · blk: I2FP + FFMA + EX2 per element; l += Σ p.
+// kPoly: every 8th element goes through poly_exp2 instead of the SFU.
+__device__ __forceinline__ void store_f32(float& d, float v) { d = v; }
+__device__ __forceinline__ void store_f32(int32_t& d, float v) { d = __float_as_int(v); }
+// x may alias s (T = int32_t: p's bits replace S in place, saving 64 registers).
+template <bool kMask, bool kPoly = false, typename T>
+__device__ __forceinline__ void block_exp_int(const int32_t (&s)[64], float blk, float mn0,
+                                              float mn1, T (&x)[64], float& l0, float& l1) {
   const float c0 = mn0 == kNegInf ? kNegInf : 8.0f - mn0;  // rows with m_new = -inf: p = 0
   const float c1 = mn1 == kNegInf ? kNegInf : 8.0f - mn1;
 #pragma unroll
-  for (int i = 0; i < 64; ++i) {
+  for (int i = 0; i < 64; i += 2) {
     const float c = (i % 4) < 2 ? c0 : c1;
-    x[i] = fast_exp2(fmaf(int_to_float_small(s[i]), blk, c));
-    if (need_mask && s[i] == kMaskedS) x[i] = 0.f;
-  }
-#pragma unroll
-  for (int i = 0; i < 64; i += 4) {
-    l0 += x[i] + x[i + 1];
-    l1 += x[i + 2] + x[i + 3];
+    const float a0 = fmaf(static_cast<float>(s[i]), blk, c);
+    const float a1 = fmaf(static_cast<float>(s[i + 1]), blk, c);
+    float p0 = fast_exp2(a0);
+    float p1 = (kPoly && (i + 1) % 8 == 7) ? poly_exp2(a1) : fast_exp2(a1);
+    if constexpr (kMask) {
+      if (s[i] == kMaskedS) p0 = 0.f;
+      if (s[i + 1] == kMaskedS) p1 = 0.f;
+    }
+    if ((i % 4) < 2) {
+      l0 += p0 + p1;
+    } else {
+      l1 += p0 + p1;
+    }
+    store_f32(x[i], p0);
+    store_f32(x[i + 1], p1);
   }
 }
 
-// Grid: (num_q_blocks, heads, batch). Shapes: q8 [B, H, nq*128, D], k8 [B, Hkv, nk*128, D],
-// v8 [B, Hkv, D, nk*128] reached through the tensor maps (2-D views, see launch_typed()).
-//   kVariant 1: straightforward consumer (QKᵀ, wait, softmax in fp32 as the reference spells it,
-//               P·V, wait), 2 stages.
-//   kVariant 2: same schedule, cheap softmax (integer max, FFMA+EX2 per element).
-//   kVariant 3: cheap softmax + QKᵀ(j+1) and P·V(j) in flight during softmax(j+1), 4 stages.
 template <int kD, typename OutT>
 __device__ __forceinline__ void store_out(const float (&acc)[kD / 2], float l0, float l1,
                                           const Lanes& ln, const AttentionParams& p, int b, int h,
@@ -358,7 +379,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
     mbar_wait(q_full, 0);
 
-    if constexpr (kVariant == 1 || kVariant == 2) {
+    if constexpr (kVariant == 1 || kVariant == 2 || kVariant == 4) {
       for (int it = 0; it < num_iters; ++it) {
         const int stage = it % kStages;
         const uint32_t phase = (it / kStages) & 1;
@@ -393,7 +414,11 @@ __global__ void __launch_bounds__(kThreads, 1)
           ml0 = quad_max(ml0);
           ml1 = quad_max(ml1);
         } else {
-          block_max_int(s, nm, j, ln, p, blk, ml0, ml1);
+          if (nm) {
+            block_max_int<true>(s, j, ln, p, blk, ml0, ml1);
+          } else {
+            block_max_int<false>(s, j, ln, p, blk, ml0, ml1);
+          }
         }
         const float mn0 = fmaxf(m0, ml0), mn1 = fmaxf(m1, ml1);
         const bool skip = stage2 && stage2_skip(ml0, ml1, mn0, mn1, ln, lambda);
@@ -415,7 +440,11 @@ __global__ void __launch_bounds__(kThreads, 1)
               l1 += x[i + 2] + x[i + 3];
             }
           } else {
-            block_exp_int(s, nm, blk, mn0, mn1, x, l0, l1);
+            if (nm) {
+              block_exp_int<true, kVariant == 4>(s, blk, mn0, mn1, x, l0, l1);
+            } else {
+              block_exp_int<false, kVariant == 4>(s, blk, mn0, mn1, x, l0, l1);
+            }
           }
           pack_p(x, a, ln);
           ++pv_count;
@@ -441,7 +470,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
         release(stage);
       }
-    } else {
+    } else if constexpr (kVariant == 3) {
       // kVariant 3: while the tensor cores run QKᵀ(it+1) and P·V(it), the warps compute the
       // softmax of block it+1; acc is rescaled and P(it+1) packed once P·V(it) has retired.
       int32_t s[64];
@@ -458,11 +487,19 @@ __global__ void __launch_bounds__(kThreads, 1)
         wgmma_wait<0>();
         fence_operands(s);
         float ml0, ml1;
-        block_max_int(s, nm, j, ln, p, blk, ml0, ml1);
+        if (nm) {
+          block_max_int<true>(s, j, ln, p, blk, ml0, ml1);
+        } else {
+          block_max_int<false>(s, j, ln, p, blk, ml0, ml1);
+        }
         // First block: m_old = -inf, acc = l = 0, nothing to rescale.
         skip = stage2 && stage2_skip(ml0, ml1, ml0, ml1, ln, lambda);
         if (!skip) {
-          block_exp_int(s, nm, blk, ml0, ml1, x, l0, l1);
+          if (nm) {
+            block_exp_int<true>(s, blk, ml0, ml1, x, l0, l1);
+          } else {
+            block_exp_int<false>(s, blk, ml0, ml1, x, l0, l1);
+          }
           pack_p(x, a, ln);
           ++pv_count;
         } else {
@@ -507,7 +544,11 @@ __global__ void __launch_bounds__(kThreads, 1)
           const float blk = (q_scale * k_scale[j]) * p.sm_scale_log2;
           const bool nm = need_mask(j);
           float ml0, ml1;
-          block_max_int(s, nm, j, ln, p, blk, ml0, ml1);
+          if (nm) {
+            block_max_int<true>(s, j, ln, p, blk, ml0, ml1);
+          } else {
+            block_max_int<false>(s, j, ln, p, blk, ml0, ml1);
+          }
           const float mn0 = fmaxf(m0, ml0), mn1 = fmaxf(m1, ml1);
           skip_next = stage2 && stage2_skip(ml0, ml1, mn0, mn1, ln, lambda);
           if (!skip_next) {
@@ -515,7 +556,11 @@ __global__ void __launch_bounds__(kThreads, 1)
             alpha1 = mn1 == kNegInf ? 1.f : exp2f(m1 - mn1);
             l0 *= alpha0;
             l1 *= alpha1;
-            block_exp_int(s, nm, blk, mn0, mn1, x, l0, l1);
+            if (nm) {
+              block_exp_int<true>(s, blk, mn0, mn1, x, l0, l1);
+            } else {
+              block_exp_int<false>(s, blk, mn0, mn1, x, l0, l1);
+            }
           }
           m0 = mn0;
           m1 = mn1;
@@ -538,6 +583,102 @@ __global__ void __launch_bounds__(kThreads, 1)
           skip = skip_next;
         }
       }
+    } else {
+      // kVariant 5 (FA3-style): QKᵀ(it+1) is issued before softmax(it), and P·V(it-1) retires
+      // only when softmax(it) needs acc; two S register sets, the loop unrolled by two so that
+      // they swap roles without copies.
+      int32_t s_a[64], s_b[64];
+      if (num_iters > 0) {
+        mbar_wait(&k_full[0], 0);
+        wgmma_fence();
+        issue_qk<kD>(s_a, q_addr, k_addr(0));
+        wgmma_commit();
+        wgmma_wait<0>();
+        fence_operands(s_a);
+      }
+      bool pv_pending = false;  // a P·V group is in flight (uniform in the warpgroup)
+      auto body = [&](int32_t(&sc)[64], int32_t(&sn)[64], int it) {
+        const int stage = it % kStages;
+        const uint32_t phase = (it / kStages) & 1;
+        const bool has_next = it + 1 < num_iters;
+        if (has_next) {
+          const int ns = (it + 1) % kStages;
+          mbar_wait(&k_full[ns], ((it + 1) / kStages) & 1);
+          wgmma_fence();
+          issue_qk<kD>(sn, q_addr, k_addr(ns));
+          wgmma_commit();
+        }
+        const int j = lut_row ? lut_row[it] : it;
+        const float blk = (q_scale * k_scale[j]) * p.sm_scale_log2;
+        const bool nm = need_mask(j);
+        float ml0, ml1;
+        if (nm) {
+          block_max_int<true>(sc, j, ln, p, blk, ml0, ml1);
+        } else {
+          block_max_int<false>(sc, j, ln, p, blk, ml0, ml1);
+        }
+        const float mn0 = fmaxf(m0, ml0), mn1 = fmaxf(m1, ml1);
+        const bool skip = stage2 && stage2_skip(ml0, ml1, mn0, mn1, ln, lambda);
+        float alpha0 = 1.f, alpha1 = 1.f;
+        if (!skip) {
+          alpha0 = mn0 == kNegInf ? 1.f : exp2f(m0 - mn0);
+          alpha1 = mn1 == kNegInf ? 1.f : exp2f(m1 - mn1);
+          l0 *= alpha0;
+          l1 *= alpha1;
+          if (nm) {
+            block_exp_int<true, true>(sc, blk, mn0, mn1, sc, l0, l1);
+          } else {
+            block_exp_int<false, true>(sc, blk, mn0, mn1, sc, l0, l1);
+          }
+        }
+        m0 = mn0;
+        m1 = mn1;
+        // P·V(it-1) must retire before acc and a change; QKᵀ(it+1) (younger) may still run.
+        if (pv_pending) {
+          if (has_next) {
+            wgmma_wait<1>();
+          } else {
+            wgmma_wait<0>();
+          }
+          fence_operands(acc);
+        }
+        if (it > 0) release((it - 1) % kStages);
+        if (!skip) {
+          rescale<kD>(acc, alpha0, alpha1);
+          pack_p(sc, a, ln);
+          ++pv_count;
+        } else {
+#pragma unroll
+          for (int kk = 0; kk < 4; ++kk) {
+#pragma unroll
+            for (int r = 0; r < 4; ++r) a[kk][r] = 0u;
+          }
+        }
+        const bool any = warpgroup_any(!skip);
+        mbar_wait(&v_full[stage], phase);
+        if (any) {
+          wgmma_fence();
+          issue_pv<kD>(acc, a, v_addr(stage));
+          wgmma_commit();
+        }
+        pv_pending = any;
+        if (has_next) {  // QKᵀ(it+1) is older than P·V(it)
+          if (any) {
+            wgmma_wait<1>();
+          } else {
+            wgmma_wait<0>();
+          }
+          fence_operands(sn);
+        }
+      };
+#pragma unroll 1
+      for (int it = 0; it < num_iters; it += 2) {
+        body(s_a, s_b, it);
+        if (it + 1 < num_iters) body(s_b, s_a, it + 1);
+      }
+      wgmma_wait<0>();
+      fence_operands(acc);
+      if (num_iters > 0) release((num_iters - 1) % kStages);
     }
 
     // ---- epilogue: o = acc / l · v_scale[d], rows < Nq, in o_dtype with the given strides
@@ -640,11 +781,11 @@ void launch_variant(const AttentionParams& p, cudaStream_t stream) {
   }
 }
 
-// Kernel variant (see attention_kernel): the fastest by default; SPARGE_SM90_VARIANT=1|2|3
+// Kernel variant (see attention_kernel): the fastest by default; SPARGE_SM90_VARIANT=1..5
 // selects another one for A/B measurements and tests.
 int variant() {
   const char* env = std::getenv("SPARGE_SM90_VARIANT");
-  if (env && env[0] >= '1' && env[0] <= '3' && env[1] == 0) return env[0] - '0';
+  if (env && env[0] >= '1' && env[0] <= '5' && env[1] == 0) return env[0] - '0';
   return kDefaultVariant;
 }
 
@@ -655,6 +796,10 @@ void launch_d(const AttentionParams& p, cudaStream_t stream) {
       return launch_variant<kD, 1>(p, stream);
     case 2:
       return launch_variant<kD, 2>(p, stream);
+    case 4:
+      return launch_variant<kD, 4>(p, stream);
+    case 5:
+      return launch_variant<kD, 5>(p, stream);
     default:
       return launch_variant<kD, 3>(p, stream);
   }

@@ -35,8 +35,10 @@ inline constexpr int kGroupsPerBlock = kBlockQ / kWarpRows;  // pv_executed entr
 //   1: straightforward consumer (QKᵀ, wait, fp32 softmax as the reference spells it, P·V, wait)
 //   2: same schedule, cheap softmax (integer row max, one FFMA + EX2 per element)
 //   3: 2 + QKᵀ(j+1) and P·V(j) in flight while the warps compute softmax(j+1)
-inline constexpr int kDefaultVariant = 3;
-constexpr int stages_of(int variant) { return variant == 3 ? 4 : 2; }
+//   4: 2 + every 8th exp2 computed by a polynomial on the FMA pipe (SFU offload)
+//   5: 4's softmax + FA3-style pipeline (QKᵀ(j+1) issued before softmax(j), two S buffers)
+inline constexpr int kDefaultVariant = 4;
+constexpr int stages_of(int variant) { return variant == 3 || variant == 5 ? 4 : 2; }
 
 // Shared-memory plan of one CTA (byte offsets from a 1024-aligned base; every tile starts on a
 // 1024-byte boundary because the 128-byte TMA/wgmma swizzle repeats every 8 rows × 128 B).

@@ -106,7 +106,8 @@ __global__ void kv_finalize_kernel(QuantParams p, int chunks) {
   const size_t off = static_cast<size_t>(p.batch) * p.kv_heads * chunks * D;
   for (int c = threadIdx.x; c < D; c += blockDim.x) {
     float s = 0.f, m = 0.f;
-    for (int k = 0; k < chunks; ++k) {
+#pragma unroll 16
+    for (int k = 0; k < chunks; ++k) {  // unrolled: the loads go out together, sums stay ordered
       const size_t i = (static_cast<size_t>(bh) * chunks + k) * D + c;
       s += p.workspace[i];
       if (want_v) m = fmaxf(m, p.workspace[off + i]);

@@ -138,13 +138,21 @@ class Capture:
         F.scaled_dot_product_attention = self._sdpa
         if self._model is not None:
             self._hooks.append(self._model.register_forward_pre_hook(self._begin_forward))
+            # Hooks must return None: a value returned by a hook replaces the module's input
+            # (pre-hook) or output (forward hook).
+            def enter(name):
+                def hook(_module, _args):
+                    self._module_stack.append(name)
+                return hook
+
+            def leave(_module, _args, _output):
+                if self._module_stack:
+                    self._module_stack.pop()
+
             for name, module in self._model.named_modules():
-                if not name:
-                    continue
-                self._hooks.append(module.register_forward_pre_hook(
-                    lambda _m, _a, name=name: self._module_stack.append(name)))
-                self._hooks.append(module.register_forward_hook(
-                    lambda _m, _a, _o: self._module_stack.pop() if self._module_stack else None))
+                if name:
+                    self._hooks.append(module.register_forward_pre_hook(enter(name)))
+                    self._hooks.append(module.register_forward_hook(leave))
 
     def _uninstall(self) -> None:
         if self._orig_sdpa is not None:

@@ -169,7 +169,10 @@ Cells table_cells(const BenchComparison& cmp) {
                                   both ? fmt::format("{:.1f}%", 100 * r.noise) : "-",
                                   fmt::format("{}→{}", tops(r.base), tops(r.cur)),
                                   xdense ? fmt::format("{:.2f}", *xdense) : "-"};
-    if (accuracy) line.push_back(fmt::format("{}→{}", acc(r.base), acc(r.cur)));
+    if (accuracy) {
+      const bool any_acc = (r.base && r.base->rel_l1) || (r.cur && r.cur->rel_l1);
+      line.push_back(any_acc ? fmt::format("{}→{}", acc(r.base), acc(r.cur)) : "-");
+    }
     line.push_back(status_label(r.status));
     c.rows.push_back(std::move(line));
   }

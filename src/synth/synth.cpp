@@ -49,7 +49,7 @@ std::vector<HeadSpec> head_table(const Options& o) {
     case Kind::kLlm: {
       const double n = static_cast<double>(o.seq);
       return {{"sink-local", {8.0, kInf, kInf}, 10.0, 8.0, 0},
-              {"stripes", {4.0, kInf, kInf}, 4.0, 7.0, 7.0},
+              {"stripes", {4.0, kInf, kInf}, 9.0, 8.0, 8.0},
               {"sink-wide", {48.0, kInf, kInf}, 8.0, 5.0, 0},
               {"global", {n / 2, kInf, kInf}, 2.0, 2.0, 0}};
     }
@@ -138,9 +138,9 @@ HeadStructure head_structure(const Options& o, const HeadSpec& spec, int layer, 
   if (o.kind == Kind::kLlm) {
     s.key_bias.slice(0, 0, std::min<int64_t>(4, n)).fill_(spec.sink_logit);
     if (spec.stripe_logit > 0) {
-      // Heavy hitters: about one key in 64 attracts every later query.
+      // Heavy hitters: about one key in 256 attracts every later query (a few vertical lines).
       at::Tensor perm = at::randperm(n, gen, at::kLong);
-      s.key_bias.index_fill_(0, perm.slice(0, 0, std::max<int64_t>(1, n / 64)), spec.stripe_logit);
+      s.key_bias.index_fill_(0, perm.slice(0, 0, std::max<int64_t>(1, n / 256)), spec.stripe_logit);
     }
   }
   if (o.grid && o.text_prefix > 0) {

@@ -1,6 +1,7 @@
 // CLI tests for `sparge synth`, `sparge inspect` and `sparge devices`, run through the real
 // binary (SPARGE_BIN): every bad dump gives its documented exit code, one error line naming the
 // file, and no output file; smoke tests check the reports' content.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -50,12 +51,13 @@ Result sparge(const std::string& args) {
   return r;
 }
 
-// A small valid dump: 2 layers x 2 samples, q [1, 4, 96, 32], k/v [1, 2, 96, 32], fp16.
+// A small valid dump: 2 layers x 2 samples, q [1, 4, 96, 32], k/v [1, 2, 96, 32], fp32 (so that
+// replace_dataset's fp32 replacements differ from the original only in the intended way).
 fs::path make_good(const std::string& name) {
   const fs::path p = scratch(name);
   const Result r = sparge(
       fmt::format("synth -o '{}' --kind llm --layers 2 --samples 2 --heads 4 --kv-heads 2 --seq 96 "
-                  "--head-dim 32 --seed 5",
+                  "--head-dim 32 --dtype fp32 --seed 5",
                   p.string()));
   EXPECT_EQ(r.code, 0) << r.err;
   return p;
@@ -176,7 +178,7 @@ std::vector<BadCase> bad_cases() {
          w.close();
          return p;
        },
-       65, "1 NaN and 0 Inf values (and 1 more tensors with NaN/Inf)"},
+       65, "/q: 1 NaN and 0 Inf values (and 2 more tensors with NaN/Inf)"},  // q, then k and v
   };
 }
 
@@ -188,7 +190,7 @@ TEST_P(BadDump, ExitCodeOneLineAndNoOutput) {
   const fs::path report = scratch(c.name + ".report.json");
   fs::remove(report);
   const Result r =
-      sparge(fmt::format("inspect '{}' --format json -o '{}'", input.string(), report.string()));
+      sparge(fmt::format("-q inspect '{}' --format json -o '{}'", input.string(), report.string()));
   EXPECT_EQ(r.code, c.code) << r.err;
   EXPECT_FALSE(fs::exists(report)) << "a report was written for a bad dump";
   // One line, naming the file and the fault.
@@ -273,11 +275,11 @@ TEST(Synth, UsageErrorsLeaveNoFile) {
 
 TEST(Synth, SameFlagsGiveIdenticalFiles) {
   const std::string flags =
-      "--kind image --grid 12,12 --layers 2 --samples 2 --heads 2 --head-dim 16 --seed 99";
+      "--kind image --grid 12,12 --layers 2 --samples 2 --heads 2 --head-dim 16 --seed ";
   const fs::path a = scratch("a.h5"), b = scratch("b.h5"), c = scratch("c.h5");
-  ASSERT_EQ(sparge(fmt::format("synth -o '{}' {}", a.string(), flags)).code, 0);
-  ASSERT_EQ(sparge(fmt::format("synth -o '{}' {}", b.string(), flags)).code, 0);
-  ASSERT_EQ(sparge(fmt::format("synth -o '{}' {} --seed 100", c.string(), flags)).code, 0);
+  ASSERT_EQ(sparge(fmt::format("synth -o '{}' {}99", a.string(), flags)).code, 0);
+  ASSERT_EQ(sparge(fmt::format("synth -o '{}' {}99", b.string(), flags)).code, 0);
+  ASSERT_EQ(sparge(fmt::format("synth -o '{}' {}100", c.string(), flags)).code, 0);
   EXPECT_EQ(slurp(a), slurp(b)) << "same flags, different bytes";
   EXPECT_NE(slurp(a), slurp(c));
 }

@@ -1,6 +1,7 @@
 // `sparge tune` / `sparge eval` / `sparge config` end to end on a small synthetic dump with
 // structured heads: exit codes, tune -> eval passes, impossible budgets fail, determinism,
 // resume from a journal and after SIGKILL.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -28,19 +29,19 @@ fs::path tmp_dir() {
   return d;
 }
 
-struct Run {
+struct Result {
   int code = -1;
   std::string out, err;
 };
 
-Run run(const std::string& args) {
+Result run(const std::string& args) {
   static int n = 0;
   fs::path o = tmp_dir() / fmt::format("run{}.out", n), e = tmp_dir() / fmt::format("run{}.err", n);
   ++n;
   std::string cmd =
       fmt::format("{} --no-progress {} >{} 2>{}", SPARGE_BIN, args, o.string(), e.string());
   int status = std::system(cmd.c_str());
-  Run r;
+  Result r;
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   auto slurp = [](const fs::path& p) {
     std::ifstream in(p);
@@ -84,10 +85,10 @@ class CliTune : public ::testing::Test {
 
 TEST_F(CliTune, TuneThenEvalPassesAndIsDeterministic) {
   fs::path a = tmp_dir() / "a.yaml", b = tmp_dir() / "b.yaml";
-  Run t1 = run(fmt::format("tune {} -o {} --samples 0-1 --jobs 2", dump_.string(), a.string()));
+  Result t1 = run(fmt::format("tune {} -o {} --samples 0-1 --jobs 2", dump_.string(), a.string()));
   ASSERT_EQ(t1.code, 0) << t1.err << seed_note();
   EXPECT_NE(t1.out.find("stage1_sparsity"), std::string::npos) << t1.out;
-  Run t2 = run(fmt::format("tune {} -o {} --samples 0-1 --jobs 1", dump_.string(), b.string()));
+  Result t2 = run(fmt::format("tune {} -o {} --samples 0-1 --jobs 1", dump_.string(), b.string()));
   ASSERT_EQ(t2.code, 0) << t2.err;
   EXPECT_EQ(slurp(a), slurp(b)) << "same inputs and flags, different YAML " << seed_note();
   EXPECT_FALSE(fs::exists(tmp_dir() / "a.yaml.partial.jsonl")) << "journal left after success";
@@ -103,21 +104,21 @@ TEST_F(CliTune, TuneThenEvalPassesAndIsDeterministic) {
   }
   EXPECT_GT(best, 0.05) << "no structured head found any sparsity " << seed_note();
 
-  Run e = run(fmt::format("eval {} {} --samples 0-1 --format json", dump_.string(), a.string()));
+  Result e = run(fmt::format("eval {} {} --samples 0-1 --format json", dump_.string(), a.string()));
   EXPECT_EQ(e.code, 0) << e.out << e.err << seed_note();
   EXPECT_NE(e.out.find("\"pass\": true"), std::string::npos) << e.out;
 
-  Run v = run(fmt::format("config validate {} --kernel sm90", a.string()));
+  Result v = run(fmt::format("config validate {} --kernel sm90", a.string()));
   EXPECT_EQ(v.code, 0) << v.err;
-  Run w = run(fmt::format("config validate {} --kernel sm80", a.string()));
+  Result w = run(fmt::format("config validate {} --kernel sm80", a.string()));
   EXPECT_EQ(w.code, 78) << w.err;
   EXPECT_NE(w.err.find("tuned for sm90"), std::string::npos) << w.err;
-  Run s = run(fmt::format("config show {}", a.string()));
+  Result s = run(fmt::format("config show {}", a.string()));
   EXPECT_EQ(s.code, 0) << s.err;
   EXPECT_NE(s.out.find("kernel sm90"), std::string::npos) << s.out;
 
   fs::path masks = tmp_dir() / "masks.h5";
-  Run m = run(fmt::format("eval {} {} --samples 0 --save-masks {}", dump_.string(), a.string(),
+  Result m = run(fmt::format("eval {} {} --samples 0 --save-masks {}", dump_.string(), a.string(),
                           masks.string()));
   EXPECT_EQ(m.code, 0) << m.err;
   EXPECT_TRUE(fs::exists(masks));
@@ -125,7 +126,7 @@ TEST_F(CliTune, TuneThenEvalPassesAndIsDeterministic) {
 
 TEST_F(CliTune, EvalFailsOnImpossibleBudget) {
   fs::path a = tmp_dir() / "tight_src.yaml";
-  Run t = run(fmt::format("tune {} -o {} --layers 0 --samples 0 --no-lambda --theta-grid 0,0.5",
+  Result t = run(fmt::format("tune {} -o {} --layers 0 --samples 0 --no-lambda --theta-grid 0,0.5",
                           dump_.string(), a.string()));
   ASSERT_EQ(t.code, 0) << t.err;
   // Same thresholds, budget below any quantised attention's error.
@@ -135,11 +136,11 @@ TEST_F(CliTune, EvalFailsOnImpossibleBudget) {
   y.replace(pos, 18, "l1: 1.0e-09, l2: 1.0e-09");
   fs::path tight = tmp_dir() / "tight.yaml";
   std::ofstream(tight) << y;
-  Run e = run(fmt::format("eval {} {} --samples 0", dump_.string(), tight.string()));
+  Result e = run(fmt::format("eval {} {} --samples 0", dump_.string(), tight.string()));
   EXPECT_EQ(e.code, 1) << e.out << e.err;
   EXPECT_NE(e.out.find("MISS"), std::string::npos) << e.out;
   // And tune itself reports heads that cannot meet the budget even dense.
-  Run t2 = run(fmt::format("tune {} -o {} --layers 0 --samples 0 --l1 1e-9 --l2 1e-9",
+  Result t2 = run(fmt::format("tune {} -o {} --layers 0 --samples 0 --l1 1e-9 --l2 1e-9",
                            dump_.string(), (tmp_dir() / "never.yaml").string()));
   EXPECT_EQ(t2.code, 1) << t2.err;
   EXPECT_NE(t2.err.find("layer 0 head 0"), std::string::npos) << t2.err;
@@ -148,12 +149,12 @@ TEST_F(CliTune, EvalFailsOnImpossibleBudget) {
 TEST_F(CliTune, ErrorsHaveTheirExitCodes) {
   EXPECT_EQ(run("tune /nonexistent.h5 -o x.yaml").code, 66);
   EXPECT_EQ(run(fmt::format("tune {} -o x.yaml --l1 0.1 --l2 0.05", dump_.string())).code, 2);
-  Run cuda = run(fmt::format("tune {} -o x.yaml --backend nosuch", dump_.string()));
+  Result cuda = run(fmt::format("tune {} -o x.yaml --backend nosuch", dump_.string()));
   EXPECT_EQ(cuda.code, 69);
   EXPECT_NE(cuda.err.find("backend nosuch not available"), std::string::npos) << cuda.err;
   fs::path bad = tmp_dir() / "bad.yaml";
   std::ofstream(bad) << "schema: sparge.tuned\nschema_version: 9\n";
-  Run v = run(fmt::format("config validate {}", bad.string()));
+  Result v = run(fmt::format("config validate {}", bad.string()));
   EXPECT_EQ(v.code, 78);
   EXPECT_NE(v.err.find("schema_version: 9 is not supported"), std::string::npos) << v.err;
 }
@@ -194,7 +195,7 @@ TEST_F(CliTune, ResumeFromJournalGivesSameYaml) {
   ASSERT_FALSE(fs::exists(part)) << "killed run left an output";
   std::ofstream(journal, std::ios::app) << "{\"layer\": 1, \"head\"";  // torn line
 
-  Run r = run(fmt::format("tune {} -o {} {} --resume", dump_.string(), part.string(), flags));
+  Result r = run(fmt::format("tune {} -o {} {} --resume", dump_.string(), part.string(), flags));
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.err.find("resuming"), std::string::npos) << r.err;
   EXPECT_EQ(slurp(part), slurp(full)) << "resumed YAML differs " << seed_note();
@@ -203,7 +204,7 @@ TEST_F(CliTune, ResumeFromJournalGivesSameYaml) {
   fs::path other = tmp_dir() / "other.yaml";
   std::ofstream(tmp_dir() / "other.yaml.partial.jsonl")
       << "{\"fingerprint\":\"not-this-one\",\"schema\":\"sparge.tune-journal\"}\n";
-  Run m = run(fmt::format("tune {} -o {} {} --resume", dump_.string(), other.string(), flags));
+  Result m = run(fmt::format("tune {} -o {} {} --resume", dump_.string(), other.string(), flags));
   EXPECT_EQ(m.code, 2) << m.err;
 }
 

@@ -113,7 +113,7 @@ TEST(ReportRule, IdenticalRerunIsAllSameExitZero) {
   const auto r =
       run_sparge("report " + fixture("bench_base.json") + " " + fixture("bench_base.json"));
   EXPECT_EQ(r.code, 0) << r.err;
-  EXPECT_EQ(r.out.find("SLOW"), std::string::npos);
+  EXPECT_EQ(r.out.find("🔴 SLOW"), std::string::npos);  // (the rule line names SLOW)
   const auto base = bench::load_results(fixture("bench_base.json"));
   const auto cmp = report::compare_bench(base, base, {}, "a", "a");
   // The fixture's one row with 12% spread is NOISY even against itself (noise > threshold);

@@ -2,6 +2,7 @@
 // generator exists for: structured heads concentrate attention mass in few blocks, noise does not.
 #include "synth/synth.hpp"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -114,7 +115,10 @@ TEST(Synth, StructuredHeadsAreBlockSparseAndNoiseIsNot) {
   const auto kinds = synth::head_kinds(video());
   const auto fv = needed_block_fraction(v.q, v.k, false, 64, 0.95);
   for (size_t h = 0; h < fv.size(); ++h) {
-    SCOPED_TRACE(fmt::format("video head {} ({}) needs {:.2f} of the blocks", h, kinds[h], fv[h]));
+    const std::string what =
+        fmt::format("video head {} ({}) needs {:.2f} of the blocks", h, kinds[h], fv[h]);
+    std::printf("%s\n", what.c_str());
+    SCOPED_TRACE(what);
     if (kinds[h] == "global") {
       EXPECT_GT(fv[h], 0.5);
     } else {
@@ -125,7 +129,10 @@ TEST(Synth, StructuredHeadsAreBlockSparseAndNoiseIsNot) {
   const auto lk = synth::head_kinds(llm());
   const auto fl = needed_block_fraction(l.q, l.k, true, 64, 0.95);
   for (size_t h = 0; h < fl.size(); ++h) {
-    SCOPED_TRACE(fmt::format("llm head {} ({}) needs {:.2f} of the blocks", h, lk[h], fl[h]));
+    const std::string what =
+        fmt::format("llm head {} ({}) needs {:.2f} of the blocks", h, lk[h], fl[h]);
+    std::printf("%s\n", what.c_str());
+    SCOPED_TRACE(what);
     if (lk[h] != "global") EXPECT_LT(fl[h], 0.5);
   }
   synth::Options no = llm();

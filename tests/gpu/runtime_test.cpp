@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -25,6 +26,7 @@
 #include "common/error.hpp"
 #include "kernels/api.h"
 #include "reference/reference.hpp"
+#include "tune/oracle.hpp"
 
 namespace {
 
@@ -204,6 +206,62 @@ TEST(RuntimeStreams, UsesTheCurrentStream) {
   }
   EXPECT_TRUE(at::equal(a.lut.cpu(), lut_b));
   EXPECT_TRUE(at::equal(a.q8.cpu(), q8_b));
+}
+
+// The `--backend cuda` oracle against the CPU reference backend on the same head: identical
+// masks give identical stage-1 sparsity; errors differ only by the kernel-vs-emulation output
+// difference (~1e-3 rel-L1, see RuntimeAttention), so within 5e-3; stage-2 skip decisions may
+// flip near λ, so stage-1+2 sparsity within 0.05.
+TEST(RuntimeCudaOracle, AgreesWithCpuBackend) {
+  REQUIRE_GPU();
+  if (!sparge::kernels::attention_sm90_available()) GTEST_SKIP() << "no sm90 kernel here";
+  const uint64_t seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  auto make_request = [&] {
+    sparge::tune::HeadRequest r;
+    r.geometry = ref::hopper_geometry();
+    r.attention.causal = false;
+    return r;
+  };
+  sparge::tune::HeadRequest req = make_request();
+  for (int s = 0; s < 2; ++s) {
+    // Smooth latent walk (locality) so that masks are neither empty nor dense.
+    const int64_t n = 1000, d = 64;
+    at::Tensor lat = at::randn({1, 1, n, 8}, gen, at::kFloat).cumsum(2) * 0.15;
+    at::Tensor basis = at::randn({1, 1, 8, d}, gen, at::kFloat);
+    auto tok = [&] {
+      return (at::matmul(lat, basis) + 0.3 * at::randn({1, 1, n, d}, gen, at::kFloat))
+          .to(at::kHalf);
+    };
+    req.samples.push_back({tok(), tok(), at::randn({1, 1, n, d}, gen, at::kFloat).to(at::kHalf)});
+  }
+  sparge::tune::HeadRequest req_cpu = req;
+  auto gpu_backend = sparge::tune::make_oracle_backend("cuda");
+  auto cpu_backend = sparge::tune::make_cpu_backend();
+  std::vector<sparge::tune::HeadRequest> a{req}, b{req_cpu};
+  auto gpu = std::move(gpu_backend->make_oracles(std::move(a)).at(0));
+  auto cpu = std::move(cpu_backend->make_oracles(std::move(b)).at(0));
+  const float inf = std::numeric_limits<float>::infinity();
+  const std::vector<sparge::tune::Candidate> cands{
+      {0.9f, 0.3f, -inf}, {0.5f, 0.1f, -inf}, {0.99f, 0.5f, -4.f}, sparge::tune::kDenseCandidate};
+  const auto eg = gpu->evaluate(cands), ec = cpu->evaluate(cands);
+  ASSERT_EQ(eg.size(), cands.size());
+  for (size_t i = 0; i < cands.size(); ++i) {
+    for (int s = 0; s < 2; ++s) {
+      std::printf(
+          "[ oracle ] cand %zu sample %d: err gpu %.5f cpu %.5f, s1 %.4f / %.4f, s12 %.4f / %.4f\n",
+          i, s, eg[i].error_per_sample[s], ec[i].error_per_sample[s],
+          eg[i].sparsity_stage1_per_sample[s], ec[i].sparsity_stage1_per_sample[s],
+          eg[i].sparsity_stage12_per_sample[s], ec[i].sparsity_stage12_per_sample[s]);
+      EXPECT_NEAR(eg[i].error_per_sample[s], ec[i].error_per_sample[s], 5e-3);
+      EXPECT_DOUBLE_EQ(eg[i].sparsity_stage1_per_sample[s], ec[i].sparsity_stage1_per_sample[s]);
+      EXPECT_NEAR(eg[i].sparsity_stage12_per_sample[s], ec[i].sparsity_stage12_per_sample[s], 0.05);
+    }
+  }
+  // Same candidates again: cached, deterministic.
+  const auto eg2 = gpu->evaluate(cands);
+  for (size_t i = 0; i < cands.size(); ++i) EXPECT_EQ(eg2[i].error_worst, eg[i].error_worst);
 }
 
 // ---- timing (disabled by default) ------------------------------------------------------------
