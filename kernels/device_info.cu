@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "kernels/device_info.h"
+#include "kernels/api.h"
 
 namespace sparge::kernels {
 namespace {
@@ -25,14 +26,7 @@ void set_error(char* error, size_t size, const char* what, cudaError_t rc) {
 
 }  // namespace
 
-int device_info_count() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky "no device" error
-    return 0;
-  }
-  return n;
-}
+int device_info_count() { return device_count(); }
 
 bool query_device(int index, DeviceInfo* out, char* error, size_t error_size) {
   *out = DeviceInfo{};

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <ctime>
 #include <exception>
 #include <functional>
@@ -102,6 +103,9 @@ Environment capture_environment(const std::vector<int>& devices, const std::stri
   env.torch = TORCH_VERSION;
   env.sparge_version = SPARGE_VERSION_STRING;
   env.git = SPARGE_GIT_SHA;
+  // The GPU machines build from a copy of the tree without .git: let the caller say which commit.
+  if (const char* git = std::getenv("SPARGE_GIT"); git && *git && env.git == "unknown")
+    env.git = git;
   char host[256] = {};
   if (gethostname(host, sizeof host - 1) == 0) env.host = host;
   env.date = utc_now();

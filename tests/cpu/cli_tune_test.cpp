@@ -119,7 +119,7 @@ TEST_F(CliTune, TuneThenEvalPassesAndIsDeterministic) {
 
   fs::path masks = tmp_dir() / "masks.h5";
   Result m = run(fmt::format("eval {} {} --samples 0 --save-masks {}", dump_.string(), a.string(),
-                          masks.string()));
+                             masks.string()));
   EXPECT_EQ(m.code, 0) << m.err;
   EXPECT_TRUE(fs::exists(masks));
 }
@@ -127,7 +127,7 @@ TEST_F(CliTune, TuneThenEvalPassesAndIsDeterministic) {
 TEST_F(CliTune, EvalFailsOnImpossibleBudget) {
   fs::path a = tmp_dir() / "tight_src.yaml";
   Result t = run(fmt::format("tune {} -o {} --layers 0 --samples 0 --no-lambda --theta-grid 0,0.5",
-                          dump_.string(), a.string()));
+                             dump_.string(), a.string()));
   ASSERT_EQ(t.code, 0) << t.err;
   // Same thresholds, budget below any quantised attention's error.
   std::string y = slurp(a);
@@ -141,7 +141,7 @@ TEST_F(CliTune, EvalFailsOnImpossibleBudget) {
   EXPECT_NE(e.out.find("MISS"), std::string::npos) << e.out;
   // And tune itself reports heads that cannot meet the budget even dense.
   Result t2 = run(fmt::format("tune {} -o {} --layers 0 --samples 0 --l1 1e-9 --l2 1e-9",
-                           dump_.string(), (tmp_dir() / "never.yaml").string()));
+                              dump_.string(), (tmp_dir() / "never.yaml").string()));
   EXPECT_EQ(t2.code, 1) << t2.err;
   EXPECT_NE(t2.err.find("layer 0 head 0"), std::string::npos) << t2.err;
 }

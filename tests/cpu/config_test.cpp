@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <random>
 #include <sstream>
@@ -126,13 +127,33 @@ void expect_invalid(const std::string& from, const std::string& to, const std::s
   }
 }
 
+// Same with the fault made in the config before writing it (to_yaml writes what it is given).
+void expect_invalid_cfg(const std::function<void(TunedConfig&)>& mutate,
+                        const std::string& needle) {
+  TunedConfig c = random_config(11);
+  mutate(c);
+  try {
+    parse_tuned(to_yaml(c), "bad.yaml");
+    FAIL() << "accepted a config with: " << needle;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ExitCode::kConfigError) << e.what();
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
 TEST(TunedConfig, RejectsBadFiles) {
   expect_invalid("schema: sparge.tuned", "schema: sparge.search", "schema: 'sparge.search'");
   expect_invalid("schema_version: 1", "schema_version: 2", "schema_version: 2 is not supported");
   expect_invalid("    heads: 5", "    heads: 6", "layers[0].tau: 5 values, expected 6");
   expect_invalid("    theta: [", "    theta: [0.5, ", "layers[0].theta: 6 values, expected 5");
-  expect_invalid("    tau: [", "    tau: [1.5, ", "layers[0].tau[0]: 1.5 is outside [0, 1]");
-  expect_invalid("    lambda: [", "    lambda: [0.5, ", "lambda[0]: 0.5 must be <= 0");
+  expect_invalid_cfg([](TunedConfig& c) { c.layers[0].tau[0] = 1.5f; },
+                     "bad.yaml: layers[0].tau[0]: 1.5 is outside [0, 1]");
+  expect_invalid_cfg([](TunedConfig& c) { c.layers[1].theta[2] = -1.25f; },
+                     "bad.yaml: layers[1].theta[2]: -1.25 is outside [-1, 1]");
+  expect_invalid_cfg([](TunedConfig& c) { c.layers[0].lambda[0] = 0.5f; },
+                     "bad.yaml: layers[0].lambda[0]: 0.5 must be <= 0");
+  expect_invalid_cfg([](TunedConfig& c) { c.layers[2].sparse.pop_back(); },
+                     "bad.yaml: layers[2].sparse: 4 values, expected 5 (heads)");
   expect_invalid("kernel: {name: \"sm90\", block_q: 128, block_k: 128, ",
                  "kernel: {name: \"sm80\", block_q: 128, block_k: 64, ", "tuned for sm80",
                  ref::hopper_geometry());

@@ -208,7 +208,9 @@ TEST(TuneSearch, CombinedOracleUsesWorstHead) {
   auto combined = make_combined_oracle({&h0, &h1});
   SearchOptions opt;
   opt.tune_lambda = false;
+  opt.min_sparsity = 0.01;  // the optimum's sparsity (about 0.043) is below the default 0.05
   HeadResult r = search_head(*combined, opt);
+  EXPECT_TRUE(r.sparse);
   const double tau_star = 1.0 - (opt.l1 / 2.2 - 0.001) / kA;  // worst: head 1, sample 1
   EXPECT_GE(r.chosen.tau, tau_star - 1e-6);
   EXPECT_LE(r.chosen.tau, tau_star + opt.tau_tol);
