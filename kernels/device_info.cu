@@ -5,8 +5,8 @@
 #include <cstdio>
 #include <cstring>
 
-#include "kernels/device_info.h"
 #include "kernels/api.h"
+#include "kernels/device_info.h"
 
 namespace sparge::kernels {
 namespace {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job on bundled data: synthesise the demo dump (first run only), tune it on the CPU,
-# then check the tuned thresholds on a held-out sample. Outputs land in out/.
+# The main job on bundled data: synthesise the demo dump (first run only), tune it on the CPU on
+# samples 0 and 1, then check the tuned thresholds on held-out sample 2. Outputs land in out/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SPARGE=${SPARGE:-build/src/sparge}
@@ -8,5 +8,17 @@ SPARGE=${SPARGE:-build/src/sparge}
 mkdir -p out
 [[ -f data/demo.h5 ]] || data/make_demo.sh
 "$SPARGE" inspect data/demo.h5 | head -20
-"$SPARGE" tune data/demo.h5 --samples 0,1 -o out/demo-tuned.yaml
-"$SPARGE" eval data/demo.h5 out/demo-tuned.yaml --samples 2
+# --margin 0.1: search within 90 % of the budget, so unseen inputs have some headroom.
+"$SPARGE" tune data/demo.h5 --samples 0,1 --margin 0.1 -o out/demo-tuned.yaml
+# Held-out check. Exit 1 means some head misses its budget on a sample it was not tuned on; that
+# is the signal this command exists to give (CI would fail on it), so the demo reports it and
+# carries on instead of hiding it.
+rc=0
+"$SPARGE" eval data/demo.h5 out/demo-tuned.yaml --samples 2 || rc=$?
+case $rc in
+  0) echo "demo: held-out sample 2 is within budget on every head" ;;
+  1) echo "demo: held-out sample 2 misses the budget on the heads marked MISS above" \
+          "(sparge eval exit 1); more calibration samples or a larger --margin tighten it" ;;
+  *) exit "$rc" ;;
+esac
+echo "demo: tuned config in out/demo-tuned.yaml"

@@ -64,7 +64,7 @@ std::pair<float, float> parse_range(const std::string& text, const std::string& 
 struct TuneArgs {
   std::string dump, output, preset, theta_grid, lambda_range, layers, samples,
       granularity = "head", backend = "cpu", kernel = "sm90", state_dir, format = "text";
-  double l1 = 0.05, l2 = 0.06, min_sparsity = 0.05;
+  double l1 = 0.05, l2 = 0.06, min_sparsity = 0.05, margin = 0.0;
   float tau_tol = 0.001f, lambda_tol = 0.125f;
   bool no_lambda = false, resume = false, timestamp = false;
   std::optional<bool> causal, sink;
@@ -110,6 +110,12 @@ void register_tune(CLI::App& app, Context& ctx) {
   auto* o_mins = sub->add_option("--min-sparsity", args->min_sparsity,
                                  "Heads below this mean stage-1 sparsity are marked dense")
                      ->capture_default_str();
+  auto* o_margin =
+      sub->add_option("--margin", args->margin,
+                      "Headroom for unseen inputs: search within (1 - MARGIN) x l1/l2 while the "
+                      "YAML keeps l1/l2 as the budget `sparge eval` checks, e.g. 0.1")
+          ->check(CLI::Range(0.0, 0.5))
+          ->capture_default_str();
   sub->add_option("--layers", args->layers, "Layers to tune, e.g. 0,2,5-7 [default: all]");
   sub->add_option("--samples", args->samples,
                   "Calibration samples, e.g. 0-1 [default: all samples of each layer]");
@@ -138,98 +144,100 @@ void register_tune(CLI::App& app, Context& ctx) {
       ->check(CLI::IsMember({"text", "json", "md", "csv"}))
       ->capture_default_str();
 
-  sub->callback(
-      [args, &ctx, o_preset, o_l1, o_l2, o_grid, o_tau, o_lrange, o_ltol, o_mins, o_gran] {
-        const auto& a = *args;
-        tune::TuneRequest rq;
-        rq.dump = a.dump;
-        rq.output = a.output;
-        auto& s = rq.search;
-        rq.granularity = a.granularity;
-        if (o_preset->count()) {
-          auto p = config::load_preset(a.preset);
-          if (p.l1) s.l1 = *p.l1;
-          if (p.l2) s.l2 = *p.l2;
-          if (p.theta_grid) s.theta_grid = *p.theta_grid;
-          if (p.tau_tol) s.tau_tol = *p.tau_tol;
-          if (p.lambda_min) s.lambda_min = *p.lambda_min;
-          if (p.lambda_max) s.lambda_max = *p.lambda_max;
-          if (p.lambda_tol) s.lambda_tol = *p.lambda_tol;
-          if (p.min_sparsity) s.min_sparsity = *p.min_sparsity;
-          if (p.granularity && !o_gran->count()) rq.granularity = *p.granularity;
-          log::info("preset {}: l1 {} l2 {}", p.name, s.l1, s.l2);
-        }
-        if (o_l1->count() || !o_preset->count()) s.l1 = a.l1;
-        if (o_l2->count() || !o_preset->count()) s.l2 = a.l2;
-        if (o_grid->count()) s.theta_grid = parse_theta_grid(a.theta_grid);
-        if (o_tau->count()) s.tau_tol = a.tau_tol;
-        if (o_lrange->count())
-          std::tie(s.lambda_min, s.lambda_max) = parse_range(a.lambda_range, "--lambda-range");
-        if (o_ltol->count()) s.lambda_tol = a.lambda_tol;
-        if (o_mins->count()) s.min_sparsity = a.min_sparsity;
-        s.tune_lambda = !a.no_lambda;
-        if (!a.layers.empty()) rq.layers = tune::parse_index_list(a.layers, "--layers");
-        if (!a.samples.empty()) rq.samples = tune::parse_index_list(a.samples, "--samples");
-        rq.backend = a.backend;
-        rq.geometry = ref::geometry_by_name(a.kernel);
-        rq.causal = a.causal;
-        rq.sink = a.sink;
-        rq.jobs = a.jobs;
-        rq.resume = a.resume;
-        if (!a.state_dir.empty()) rq.state_dir = a.state_dir;
-        rq.timestamp = a.timestamp;
+  sub->callback([args, &ctx, o_preset, o_l1, o_l2, o_grid, o_tau, o_lrange, o_ltol, o_mins, o_gran,
+                 o_margin] {
+    const auto& a = *args;
+    tune::TuneRequest rq;
+    rq.dump = a.dump;
+    rq.output = a.output;
+    auto& s = rq.search;
+    rq.granularity = a.granularity;
+    if (o_preset->count()) {
+      auto p = config::load_preset(a.preset);
+      if (p.l1) s.l1 = *p.l1;
+      if (p.l2) s.l2 = *p.l2;
+      if (p.theta_grid) s.theta_grid = *p.theta_grid;
+      if (p.tau_tol) s.tau_tol = *p.tau_tol;
+      if (p.lambda_min) s.lambda_min = *p.lambda_min;
+      if (p.lambda_max) s.lambda_max = *p.lambda_max;
+      if (p.lambda_tol) s.lambda_tol = *p.lambda_tol;
+      if (p.min_sparsity) s.min_sparsity = *p.min_sparsity;
+      if (p.margin) s.margin = *p.margin;
+      if (p.granularity && !o_gran->count()) rq.granularity = *p.granularity;
+      log::info("preset {}: l1 {} l2 {}", p.name, s.l1, s.l2);
+    }
+    if (o_l1->count() || !o_preset->count()) s.l1 = a.l1;
+    if (o_l2->count() || !o_preset->count()) s.l2 = a.l2;
+    if (o_grid->count()) s.theta_grid = parse_theta_grid(a.theta_grid);
+    if (o_tau->count()) s.tau_tol = a.tau_tol;
+    if (o_lrange->count())
+      std::tie(s.lambda_min, s.lambda_max) = parse_range(a.lambda_range, "--lambda-range");
+    if (o_ltol->count()) s.lambda_tol = a.lambda_tol;
+    if (o_mins->count()) s.min_sparsity = a.min_sparsity;
+    if (o_margin->count()) s.margin = a.margin;
+    s.tune_lambda = !a.no_lambda;
+    if (!a.layers.empty()) rq.layers = tune::parse_index_list(a.layers, "--layers");
+    if (!a.samples.empty()) rq.samples = tune::parse_index_list(a.samples, "--samples");
+    rq.backend = a.backend;
+    rq.geometry = ref::geometry_by_name(a.kernel);
+    rq.causal = a.causal;
+    rq.sink = a.sink;
+    rq.jobs = a.jobs;
+    rq.resume = a.resume;
+    if (!a.state_dir.empty()) rq.state_dir = a.state_dir;
+    rq.timestamp = a.timestamp;
 
-        auto out = tune::run_tune(rq);
+    auto out = tune::run_tune(rq);
 
-        // Per-layer summary.
-        const auto& cfg = out.config;
-        tune::Table t;
-        t.columns = {"layer",           "module",           "heads",        "dense_heads",
-                     "stage1_sparsity", "stage12_sparsity", "worst_err_l1", "worst_err_l2"};
-        nlohmann::json j = nlohmann::json::array();
-        for (const auto& l : cfg.layers) {
-          double s1 = 0, s12 = 0, e1 = 0, e12 = 0;
-          std::vector<int> dense;
-          for (int h = 0; h < l.heads(); ++h) {
-            s1 += l.sparsity_stage1[h] / l.heads();
-            s12 += l.sparsity_stage12[h] / l.heads();
-            e1 = std::max<double>(e1, l.error_stage1[h]);
-            e12 = std::max<double>(e12, l.error_stage12[h]);
-            if (!l.sparse[h]) dense.push_back(h);
-          }
-          std::string dense_txt = dense.empty() ? "-" : fmt::format("{}", fmt::join(dense, " "));
-          t.rows.push_back({std::to_string(l.layer), l.module.empty() ? "-" : l.module,
-                            std::to_string(l.heads()), dense_txt, fmt::format("{:.4f}", s1),
-                            fmt::format("{:.4f}", s12), fmt::format("{:.4f}", e1),
-                            fmt::format("{:.4f}", e12)});
-          j.push_back({{"layer", l.layer},
-                       {"module", l.module},
-                       {"heads", l.heads()},
-                       {"dense_heads", dense},
-                       {"sparsity_stage1_mean", s1},
-                       {"sparsity_stage12_mean", s12},
-                       {"error_stage1_worst", e1},
-                       {"error_stage12_worst", e12}});
-        }
-        if (a.format == "json") {
-          nlohmann::json doc = {{"output", a.output},
-                                {"budget", {{"l1", cfg.budget.l1}, {"l2", cfg.budget.l2}}},
-                                {"layers", j},
-                                {"infeasible", out.infeasible}};
-          fmt::print("{}\n", doc.dump(2));
-        } else {
-          fmt::print("{}", t.render(a.format));
-        }
-        log::info("wrote {}", a.output);
-        if (!out.infeasible.empty()) {
-          for (const auto& f : out.infeasible) log::warn("budget missed even dense: {}", f);
-          log::warn(
-              "{} head(s) cannot meet l1 {} even with every block kept (quantisation error); "
-              "they are written dense",
-              out.infeasible.size(), cfg.budget.l1);
-          ctx.exit_code = 1;
-        }
-      });
+    // Per-layer summary.
+    const auto& cfg = out.config;
+    tune::Table t;
+    t.columns = {"layer",           "module",           "heads",        "dense_heads",
+                 "stage1_sparsity", "stage12_sparsity", "worst_err_l1", "worst_err_l2"};
+    nlohmann::json j = nlohmann::json::array();
+    for (const auto& l : cfg.layers) {
+      double s1 = 0, s12 = 0, e1 = 0, e12 = 0;
+      std::vector<int> dense;
+      for (int h = 0; h < l.heads(); ++h) {
+        s1 += l.sparsity_stage1[h] / l.heads();
+        s12 += l.sparsity_stage12[h] / l.heads();
+        e1 = std::max<double>(e1, l.error_stage1[h]);
+        e12 = std::max<double>(e12, l.error_stage12[h]);
+        if (!l.sparse[h]) dense.push_back(h);
+      }
+      std::string dense_txt = dense.empty() ? "-" : fmt::format("{}", fmt::join(dense, " "));
+      t.rows.push_back({std::to_string(l.layer), l.module.empty() ? "-" : l.module,
+                        std::to_string(l.heads()), dense_txt, fmt::format("{:.4f}", s1),
+                        fmt::format("{:.4f}", s12), fmt::format("{:.4f}", e1),
+                        fmt::format("{:.4f}", e12)});
+      j.push_back({{"layer", l.layer},
+                   {"module", l.module},
+                   {"heads", l.heads()},
+                   {"dense_heads", dense},
+                   {"sparsity_stage1_mean", s1},
+                   {"sparsity_stage12_mean", s12},
+                   {"error_stage1_worst", e1},
+                   {"error_stage12_worst", e12}});
+    }
+    if (a.format == "json") {
+      nlohmann::json doc = {{"output", a.output},
+                            {"budget", {{"l1", cfg.budget.l1}, {"l2", cfg.budget.l2}}},
+                            {"layers", j},
+                            {"infeasible", out.infeasible}};
+      fmt::print("{}\n", doc.dump(2));
+    } else {
+      fmt::print("{}", t.render(a.format));
+    }
+    log::info("wrote {}", a.output);
+    if (!out.infeasible.empty()) {
+      for (const auto& f : out.infeasible) log::warn("budget missed even dense: {}", f);
+      log::warn(
+          "{} head(s) cannot meet l1 {} even with every block kept (quantisation error); "
+          "they are written dense",
+          out.infeasible.size(), cfg.budget.l1);
+      ctx.exit_code = 1;
+    }
+  });
 }
 
 }  // namespace sparge::cli

@@ -46,7 +46,8 @@ void produce_file_atomic(const fs::path& path,
 void write_file_atomic(const fs::path& path, std::string_view contents) {
   produce_file_atomic(path, [&](const fs::path& tmp) {
     int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) fail(ExitCode::kIoError, "{}: cannot write: {}", path.string(), std::strerror(errno));
+    if (fd < 0)
+      fail(ExitCode::kIoError, "{}: cannot write: {}", path.string(), std::strerror(errno));
     size_t off = 0;
     while (off < contents.size()) {
       ssize_t n = ::write(fd, contents.data() + off, contents.size() - off);

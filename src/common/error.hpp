@@ -42,10 +42,10 @@ template <typename... Args>
 }  // namespace sparge
 
 // Internal invariant: a violation is a bug in sparge, not bad input.
-#define SPARGE_ASSERT(cond, ...)                                                              \
-  do {                                                                                        \
-    if (!(cond)) {                                                                            \
+#define SPARGE_ASSERT(cond, ...)                                                             \
+  do {                                                                                       \
+    if (!(cond)) {                                                                           \
       ::sparge::fail(::sparge::ExitCode::kSoftware, "internal error at {}:{}: {}", __FILE__, \
-                     __LINE__, fmt::format(__VA_ARGS__));                                     \
-    }                                                                                         \
+                     __LINE__, fmt::format(__VA_ARGS__));                                    \
+    }                                                                                        \
   } while (0)

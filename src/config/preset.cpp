@@ -63,6 +63,7 @@ Preset load_preset(const std::string& arg) {
       }
       if (s["lambda_tol"]) p.lambda_tol = s["lambda_tol"].as<float>();
       if (s["min_sparsity"]) p.min_sparsity = s["min_sparsity"].as<double>();
+      if (s["margin"]) p.margin = s["margin"].as<double>();
       if (s["granularity"]) p.granularity = s["granularity"].as<std::string>();
     }
   } catch (const YAML::Exception& e) {

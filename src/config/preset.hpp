@@ -16,6 +16,7 @@ struct Preset {
   std::optional<std::vector<float>> theta_grid;
   std::optional<float> tau_tol, lambda_min, lambda_max, lambda_tol;
   std::optional<double> min_sparsity;
+  std::optional<double> margin;
   std::optional<std::string> granularity;
 };
 

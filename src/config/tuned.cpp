@@ -96,12 +96,12 @@ std::string to_yaml(const TunedConfig& c) {
   line(fmt::format("budget: {{metric: {}, l1: {}, l2: {}}}", c.budget.metric,
                    format_double(c.budget.l1), format_double(c.budget.l2)));
   const auto& s = c.search;
-  line(
-      fmt::format("search: {{granularity: {}, theta_grid: {}, tau_tol: {}, lambda_range: [{}, {}], "
-                  "lambda_tol: {}, tune_lambda: {}, min_sparsity: {}}}",
-                  s.granularity, floats(s.theta_grid), format_float(s.tau_tol),
-                  format_float(s.lambda_min), format_float(s.lambda_max),
-                  format_float(s.lambda_tol), s.tune_lambda, format_double(s.min_sparsity)));
+  line(fmt::format(
+      "search: {{granularity: {}, theta_grid: {}, tau_tol: {}, lambda_range: [{}, {}], "
+      "lambda_tol: {}, tune_lambda: {}, min_sparsity: {}, margin: {}}}",
+      s.granularity, floats(s.theta_grid), format_float(s.tau_tol), format_float(s.lambda_min),
+      format_float(s.lambda_max), format_float(s.lambda_tol), s.tune_lambda,
+      format_double(s.min_sparsity), format_double(s.margin)));
   line("layers:");
   for (const auto& l : c.layers) {
     line(fmt::format("  - layer: {}", l.layer));
@@ -280,6 +280,9 @@ TunedConfig parse_tuned(const std::string& text, const std::string& source,
       ss.tune_lambda = p.scalar<bool>(s["tune_lambda"], "search.tune_lambda", "a boolean");
     if (s["min_sparsity"])
       ss.min_sparsity = p.scalar<double>(s["min_sparsity"], "search.min_sparsity", "a number");
+    if (s["margin"]) ss.margin = p.scalar<double>(s["margin"], "search.margin", "a number");
+    if (!(ss.margin >= 0 && ss.margin <= 0.5))
+      p.bad("search.margin", fmt::format("{}: expected a number in [0, 0.5]", ss.margin));
   }
 
   auto layers = p.need(root, "layers", "");

@@ -42,6 +42,7 @@ struct SearchSpace {
   float lambda_min = -32.0f, lambda_max = 0.0f, lambda_tol = 0.125f;
   bool tune_lambda = true;
   double min_sparsity = 0.05;
+  double margin = 0.0;  // the search targeted (1 - margin) x budget (see tune/search.hpp)
 };
 
 struct Kernel {

@@ -38,6 +38,8 @@ void SearchOptions::validate() const {
   if (!(lambda_tol > 0)) fail(ExitCode::kUsage, "--lambda-tol {}: must be positive", lambda_tol);
   if (!(min_sparsity >= 0 && min_sparsity < 1))
     fail(ExitCode::kUsage, "--min-sparsity {}: must be in [0, 1)", min_sparsity);
+  if (!(margin >= 0 && margin <= 0.5))
+    fail(ExitCode::kUsage, "--margin {}: must be in [0, 0.5]", margin);
 }
 
 namespace {
@@ -118,7 +120,7 @@ std::optional<Point> search_stage1(Memo& memo, const SearchOptions& opt) {
   }
   std::optional<Point> best;
   auto consider = [&](const Point& p) {
-    if (p.e.error_worst <= opt.l1 && (!best || better_stage1(p, *best))) best = p;
+    if (p.e.error_worst <= opt.target_l1() && (!best || better_stage1(p, *best))) best = p;
   };
 
   // τ = 1 on every line: a line that fails there has nothing to offer.
@@ -128,7 +130,7 @@ std::optional<Point> search_stage1(Memo& memo, const SearchOptions& opt) {
     auto evals = memo.evaluate(cands);
     for (size_t i = 0; i < lines.size(); ++i) {
       Point p{cands[i], evals[i]};
-      if (p.e.error_worst <= opt.l1) {
+      if (p.e.error_worst <= opt.target_l1()) {
         consider(p);
       } else {
         lines[i].alive = false;
@@ -159,7 +161,7 @@ std::optional<Point> search_stage1(Memo& memo, const SearchOptions& opt) {
     for (size_t j = 0; j < active.size(); ++j) {
       auto& l = lines[active[j]];
       Point p{cands[j], evals[j]};
-      if (p.e.error_worst <= opt.l1) {
+      if (p.e.error_worst <= opt.target_l1()) {
         consider(p);
         l.hi = p.c.tau;
       } else {
@@ -180,7 +182,7 @@ Point search_stage2(Memo& memo, const SearchOptions& opt, const Point& base) {
     return Point{c, memo.evaluate(c)};
   };
   auto consider = [&](const Point& p) {
-    bool pass = p.e.error_worst <= opt.l2;
+    bool pass = p.e.error_worst <= opt.target_l2();
     if (pass && better_stage2(p, best)) best = p;
     return pass;
   };

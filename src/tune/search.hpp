@@ -38,6 +38,13 @@ struct SearchOptions {
   float lambda_tol = 0.125f;   // stop the λ bisection when the interval is <= this wide
   bool tune_lambda = true;     // false: λ = -inf for every head
   double min_sparsity = 0.05;  // below this mean stage-1 sparsity a head is marked dense
+  // Headroom for samples the tuner never saw: candidates must pass (1 - margin) x l1 / l2. The
+  // budget written to the YAML (and checked by `sparge eval`) stays l1 / l2; the dense fallback
+  // is judged against l1 itself, since no threshold can do better than keeping every block.
+  double margin = 0.0;
+
+  double target_l1() const { return l1 * (1.0 - margin); }
+  double target_l2() const { return l2 * (1.0 - margin); }
 
   // -1, -0.875, ..., 0.875 (step 1/8): SpargeAttn sweeps step 1/16 but then bins its results by
   // 1/8 and keeps the max θ of a bin, so 1/8 loses nothing it actually uses, at half the cost.

@@ -355,6 +355,7 @@ TuneOutcome run_tune(const TuneRequest& rq) {
   cfg.search.lambda_tol = rq.search.lambda_tol;
   cfg.search.tune_lambda = rq.search.tune_lambda;
   cfg.search.min_sparsity = rq.search.min_sparsity;
+  cfg.search.margin = rq.search.margin;
 
   std::string fingerprint;
   {

@@ -16,6 +16,7 @@
 #include "bench/stats.hpp"
 #include "common/error.hpp"
 #include "reference/reference.hpp"
+#include "support/cli_harness.hpp"
 
 namespace fs = std::filesystem;
 using namespace sparge;
@@ -23,30 +24,13 @@ using namespace sparge::bench;
 
 namespace {
 
-fs::path tmp_dir() {
-  fs::path d = fs::path(SPARGE_TEST_TMP) / "bench_args_test";
-  fs::create_directories(d);
-  return d;
-}
+fs::path tmp_dir() { return sparge::test_support::scratch_dir("bench_args_test"); }
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-struct RunResult {
-  int code = -1;
-  std::string out, err;
-};
+using RunResult = sparge::test_support::CliResult;
+using sparge::test_support::slurp;
 
 RunResult run_sparge(const std::string& args) {
-  const fs::path out = tmp_dir() / "stdout.txt", err = tmp_dir() / "stderr.txt";
-  const std::string cmd =
-      std::string(SPARGE_BIN) + " " + args + " >" + out.string() + " 2>" + err.string();
-  const int status = std::system(cmd.c_str());
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_text(out), read_text(err)};
+  return sparge::test_support::run_sparge(args, tmp_dir());
 }
 
 uint64_t fresh_seed() { return std::random_device{}(); }

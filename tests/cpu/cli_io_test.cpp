@@ -15,6 +15,7 @@
 #include "io/dump.hpp"
 #include "io/h5.hpp"
 #include "kernels/device_info.h"
+#include "support/cli_harness.hpp"
 
 namespace fs = std::filesystem;
 namespace h5 = sparge::io::h5;
@@ -22,33 +23,14 @@ namespace h5 = sparge::io::h5;
 namespace {
 
 fs::path scratch(const std::string& name) {
-  fs::path dir = fs::path(SPARGE_TEST_TMP) / fmt::format("cli_io_test.{}", ::getpid());
-  fs::create_directories(dir);
-  return dir / name;
+  return sparge::test_support::scratch_dir("cli_io_test") / name;
 }
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-struct Result {
-  int code = -1;
-  std::string out, err;
-};
+using Result = sparge::test_support::CliResult;
+using sparge::test_support::slurp;
 
 Result sparge(const std::string& args) {
-  const fs::path out = scratch("stdout.txt"), err = scratch("stderr.txt");
-  const std::string cmd =
-      fmt::format("'{}' {} >'{}' 2>'{}'", SPARGE_BIN, args, out.string(), err.string());
-  const int status = std::system(cmd.c_str());
-  Result r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = slurp(out);
-  r.err = slurp(err);
-  return r;
+  return sparge::test_support::run_sparge(args, sparge::test_support::scratch_dir("cli_io_test"));
 }
 
 // A small valid dump: 2 layers x 2 samples, q [1, 4, 96, 32], k/v [1, 2, 96, 32], fp32 (so that

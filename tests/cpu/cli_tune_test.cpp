@@ -17,48 +17,20 @@
 #include <thread>
 
 #include "config/tuned.hpp"
+#include "support/cli_harness.hpp"
 #include "synth/synth.hpp"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-fs::path tmp_dir() {
-  fs::path d = fs::path(SPARGE_TEST_TMP) / "cli_tune";
-  fs::create_directories(d);
-  return d;
-}
+fs::path tmp_dir() { return sparge::test_support::scratch_dir("cli_tune"); }
 
-struct Result {
-  int code = -1;
-  std::string out, err;
-};
+using Result = sparge::test_support::CliResult;
+using sparge::test_support::slurp;
 
 Result run(const std::string& args) {
-  static int n = 0;
-  fs::path o = tmp_dir() / fmt::format("run{}.out", n), e = tmp_dir() / fmt::format("run{}.err", n);
-  ++n;
-  std::string cmd =
-      fmt::format("{} --no-progress {} >{} 2>{}", SPARGE_BIN, args, o.string(), e.string());
-  int status = std::system(cmd.c_str());
-  Result r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  auto slurp = [](const fs::path& p) {
-    std::ifstream in(p);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  };
-  r.out = slurp(o);
-  r.err = slurp(e);
-  return r;
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  return sparge::test_support::run_sparge("--no-progress " + args, tmp_dir());
 }
 
 // Small video-like dump: 2 layers x 4 heads, 2 samples, 512 tokens (4 blocks of 128), D 64.

@@ -32,6 +32,7 @@ TunedConfig random_config(uint32_t seed) {
   c.budget.l1 = 0.05;
   c.budget.l2 = 0.06;
   c.search.theta_grid = {-1.0f, -0.5f, 0.0f, 0.125f};
+  c.search.margin = 0.1;
   for (int l = 0; l < 3; ++l) {
     TunedLayer tl;
     tl.layer = l * 2;
@@ -158,6 +159,8 @@ TEST(TunedConfig, RejectsBadFiles) {
                  "kernel: {name: \"sm80\", block_q: 128, block_k: 64, ", "tuned for sm80",
                  ref::hopper_geometry());
   expect_invalid("kernel: {", "kernelx: {", "kernel: missing");
+  expect_invalid("margin: 0.1}", "margin: 0.7}",
+                 "search.margin: 0.7: expected a number in [0, 0.5]");
   expect_invalid("layers:\n  - layer: 0", "layers:\n  - layer: 2", "layer 2 appears twice");
   expect_invalid("    tau: [", "    tau: [nope, ", "is not a number");
   expect_invalid("schema_version: 1\n", "schema_version: 1\n  bad: [\n", "line ");

@@ -19,6 +19,7 @@
 #include "config/tuned.hpp"
 #include "report/bench_compare.hpp"
 #include "report/tuned_compare.hpp"
+#include "support/cli_harness.hpp"
 
 namespace fs = std::filesystem;
 using namespace sparge;
@@ -27,35 +28,13 @@ namespace {
 
 const fs::path kFixtures = fs::path(SPARGE_SOURCE_DIR) / "tests" / "fixtures";
 
-fs::path tmp_dir() {
-  fs::path d = fs::path(SPARGE_TEST_TMP) / "report_test";
-  fs::create_directories(d);
-  return d;
-}
+fs::path tmp_dir() { return sparge::test_support::scratch_dir("report_test"); }
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using RunResult = sparge::test_support::CliResult;
+using sparge::test_support::slurp;
 
-struct RunResult {
-  int code = -1;
-  std::string out, err;
-};
-
-// Runs the sparge binary; stdout and stderr captured through files.
 RunResult run_sparge(const std::string& args) {
-  const fs::path out = tmp_dir() / "stdout.txt", err = tmp_dir() / "stderr.txt";
-  const std::string cmd =
-      std::string(SPARGE_BIN) + " " + args + " >" + out.string() + " 2>" + err.string();
-  const int status = std::system(cmd.c_str());
-  RunResult r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = read_text(out);
-  r.err = read_text(err);
-  return r;
+  return sparge::test_support::run_sparge(args, tmp_dir());
 }
 
 std::string fixture(const char* name) { return (kFixtures / name).string(); }
@@ -81,7 +60,7 @@ TEST(ReportGolden, FixturesMatchGoldenMarkdownAndExitOne) {
   const auto r =
       run_sparge("report " + fixture("bench_base.json") + " " + fixture("bench_new.json"));
   EXPECT_EQ(r.code, 1) << r.err;  // the planted 10% slowdown is SLOW
-  const std::string golden = read_text(kFixtures / "report_base_vs_new.md");
+  const std::string golden = slurp(kFixtures / "report_base_vs_new.md");
   ASSERT_FALSE(golden.empty());
   // File names in the header are as given on the command line: normalise to the fixture names.
   std::string out = r.out;
@@ -184,7 +163,7 @@ TEST(ReportArgs, ThresholdParsing) {
 }
 
 TEST(ReportValidation, BadJsonFilesGiveOneLineErrors) {
-  const nlohmann::json good = nlohmann::json::parse(read_text(kFixtures / "bench_base.json"));
+  const nlohmann::json good = nlohmann::json::parse(slurp(kFixtures / "bench_base.json"));
   struct Case {
     const char* name;
     std::function<void(nlohmann::json&)> edit;
@@ -233,7 +212,7 @@ TEST(ReportHtml, SelfContainedWithCharts) {
   const auto r = run_sparge("report --html " + html.string() + " " + fixture("bench_base.json") +
                             " " + fixture("bench_new.json"));
   EXPECT_EQ(r.code, 1);
-  const std::string page = read_text(html);
+  const std::string page = slurp(html);
   EXPECT_NE(page.find("<svg"), std::string::npos);
   EXPECT_NE(page.find("<polyline"), std::string::npos);  // TOPS vs density
   EXPECT_NE(page.find("<rect"), std::string::npos);      // speedup bars

@@ -217,6 +217,33 @@ TEST(TuneSearch, CombinedOracleUsesWorstHead) {
   EXPECT_TRUE(std::isinf(r.chosen.lambda));
 }
 
+TEST(TuneSearch, MarginTightensTheTargetNotTheBudget) {
+  // With margin m the written point passes (1 - m) l1 and (1 - m) l2 on the calibration samples,
+  // and the stage-1 optimum moves to the τ* of the tightened target.
+  SyntheticOracle plain(monotone_model(), 2), tight(monotone_model(), 2);
+  SearchOptions opt;
+  opt.margin = 0.2;
+  HeadResult r0 = search_head(plain, SearchOptions{});
+  HeadResult r = search_head(tight, opt);
+  EXPECT_DOUBLE_EQ(opt.target_l1(), 0.8 * opt.l1);
+  EXPECT_LE(r.error_stage1, 0.8 * opt.l1);
+  EXPECT_LE(r.error_stage12, 0.8 * opt.l2);
+  const double tau_star = 1.0 - (0.8 * opt.l1 / 1.1 - 0.001) / kA;
+  EXPECT_GE(r.chosen.tau, tau_star - 1e-6);
+  EXPECT_LE(r.chosen.tau, tau_star + opt.tau_tol);
+  EXPECT_LT(r.sparsity_stage1, r0.sparsity_stage1) << "a tighter target cannot be sparser";
+  EXPECT_TRUE(r.meets_budget);
+
+  // A head whose dense (quantisation-only) error lies between the target and l1 falls back to
+  // dense but still meets the budget: the margin is headroom, not a stricter budget.
+  Model floor = monotone_model();
+  floor.error = [](const Candidate& c) { return 0.045 / 1.1 + 0.1 * (1.0 - c.tau); };
+  SyntheticOracle o(floor, 2);
+  HeadResult d = search_head(o, opt);
+  EXPECT_FALSE(d.sparse);
+  EXPECT_TRUE(d.meets_budget);
+}
+
 TEST(TuneSearch, OptionsValidated) {
   SearchOptions opt;
   opt.l2 = 0.01;  // below l1
@@ -228,6 +255,9 @@ TEST(TuneSearch, OptionsValidated) {
   }
   opt = SearchOptions{};
   opt.theta_grid = {0.5f, 1.5f};
+  EXPECT_THROW(opt.validate(), Error);
+  opt = SearchOptions{};
+  opt.margin = 0.6;  // above 0.5: the search target would be under half the budget
   EXPECT_THROW(opt.validate(), Error);
 }
 

@@ -12,6 +12,7 @@
 #include "bench/results.hpp"
 #include "bench/runner.hpp"
 #include "bench/timer.hpp"
+#include "support/cli_harness.hpp"
 
 namespace fs = std::filesystem;
 using namespace sparge::bench;
@@ -20,23 +21,14 @@ namespace {
 
 bool have_gpu() { return visible_devices() > 0; }
 
-fs::path tmp_dir() {
-  fs::path d = fs::temp_directory_path() / "sparge_bench_smoke";
-  fs::create_directories(d);
-  return d;
-}
+fs::path tmp_dir() { return sparge::test_support::scratch_dir("bench_smoke"); }
 
 int run(const std::string& cmd) {
   const int status = std::system(cmd.c_str());
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using sparge::test_support::slurp;
 
 }  // namespace
 
