@@ -1,10 +1,11 @@
 // Host side of the portable sm_80+ attention kernel (kernels/attention_sm80.cuh): parameter
-// checks, dispatch over (head dim, V dtype), launch.
+// checks and dispatch over the compiled (head dim, V dtype) instances (kernels/instances/).
 #include <stdexcept>
 #include <string>
 
 #include "kernels/attention_api.h"
-#include "kernels/attention_sm80.cuh"
+#include "kernels/attention_sm80.cuh"  // constants only; kernels live in instances/
+#include "kernels/instances/attention_sm80_instances.h"
 
 namespace sparge::kernels {
 namespace {
@@ -14,8 +15,6 @@ namespace {
 }
 
 void check(const AttentionParams& p) {
-  if (p.head_dim != 64 && p.head_dim != 128)
-    bad("head_dim " + std::to_string(p.head_dim) + " is not compiled (64, 128)");
   if (p.batch < 1 || p.heads < 1 || p.kv_heads < 1 || p.heads % p.kv_heads != 0)
     bad("batch/heads/kv_heads " + std::to_string(p.batch) + "/" + std::to_string(p.heads) + "/" +
         std::to_string(p.kv_heads) + ": need >= 1 and heads % kv_heads == 0");
@@ -36,30 +35,20 @@ void check(const AttentionParams& p) {
   if (p.num_q_blocks > 2147483647 || p.heads > 65535 || p.batch > 65535) bad("grid too large");
 }
 
-template <int D, typename VT>
-void launch(const AttentionParams& p, cudaStream_t stream) {
-  constexpr int smem = sm80::SmemLayout<D>::kTotal;
-  auto* kernel = sm80::attention_kernel<D, VT>;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  if (err == cudaSuccess) {
-    kernel<<<dim3(p.num_q_blocks, p.heads, p.batch), sm80::kThreads, smem, stream>>>(p);
-    err = cudaGetLastError();
-  }
-  if (err != cudaSuccess)
-    throw std::runtime_error(std::string("attention_sm80: launch failed: ") +
-                             cudaGetErrorString(err));
-}
-
 }  // namespace
 
 void launch_attention_sm80(const AttentionParams& params, cudaStream_t stream) {
   check(params);
-  const bool bf16 = params.v_dtype == DType::kBFloat16;
-  if (params.head_dim == 64) {
-    bf16 ? launch<64, __nv_bfloat16>(params, stream) : launch<64, __half>(params, stream);
-  } else {
-    bf16 ? launch<128, __nv_bfloat16>(params, stream) : launch<128, __half>(params, stream);
+  for (const sm80::Instance& inst : sm80::kInstances) {
+    if (inst.head_dim == params.head_dim && inst.v_dtype == params.v_dtype)
+      return inst.launch(params, stream);
   }
+  std::string compiled;
+  for (const sm80::Instance& inst : sm80::kInstances)
+    compiled += std::string(compiled.empty() ? "" : ", ") + inst.name;
+  bad("head_dim " + std::to_string(params.head_dim) + " with V " +
+      (params.v_dtype == DType::kBFloat16 ? "bf16" : "fp16") +
+      " is not compiled (compiled: " + compiled + ")");
 }
 
 }  // namespace sparge::kernels

@@ -24,9 +24,12 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_runtime.h>
 
 #include <cmath>
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 
 #include "kernels/params.h"
 
@@ -400,6 +403,23 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 2 : 1)
   }
   if (p.pv_executed && lane == 0) p.pv_executed[bhq * kWarps + warp] = executed;
 #endif
+}
+
+// Sets the shared-memory limit and launches one (D, V dtype) instance; explicitly instantiated
+// per instance in kernels/instances/ (scripts/gen_kernel_instances.py). Parameters are checked by
+// launch_attention_sm80 before this is called.
+template <int D, typename VT>
+void launch(const AttentionParams& p, cudaStream_t stream) {
+  constexpr int smem = SmemLayout<D>::kTotal;
+  auto* kernel = attention_kernel<D, VT>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (err == cudaSuccess) {
+    kernel<<<dim3(p.num_q_blocks, p.heads, p.batch), kThreads, smem, stream>>>(p);
+    err = cudaGetLastError();
+  }
+  if (err != cudaSuccess)
+    throw std::runtime_error(std::string("attention_sm80: launch failed: ") +
+                             cudaGetErrorString(err));
 }
 
 }  // namespace sparge::kernels::sm80

@@ -104,6 +104,7 @@ json to_json(const Results& r) {
               {"split_ms",
                {{"prediction", opt(row.prediction_ms)},
                 {"quantisation", opt(row.quantisation_ms)},
+                {"prepare", opt(row.prepare_ms)},
                 {"kernel", row.time.median},
                 {"end_to_end", opt(row.end_to_end_ms)}}},
               {"baselines_ms",
@@ -275,6 +276,7 @@ Results results_from_json(const json& j, const std::string& source) {
     }
     row.prediction_ms = rd.opt_num(x, "split_ms", "prediction", p);
     row.quantisation_ms = rd.opt_num(x, "split_ms", "quantisation", p);
+    row.prepare_ms = rd.opt_num(x, "split_ms", "prepare", p);
     row.end_to_end_ms = rd.opt_num(x, "split_ms", "end_to_end", p);
     row.dense_ms = rd.opt_num(x, "baselines_ms", "dense", p);
     row.cudnn_ms = rd.opt_num(x, "baselines_ms", "sdpa_cudnn", p);
@@ -314,9 +316,9 @@ std::string fmt_opt(const std::optional<double>& v, const char* spec) {
 
 std::string format_table(const Results& r, TableFormat format) {
   const std::vector<std::string> header{
-      "variant", "shape B,H,Nq,Nk,D", "causal",   "density",     "sparsity", "ms",
-      "spread",  "eff TOPS",          "act TOPS", "pred ms",     "quant ms", "e2e ms",
-      "x dense", "x cudnn",           "x flash",  "e2e x cudnn", "rel-L1"};
+      "variant", "shape B,H,Nq,Nk,D", "causal",   "density", "sparsity",    "ms",
+      "spread",  "eff TOPS",          "act TOPS", "pred ms", "quant ms",    "prep ms",
+      "e2e ms",  "x dense",           "x cudnn",  "x flash", "e2e x cudnn", "rel-L1"};
   std::vector<std::vector<std::string>> cells;
   for (const Row& row : r.rows) {
     cells.push_back(
@@ -325,7 +327,8 @@ std::string format_table(const Results& r, TableFormat format) {
          fmt::format("{:.1f}%", 100 * row.time.rel_spread()),
          fmt::format("{:.0f}", row.effective_tops()), fmt_opt(row.actual_tops(), "{:.0f}"),
          fmt_opt(row.prediction_ms, "{:.3g}"), fmt_opt(row.quantisation_ms, "{:.3g}"),
-         fmt_opt(row.end_to_end_ms, "{:.4g}"), fmt_opt(row.speedup_vs(row.dense_ms), "{:.2f}"),
+         fmt_opt(row.prepare_ms, "{:.3g}"), fmt_opt(row.end_to_end_ms, "{:.4g}"),
+         fmt_opt(row.speedup_vs(row.dense_ms), "{:.2f}"),
          fmt_opt(row.speedup_vs(row.cudnn_ms), "{:.2f}"),
          fmt_opt(row.speedup_vs(row.flash_ms), "{:.2f}"),
          fmt_opt(row.e2e_speedup_vs_cudnn(), "{:.2f}"), fmt_opt(row.rel_l1, "{:.4f}")});
@@ -339,12 +342,15 @@ std::string format_table(const Results& r, TableFormat format) {
       quoted += '"';
       return quoted;
     };
-    for (size_t i = 0; i < header.size(); ++i) out += (i ? "," : "") + csv_cell(header[i]);
-    out += "\n";
-    for (const auto& line : cells) {
-      for (size_t i = 0; i < line.size(); ++i) out += (i ? "," : "") + csv_cell(line[i]);
-      out += "\n";
-    }
+    auto csv_line = [&](const std::vector<std::string>& line) {
+      for (size_t i = 0; i < line.size(); ++i) {
+        if (i) out += ',';
+        out += csv_cell(line[i]);
+      }
+      out += '\n';
+    };
+    csv_line(header);
+    for (const auto& line : cells) csv_line(line);
     return out;
   }
   if (format == TableFormat::kMarkdown) {

@@ -62,6 +62,8 @@ struct Row {
   std::optional<double> sparsity_stage1, sparsity_stage12;
   int64_t valid_blocks = 0, executed_blocks = 0;
   std::optional<double> prediction_ms, quantisation_ms, end_to_end_ms;
+  // runtime::prepare (quantisation and prediction overlapped as end-to-end runs them).
+  std::optional<double> prepare_ms;
   std::optional<double> dense_ms, cudnn_ms, flash_ms;  // baselines of the same (shape, causal)
   std::optional<double> rel_l1, cosine;  // vs cuDNN SDPA output (dense-mask rows only)
   std::vector<std::string> notes;

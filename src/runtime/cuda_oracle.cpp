@@ -219,8 +219,7 @@ class CudaHeadOracle final : public tune::HeadOracle {
         const double valid = static_cast<double>(st.valid_blocks);
         oc.error = sa[0][t];
         oc.s1 = valid > 0 ? 1.0 - sa[1][t] / valid : 0.0;
-        const double skipped = sa[1][t] - sa[2][t];
-        oc.s12 = valid > 0 ? (2.0 * (valid - sa[1][t]) + skipped) / (2.0 * valid) : 0.0;
+        oc.s12 = stage12_sparsity(valid, sa[1][t], sa[2][t]);
         st.cache.emplace(keys[todo[t]], oc);
       }
       for (int64_t i = 0; i < n; ++i) res[i] = st.cache.at(keys[i]);

@@ -64,7 +64,8 @@ Prepared quantize(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
 // Stage-1 prediction from `prepared`'s statistics: fills lut, lut_len (and mask if asked). Can be
 // called repeatedly with different thresholds (the tuner). 1 launch.
 void predict(Prepared& prepared, const Thresholds& thresholds, const Options& options);
-// quantize + predict.
+// quantize + predict, with the prediction on a side stream overlapping the V pass (5 launches;
+// the current stream waits for both before anything queued after this call).
 Prepared prepare(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                  const ref::Geometry& geometry, const Thresholds& thresholds,
                  const Options& options);
@@ -87,8 +88,17 @@ kernels::AttentionParams attention_params(const Prepared& prepared, const at::Te
                                           const at::Tensor& lambda,
                                           at::Tensor& lambda_log2_storage);
 // Runs the kernel of `variant` ("sm90"/"sm80"; must match prepared.geometry.name) into o.
+// pv_executed: optional zeroed int32 [B, H, nq, block_q / warp_rows] device tensor; the kernel
+// adds the P·V products each warp row group executed (stage-2 statistics; costs atomics).
 void run_attention(const Prepared& prepared, const at::Tensor& o, const at::Tensor& lambda,
-                   const std::string& variant);
+                   const std::string& variant, const at::Tensor& pv_executed = {});
+
+// Sparsity over both stages in units of half a block pair: a block skipped by stage 1 saves
+// QKᵀ and P·V (2 halves), a block whose P·V stage 2 skipped saves 1 half. `valid`: causally valid
+// block pairs, `kept`: pairs the LUT kept, `pv_executed`: P·V products executed (block units).
+inline double stage12_sparsity(double valid, double kept, double pv_executed) {
+  return valid > 0 ? (2.0 * (valid - kept) + (kept - pv_executed)) / (2.0 * valid) : 0.0;
+}
 
 // The whole pipeline: predict + quantise + block-sparse attention. Returns [B, H, Nq, D] in the
 // input dtype, laid out like q (HND or NHD strides).
