@@ -61,8 +61,18 @@ std::pair<float, float> parse_range(const std::string& text, const std::string& 
   return {a, b};
 }
 
+// "I/N" -> (I, N) with 0 <= I < N.
+std::pair<int, int> parse_shard(const std::string& text) {
+  int i = -1, n = 0;
+  char slash = 0, rest = 0;
+  std::istringstream in(text);
+  if (!(in >> i >> slash >> n) || slash != '/' || (in >> rest) || n < 1 || i < 0 || i >= n)
+    fail(ExitCode::kUsage, "--shard '{}': expected I/N with 0 <= I < N, e.g. 0/4", text);
+  return {i, n};
+}
+
 struct TuneArgs {
-  std::string dump, output, preset, theta_grid, lambda_range, layers, samples,
+  std::string dump, output, preset, theta_grid, lambda_range, layers, samples, shard,
       granularity = "head", backend = "cpu", kernel = "sm90", state_dir, format = "text";
   double l1 = 0.05, l2 = 0.06, min_sparsity = 0.05, margin = 0.0;
   float tau_tol = 0.001f, lambda_tol = 0.125f;
@@ -117,6 +127,9 @@ void register_tune(CLI::App& app, Context& ctx) {
           ->check(CLI::Range(0.0, 0.5))
           ->capture_default_str();
   sub->add_option("--layers", args->layers, "Layers to tune, e.g. 0,2,5-7 [default: all]");
+  sub->add_option("--shard", args->shard,
+                  "I/N: tune only every N-th selected layer starting at I (one task of a job "
+                  "array); join the parts with `sparge merge`");
   sub->add_option("--samples", args->samples,
                   "Calibration samples, e.g. 0-1 [default: all samples of each layer]");
   auto* o_gran = sub->add_option("--granularity", args->granularity,
@@ -178,6 +191,7 @@ void register_tune(CLI::App& app, Context& ctx) {
     s.tune_lambda = !a.no_lambda;
     if (!a.layers.empty()) rq.layers = tune::parse_index_list(a.layers, "--layers");
     if (!a.samples.empty()) rq.samples = tune::parse_index_list(a.samples, "--samples");
+    if (!a.shard.empty()) rq.shard = parse_shard(a.shard);
     rq.backend = a.backend;
     rq.geometry = ref::geometry_by_name(a.kernel);
     rq.causal = a.causal;

@@ -15,6 +15,7 @@ void register_devices(CLI::App& app, Context& ctx);
 void register_inspect(CLI::App& app, Context& ctx);
 void register_synth(CLI::App& app, Context& ctx);
 void register_tune(CLI::App& app, Context& ctx);
+void register_merge(CLI::App& app, Context& ctx);
 void register_eval(CLI::App& app, Context& ctx);
 void register_bench(CLI::App& app, Context& ctx);
 void register_report(CLI::App& app, Context& ctx);

@@ -58,6 +58,7 @@ int main(int argc, char** argv) {
   cli::register_inspect(app, ctx);
   cli::register_synth(app, ctx);
   cli::register_tune(app, ctx);
+  cli::register_merge(app, ctx);
   cli::register_eval(app, ctx);
   cli::register_bench(app, ctx);
   cli::register_report(app, ctx);

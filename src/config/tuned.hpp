@@ -93,6 +93,13 @@ TunedConfig parse_tuned(const std::string& text, const std::string& source,
 TunedConfig read_tuned(const std::filesystem::path& path,
                        const std::optional<ref::Geometry>& expected_kernel = std::nullopt);
 
-std::string pv_numerics_name(ref::PvNumerics pv);  // "fp8" / "half"
+std::string pv_numerics_name(ref::PvNumerics pv);
+
+// Joins the configs of `sparge tune --shard i/n` runs: every part must have been tuned with the
+// same inputs, kernel, budget and search (everything but the layers identical), and no layer may
+// appear twice; layers come out in ascending order. The result equals a single-machine run over
+// the union of the layers. `sources` name the parts in errors (Error kConfigError).
+TunedConfig merge_tuned(const std::vector<TunedConfig>& parts,
+                        const std::vector<std::string>& sources);  // "fp8" / "half"
 
 }  // namespace sparge::config

@@ -328,6 +328,20 @@ TuneOutcome run_tune(const TuneRequest& rq) {
     for (const auto& li : info.layers) layers.push_back(&li);
   }
   if (layers.empty()) fail(ExitCode::kDataError, "{}: no layers", rq.dump.string());
+  if (rq.shard) {
+    const auto [shard, shards] = *rq.shard;
+    if (shards < 1 || shard < 0 || shard >= shards)
+      fail(ExitCode::kUsage, "--shard {}/{}: need 0 <= i < n", shard, shards);
+    std::vector<const io::LayerInfo*> mine;
+    for (size_t pos = 0; pos < layers.size(); ++pos) {
+      if (static_cast<int>(pos % shards) == shard) mine.push_back(layers[pos]);
+    }
+    if (mine.empty()) {
+      fail(ExitCode::kUsage, "--shard {}/{}: no layer falls in this shard ({} layers selected)",
+           shard, shards, layers.size());
+    }
+    layers = std::move(mine);
+  }
   std::map<int, std::vector<int>> samples;
   for (const auto* l : layers) samples[l->index] = select_samples(reader, *l, rq.samples);
 

@@ -19,6 +19,9 @@ struct TuneRequest {
   std::optional<std::filesystem::path> state_dir;  // journal folder instead of beside the output
   std::optional<std::vector<int>> layers;          // default: every layer of the dump
   std::optional<std::vector<int>> samples;         // default: every sample of each layer
+  // (i, n): only the layers at positions i, i + n, i + 2n, ... of the selected layers, so n jobs
+  // of a job array split a model; `sparge merge` joins their YAMLs into the single-run result.
+  std::optional<std::pair<int, int>> shard;
   SearchOptions search;
   std::string granularity = "head";  // "head" or "layer" (one set of thresholds per layer)
   std::string backend = "cpu";

@@ -118,6 +118,47 @@ TEST_F(CliTune, EvalFailsOnImpossibleBudget) {
   EXPECT_NE(t2.err.find("layer 0 head 0"), std::string::npos) << t2.err;
 }
 
+// A job array of `tune --shard i/n` runs joined by `sparge merge` gives the single-run YAML, byte
+// for byte; parts of different runs or overlapping shards are refused with exit 78, bad --shard
+// values with exit 2. (Cheap search space: the point is the bookkeeping, not the search.)
+TEST_F(CliTune, ShardsMergeToTheSingleRun) {
+  const std::string flags = "--samples 0-1 --theta-grid 0,0.5 --lambda-tol 1";
+  const fs::path full = tmp_dir() / "single.yaml", p0 = tmp_dir() / "shard0.yaml",
+                 p1 = tmp_dir() / "shard1.yaml", merged = tmp_dir() / "merged.yaml";
+  ASSERT_EQ(run(fmt::format("tune {} -o {} {}", dump_.string(), full.string(), flags)).code, 0);
+  for (int i : {0, 1}) {
+    const fs::path part = i ? p1 : p0;
+    Result r =
+        run(fmt::format("tune {} -o {} {} --shard {}/2", dump_.string(), part.string(), flags, i));
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(sparge::config::read_tuned(part).layers.size(), 1u) << "2 layers over 2 shards";
+  }
+  // Parts in any order.
+  Result m = run(fmt::format("merge {} {} -o {}", p1.string(), p0.string(), merged.string()));
+  ASSERT_EQ(m.code, 0) << m.err;
+  EXPECT_EQ(slurp(merged), slurp(full)) << seed_note();
+
+  Result dup = run(fmt::format("merge {} {} -o {}", p0.string(), p0.string(),
+                               (tmp_dir() / "dup.yaml").string()));
+  EXPECT_EQ(dup.code, 78);
+  EXPECT_NE(dup.err.find("layer 0 is also in"), std::string::npos) << dup.err;
+  const fs::path other = tmp_dir() / "other_budget.yaml";
+  ASSERT_EQ(run(fmt::format("tune {} -o {} {} --shard 1/2 --l1 0.055", dump_.string(),
+                            other.string(), flags))
+                .code,
+            0);
+  Result mixed = run(fmt::format("merge {} {} -o {}", p0.string(), other.string(),
+                                 (tmp_dir() / "mixed.yaml").string()));
+  EXPECT_EQ(mixed.code, 78);
+  EXPECT_NE(mixed.err.find("not from the same tuning run"), std::string::npos) << mixed.err;
+  EXPECT_FALSE(fs::exists(tmp_dir() / "mixed.yaml")) << "no output on a refused merge";
+  for (const char* bad : {"2/2", "1", "-1/2", "0/0", "a/b", "0/2x"}) {
+    Result r = run(fmt::format("tune {} -o {} --shard {}", dump_.string(),
+                               (tmp_dir() / "bad_shard.yaml").string(), bad));
+    EXPECT_EQ(r.code, 2) << bad << ": " << r.err;
+  }
+}
+
 TEST_F(CliTune, ErrorsHaveTheirExitCodes) {
   EXPECT_EQ(run("tune /nonexistent.h5 -o x.yaml").code, 66);
   EXPECT_EQ(run(fmt::format("tune {} -o x.yaml --l1 0.1 --l2 0.05", dump_.string())).code, 2);
