@@ -21,6 +21,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "kernels/attention_api.h"
 #include "kernels/attention_sm90.cuh"
@@ -164,7 +165,10 @@ __device__ __forceinline__ void rescale(float (&acc)[kD / 2], float alpha0, floa
 // integer domain (x = S · blk is monotone in S, blk > 0, so max x = float(max S) · blk exactly).
 // kMask is a template parameter: as a run-time flag the compiler if-converted the per-element
 // mask tests into every block (≈ 500 extra SASS instructions per block and warp, measured).
-template <bool kMask>
+// kTree (variant 7): four independent partial maxima per row, combined at the end, instead of
+// one serial chain of 16: same instruction count, dependent depth 4 + 2 instead of 16, since
+// this chain right after the QKᵀ wait is latency-bound (two consumer warps per sub-partition).
+template <bool kMask, bool kTree = false>
 __device__ __forceinline__ void block_max_int(int32_t (&s)[64], int j, const Lanes& ln,
                                               const AttentionParams& p, float blk, float& ml0,
                                               float& ml1) {
@@ -175,10 +179,26 @@ __device__ __forceinline__ void block_max_int(int32_t (&s)[64], int j, const Lan
     }
   }
   int32_t im0 = kMaskedS, im1 = kMaskedS;
+  if constexpr (kTree) {
+    int32_t q0[4], q1[4];
 #pragma unroll
-  for (int i = 0; i < 64; i += 4) {
-    im0 = max(im0, max(s[i], s[i + 1]));
-    im1 = max(im1, max(s[i + 2], s[i + 3]));
+    for (int k = 0; k < 4; ++k) {
+      q0[k] = max(s[16 * k], s[16 * k + 1]);
+      q1[k] = max(s[16 * k + 2], s[16 * k + 3]);
+#pragma unroll
+      for (int i = 16 * k + 4; i < 16 * k + 16; i += 4) {
+        q0[k] = max(q0[k], max(s[i], s[i + 1]));
+        q1[k] = max(q1[k], max(s[i + 2], s[i + 3]));
+      }
+    }
+    im0 = max(max(q0[0], q0[1]), max(q0[2], q0[3]));
+    im1 = max(max(q1[0], q1[1]), max(q1[2], q1[3]));
+  } else {
+#pragma unroll
+    for (int i = 0; i < 64; i += 4) {
+      im0 = max(im0, max(s[i], s[i + 1]));
+      im1 = max(im1, max(s[i + 2], s[i + 3]));
+    }
   }
   im0 = quad_max(im0);
   im1 = quad_max(im1);
@@ -203,29 +223,65 @@ __device__ __forceinline__ float poly_exp2(float x) {
 __device__ __forceinline__ void store_f32(float& d, float v) { d = v; }
 __device__ __forceinline__ void store_f32(int32_t& d, float v) { d = __float_as_int(v); }
 // x may alias s (T = int32_t: p's bits replace S in place, saving 64 registers).
-template <bool kMask, bool kPoly = false, typename T>
+// kTree (variant 7): l summed into two partial sums per row (half the dependent FADD depth).
+// kMagic (variant 8): float(S) by the 2^23 magic add (IADD + FADD on the ALU/FMA pipes, exact
+// for |S| < 2^22; |S| <= 127^2 * 128 < 2^21) instead of I2FP. Same value, so p is bit-identical;
+// the point is the pipe: run 5 measured the same time per block pair at D = 64 and D = 128,
+// so the softmax's pipes, not the MMA, set the pace, and I2FP may share the quarter-rate pipe
+// with MUFU.EX2 and F2FP (64 + 56 + 32 per thread and block).
+template <bool kMagic>
+__device__ __forceinline__ float int_to_float(int32_t v) {
+  if constexpr (kMagic) {
+    return __fsub_rn(__int_as_float(v + 0x4B400000), 12582912.0f);  // 1.5 * 2^23
+  } else {
+    return static_cast<float>(v);
+  }
+}
+template <bool kMask, bool kPoly = false, bool kTree = false, bool kMagic = false, typename T>
 __device__ __forceinline__ void block_exp_int(const int32_t (&s)[64], float blk, float mn0,
                                               float mn1, T (&x)[64], float& l0, float& l1) {
   const float c0 = mn0 == kNegInf ? kNegInf : 8.0f - mn0;  // rows with m_new = -inf: p = 0
   const float c1 = mn1 == kNegInf ? kNegInf : 8.0f - mn1;
+  if constexpr (kTree) {
+    float la0 = 0.f, lb0 = 0.f, la1 = 0.f, lb1 = 0.f;
 #pragma unroll
-  for (int i = 0; i < 64; i += 2) {
-    const float c = (i % 4) < 2 ? c0 : c1;
-    const float a0 = fmaf(static_cast<float>(s[i]), blk, c);
-    const float a1 = fmaf(static_cast<float>(s[i + 1]), blk, c);
-    float p0 = fast_exp2(a0);
-    float p1 = (kPoly && (i + 1) % 8 == 7) ? poly_exp2(a1) : fast_exp2(a1);
-    if constexpr (kMask) {
-      if (s[i] == kMaskedS) p0 = 0.f;
-      if (s[i + 1] == kMaskedS) p1 = 0.f;
+    for (int i = 0; i < 64; i += 2) {
+      const float c = (i % 4) < 2 ? c0 : c1;
+      const float a0 = fmaf(int_to_float<kMagic>(s[i]), blk, c);
+      const float a1 = fmaf(int_to_float<kMagic>(s[i + 1]), blk, c);
+      float p0 = fast_exp2(a0);
+      float p1 = (kPoly && (i + 1) % 8 == 7) ? poly_exp2(a1) : fast_exp2(a1);
+      if constexpr (kMask) {
+        if (s[i] == kMaskedS) p0 = 0.f;
+        if (s[i + 1] == kMaskedS) p1 = 0.f;
+      }
+      float& acc_l = (i % 4) < 2 ? ((i % 8) < 4 ? la0 : lb0) : ((i % 8) < 4 ? la1 : lb1);
+      acc_l += p0 + p1;
+      store_f32(x[i], p0);
+      store_f32(x[i + 1], p1);
     }
-    if ((i % 4) < 2) {
-      l0 += p0 + p1;
-    } else {
-      l1 += p0 + p1;
+    l0 += la0 + lb0;
+    l1 += la1 + lb1;
+  } else {
+#pragma unroll
+    for (int i = 0; i < 64; i += 2) {
+      const float c = (i % 4) < 2 ? c0 : c1;
+      const float a0 = fmaf(int_to_float<kMagic>(s[i]), blk, c);
+      const float a1 = fmaf(int_to_float<kMagic>(s[i + 1]), blk, c);
+      float p0 = fast_exp2(a0);
+      float p1 = (kPoly && (i + 1) % 8 == 7) ? poly_exp2(a1) : fast_exp2(a1);
+      if constexpr (kMask) {
+        if (s[i] == kMaskedS) p0 = 0.f;
+        if (s[i + 1] == kMaskedS) p1 = 0.f;
+      }
+      if ((i % 4) < 2) {
+        l0 += p0 + p1;
+      } else {
+        l1 += p0 + p1;
+      }
+      store_f32(x[i], p0);
+      store_f32(x[i + 1], p1);
     }
-    store_f32(x[i], p0);
-    store_f32(x[i + 1], p1);
   }
 }
 
@@ -583,7 +639,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           skip = skip_next;
         }
       }
-    } else {
+    } else if constexpr (kVariant == 5) {
       // kVariant 5 (FA3-style): QKᵀ(it+1) is issued before softmax(it), and P·V(it-1) retires
       // only when softmax(it) needs acc; two S register sets, the loop unrolled by two so that
       // they swap roles without copies.
@@ -679,6 +735,139 @@ __global__ void __launch_bounds__(kThreads, 1)
       wgmma_wait<0>();
       fence_operands(acc);
       if (num_iters > 0) release((num_iters - 1) % kStages);
+    } else {
+      static_assert(kVariant >= 6 && kVariant <= 8);
+      constexpr bool kTree = kVariant == 7;   // variant 7 = 6 + shorter softmax chains
+      constexpr bool kMagic = kVariant == 8;  // variant 8 = 6 + int -> float off the SFU pipe
+      // kVariant 6: 4's softmax + FA3's inter-warpgroup ping-pong. Each GEMM phase issues
+      // QKᵀ(it+1) and P·V(it) back to back; the two consumer warpgroups take turns issuing
+      // (named barriers kSchedBarrier + cw), so one warpgroup's GEMMs run on the tensor cores
+      // while the other is in its softmax. Inside a warpgroup, softmax(it+1) overlaps P·V(it)
+      // (wait_group 1), and P(it+1) is written over S in place (no second register set).
+      //
+      // Handshake: before issuing, a warpgroup waits on its own barrier (256 threads: its 128
+      // bar.sync + the peer's 128 bar.arrive); right after issuing it arrives on the peer's.
+      // Both walk the same LUT, so both have num_iters + 1 phases (QKᵀ(0) alone, then one per
+      // block); consumer 1 pre-arms consumer 0's barrier and skips its arrival in its last
+      // phase, which leaves both barriers balanced at exit.
+      //
+      // Stage 2: a skipping warp feeds P = 0 (no exp2, no pack) but P·V is always issued, even
+      // when all 4 warps skip. Any branch around a wgmma issued while another wgmma is in
+      // flight makes ptxas serialise every wgmma of the kernel (C7520 "WG.AR in divergent
+      // path"; tried: if, guard predicate, bra.uni inside the asm), and a serialised pipeline
+      // costs far more than the 256 tensor-core clocks of a zero P·V, which overlaps the
+      // softmax anyway. pv_executed still counts the warps' decisions.
+      const uint32_t bar_own = kSchedBarrier + cw, bar_peer = kSchedBarrier + (cw ^ 1);
+      constexpr uint32_t kPair = 2 * 128;
+      int32_t s[64];
+      struct Next {
+        float blk;
+        int j;
+        bool mask;
+      };
+      float alpha0 = 1.f, alpha1 = 1.f;  // acc's rescale for the next P·V (FA3 order)
+      // Block facts of iteration it, loaded before the phase that needs them: the LUT and
+      // k_scale loads are two dependent global reads that would otherwise sit in the chain.
+      auto next_info = [&](int it) {
+        Next n;
+        n.j = lut_row ? lut_row[it] : it;
+        n.blk = (q_scale * k_scale[n.j]) * p.sm_scale_log2;
+        n.mask = need_mask(n.j);
+        return n;
+      };
+      // Softmax of one block in place (p's fp32 bits replace S); returns this warp's stage-2
+      // skip and sets the factors acc must be rescaled by before its P·V is issued (1 on a
+      // skip: the multiply is exact and saves a branch in the phase).
+      auto softmax_inplace = [&](const Next& n) {
+        float ml0, ml1;
+        if (n.mask) {
+          block_max_int<true, kTree>(s, n.j, ln, p, n.blk, ml0, ml1);
+        } else {
+          block_max_int<false, kTree>(s, n.j, ln, p, n.blk, ml0, ml1);
+        }
+        const float mn0 = fmaxf(m0, ml0), mn1 = fmaxf(m1, ml1);
+        const bool skip = stage2 && stage2_skip(ml0, ml1, mn0, mn1, ln, lambda);
+        alpha0 = 1.f;
+        alpha1 = 1.f;
+        if (!skip) {
+          alpha0 = mn0 == kNegInf ? 1.f : exp2f(m0 - mn0);
+          alpha1 = mn1 == kNegInf ? 1.f : exp2f(m1 - mn1);
+          l0 *= alpha0;
+          l1 *= alpha1;
+          if (n.mask) {
+            block_exp_int<true, true, kTree, kMagic>(s, n.blk, mn0, mn1, s, l0, l1);
+          } else {
+            block_exp_int<false, true, kTree, kMagic>(s, n.blk, mn0, mn1, s, l0, l1);
+          }
+        }
+        m0 = mn0;
+        m1 = mn1;
+        return skip;
+      };
+      auto set_a = [&](bool skip) {
+        if (!skip) {
+          pack_p(s, a, ln);
+          ++pv_count;
+        } else {
+#pragma unroll
+          for (int kk = 0; kk < 4; ++kk) {
+#pragma unroll
+            for (int r = 0; r < 4; ++r) a[kk][r] = 0u;
+          }
+        }
+      };
+
+      if (num_iters > 0) {
+        if (cw == 1) named_barrier_arrive(kSchedBarrier, kPair);  // consumer 0 goes first
+        const Next n0 = next_info(0);
+        mbar_wait(&k_full[0], 0);
+        named_barrier_sync(bar_own, kPair);
+        wgmma_fence();
+        issue_qk<kD>(s, q_addr, k_addr(0));
+        wgmma_commit();
+        named_barrier_arrive(bar_peer, kPair);  // never consumer 1's last phase
+        wgmma_wait<0>();
+        fence_operands(s);
+        set_a(softmax_inplace(n0));  // acc = 0, l = 0: the rescale is a no-op
+      }
+      // One phase per block; kLast: no QKᵀ(it+1) to issue, consumer 1 does not arrive.
+      auto body = [&](auto last_tag, int it) {
+        constexpr bool kLast = decltype(last_tag)::value;
+        const int stage = it % kStages;
+        const uint32_t phase = (it / kStages) & 1;
+        Next n{};
+        if constexpr (!kLast) n = next_info(it + 1);
+        if constexpr (!kLast) {
+          mbar_wait(&k_full[(it + 1) % kStages], ((it + 1) / kStages) & 1);
+        }
+        mbar_wait(&v_full[stage], phase);  // always: a stage is refilled only after it landed
+        named_barrier_sync(bar_own, kPair);
+        wgmma_fence();
+        if constexpr (!kLast) {
+          issue_qk<kD>(s, q_addr, k_addr((it + 1) % kStages));
+          wgmma_commit();
+        }
+        // FA3's order: acc is rescaled for block it while QKᵀ(it+1) runs, so the rescale
+        // is off the softmax -> pack -> next phase chain.
+        rescale<kD>(acc, alpha0, alpha1);
+        wgmma_fence();  // acc was just written by ordinary instructions
+        issue_pv<kD>(acc, a, v_addr(stage));
+        wgmma_commit();
+        if (!kLast || cw == 0) named_barrier_arrive(bar_peer, kPair);
+        bool skip_next = false;
+        if constexpr (!kLast) {
+          wgmma_wait<1>();  // QKᵀ(it+1) retired; P·V(it) may still run
+          fence_operands(s);
+          skip_next = softmax_inplace(n);
+        }
+        wgmma_wait<0>();  // P·V(it) retired: acc and a are ours again, stage `it` is free
+        fence_operands(acc);
+        release(stage);
+        if constexpr (!kLast) set_a(skip_next);
+      };
+#pragma unroll 1
+      for (int it = 0; it + 1 < num_iters; ++it) body(std::false_type{}, it);
+      if (num_iters > 0) body(std::true_type{}, num_iters - 1);
     }
 
     // ---- epilogue: o = acc / l · v_scale[d], rows < Nq, in o_dtype with the given strides
@@ -781,11 +970,11 @@ void launch_variant(const AttentionParams& p, cudaStream_t stream) {
   }
 }
 
-// Kernel variant (see attention_kernel): the fastest by default; SPARGE_SM90_VARIANT=1..5
+// Kernel variant (see attention_kernel): the fastest by default; SPARGE_SM90_VARIANT=1..8
 // selects another one for A/B measurements and tests.
 int variant() {
   const char* env = std::getenv("SPARGE_SM90_VARIANT");
-  if (env && env[0] >= '1' && env[0] <= '5' && env[1] == 0) return env[0] - '0';
+  if (env && env[0] >= '1' && env[0] <= '0' + kNumVariants && env[1] == 0) return env[0] - '0';
   return kDefaultVariant;
 }
 
@@ -800,6 +989,12 @@ void launch_d(const AttentionParams& p, cudaStream_t stream) {
       return launch_variant<kD, 4>(p, stream);
     case 5:
       return launch_variant<kD, 5>(p, stream);
+    case 6:
+      return launch_variant<kD, 6>(p, stream);
+    case 7:
+      return launch_variant<kD, 7>(p, stream);
+    case 8:
+      return launch_variant<kD, 8>(p, stream);
     default:
       return launch_variant<kD, 3>(p, stream);
   }

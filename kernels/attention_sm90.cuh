@@ -37,8 +37,16 @@ inline constexpr int kGroupsPerBlock = kBlockQ / kWarpRows;  // pv_executed entr
 //   3: 2 + QKᵀ(j+1) and P·V(j) in flight while the warps compute softmax(j+1)
 //   4: 2 + every 8th exp2 computed by a polynomial on the FMA pipe (SFU offload)
 //   5: 4's softmax + FA3-style pipeline (QKᵀ(j+1) issued before softmax(j), two S buffers)
-inline constexpr int kDefaultVariant = 4;
-constexpr int stages_of(int variant) { return variant == 3 || variant == 5 ? 4 : 2; }
+//   6: 4's softmax + FA3 inter-warpgroup ping-pong (named barriers order the two consumer
+//      warpgroups' GEMM phases; QKᵀ(j+1) and P·V(j) issued together, P written over S)
+//   7: 6 + shorter softmax chains (tree row max, l in two partial sums per row)
+//   8: 6 + int -> float by the 2^23 magic add instead of I2FP (bit-identical to 6)
+inline constexpr int kDefaultVariant = 6;
+inline constexpr int kNumVariants = 8;
+constexpr int stages_of(int variant) { return variant >= 5 || variant == 3 ? 4 : 2; }
+// Named barrier ids: 0 = __syncthreads, 1 + cw = consumer warpgroup cw's stage-2 vote (128
+// threads), kSchedBarrier + cw = variants 6-8's ping-pong turn of consumer cw (256 threads).
+inline constexpr int kSchedBarrier = 3;
 
 // Shared-memory plan of one CTA (byte offsets from a 1024-aligned base; every tile starts on a
 // 1024-byte boundary because the 128-byte TMA/wgmma swizzle repeats every 8 rows × 128 B).

@@ -70,6 +70,11 @@ __device__ __forceinline__ void fence_proxy_async_shared() {
 __device__ __forceinline__ void named_barrier_sync(uint32_t id, uint32_t threads) {
   asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
 }
+// Counts this thread's arrival at a named barrier without waiting (the producer side of a
+// bar.sync in other warps: both sides must name the same total thread count).
+__device__ __forceinline__ void named_barrier_arrive(uint32_t id, uint32_t threads) {
+  asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(threads) : "memory");
+}
 // Barrier among `threads` threads that also returns the OR of every thread's predicate.
 __device__ __forceinline__ bool named_barrier_or(uint32_t id, uint32_t threads, bool pred) {
   uint32_t out;

@@ -2,11 +2,18 @@
 // reference (src/reference): same quantised inputs (built on the host by the reference's own
 // quantisers), same block mask and lambda. Skips without an sm_90 device or sm_90a code.
 //
+// Every correctness test runs once per kernel variant (SPARGE_SM90_VARIANT = 1 ..
+// kNumVariants, set for the duration of the test): each variant is selectable in production,
+// so each must match the reference, not only the default.
+//
 // Also holds a disabled timing test (AttentionSm90Bench.DISABLED_Throughput) run by hand:
 //   gpu_test_attention_sm90 --gtest_also_run_disabled_tests --gtest_filter='*Bench*'
+#include "kernels/attention_sm90.cuh"
+
 #include <ATen/ATen.h>
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
+#include <stdlib.h>
 
 #include <algorithm>
 #include <chrono>
@@ -275,7 +282,21 @@ TEST(AttentionSm90, RejectsBadParams) {
   EXPECT_THROW(sparge::kernels::launch_attention_sm90(p, nullptr), std::invalid_argument);
 }
 
-TEST(AttentionSm90, MatchesCpuEmulation) {
+// Runs the test body with SPARGE_SM90_VARIANT = GetParam() (the launcher reads it per launch).
+class AttentionSm90V : public ::testing::TestWithParam<int> {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(setenv("SPARGE_SM90_VARIANT", std::to_string(GetParam()).c_str(), 1), 0);
+  }
+  void TearDown() override { unsetenv("SPARGE_SM90_VARIANT"); }
+};
+INSTANTIATE_TEST_SUITE_P(Variants, AttentionSm90V,
+                         ::testing::Range(1, sparge::kernels::sm90::kNumVariants + 1),
+                         [](const ::testing::TestParamInfo<int>& i) {
+                           return "v" + std::to_string(i.param);
+                         });
+
+TEST_P(AttentionSm90V, MatchesCpuEmulation) {
   REQUIRE_SM90();
   const float l1 = -1.5f, l3 = -4.f;
   const Case cases[] = {
@@ -287,6 +308,10 @@ TEST(AttentionSm90, MatchesCpuEmulation) {
       {"stage2 d128", 1, 2, 2, 512, 1024, 128, false, 1.0, l1, DType::kFloat16, false, true},
       {"stage2 d64 causal", 2, 2, 1, 640, 1000, 64, true, 0.7, l3, DType::kBFloat16, true, true},
       {"stage2 lambda 0", 1, 2, 2, 384, 768, 128, false, 0.8, 0.f, DType::kFloat16, false, true},
+      // One K block per row (each consumer runs only the first and the last phase), and many
+      // q blocks with uneven LUT lengths side by side (per-CTA phase counts differ).
+      {"single k block", 1, 2, 2, 520, 100, 64, false, 1.0, -kInf, DType::kFloat32, false, true},
+      {"uneven luts", 1, 3, 3, 1024, 1536, 128, false, 0.35, l3, DType::kFloat16, false, true},
   };
   for (const Case& c : cases) {
     const uint64_t seed = fresh_seed();
@@ -321,7 +346,7 @@ TEST(AttentionSm90, MatchesCpuEmulation) {
 // Every block kept, stage 2 off: the kernel sits on the quantisation floor, i.e. its error vs
 // exact fp64 attention is the emulation's error (INT8 Q/K, FP8 P/V) up to the emulation
 // tolerance, on random and structured inputs, causal and not.
-TEST(AttentionSm90, DenseMaskAtQuantisationFloor) {
+TEST_P(AttentionSm90V, DenseMaskAtQuantisationFloor) {
   REQUIRE_SM90();
   const Case cases[] = {
       {"dense d128", 1, 2, 2, 384, 384, 128, false, 1.0, -kInf, DType::kFloat32, false, false},
@@ -354,7 +379,7 @@ TEST(AttentionSm90, DenseMaskAtQuantisationFloor) {
 
 // Dense mode (lut = nullptr) visits every causally valid block in order: bit-identical to a full
 // LUT. lambda = -inf for every head is bit-identical to stage 2 off (lambda_log2 = nullptr).
-TEST(AttentionSm90, DenseModeAndLambdaOffAreExact) {
+TEST_P(AttentionSm90V, DenseModeAndLambdaOffAreExact) {
   REQUIRE_SM90();
   for (bool causal : {false, true}) {
     const uint64_t seed = fresh_seed();
@@ -375,7 +400,7 @@ TEST(AttentionSm90, DenseModeAndLambdaOffAreExact) {
 }
 
 // Output layouts and dtypes: NHD equals HND exactly; fp16/bf16 are the fp32 result rounded.
-TEST(AttentionSm90, OutputLayoutsAndDtypes) {
+TEST_P(AttentionSm90V, OutputLayoutsAndDtypes) {
   REQUIRE_SM90();
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed=" + std::to_string(seed));
@@ -396,6 +421,30 @@ TEST(AttentionSm90, OutputLayoutsAndDtypes) {
   }
 }
 
+// Variant 8 differs from 6 only in how float(S) is formed (magic add instead of I2FP), which
+// is exact: the outputs and stage-2 counts must be bit-identical, on masked, causal, stage-2
+// inputs.
+TEST(AttentionSm90, MagicIntToFloatIsExact) {
+  REQUIRE_SM90();
+  for (int64_t D : {64, 128}) {
+    const uint64_t seed = fresh_seed();
+    SCOPED_TRACE("D=" + std::to_string(D) + " seed=" + std::to_string(seed));
+    at::manual_seed(seed);
+    const Problem p = make_problem(1, 2, 2, 300, 700, D, true, true);
+    const DeviceInputs in = quantize(p);
+    const at::Tensor mask = random_mask(p, 0.7);
+    const RunOptions opt{mask, {-2.f, -2.f}, DType::kFloat32, false};
+    ASSERT_EQ(setenv("SPARGE_SM90_VARIANT", "6", 1), 0);
+    const RunResult r6 = run_kernel(p, in, opt);
+    ASSERT_EQ(setenv("SPARGE_SM90_VARIANT", "8", 1), 0);
+    const RunResult r8 = run_kernel(p, in, opt);
+    unsetenv("SPARGE_SM90_VARIANT");
+    ASSERT_TRUE(at::isfinite(r6.o).all().item<bool>());
+    EXPECT_TRUE(at::equal(r6.o, r8.o));
+    EXPECT_TRUE(at::equal(r6.pv, r8.pv));
+  }
+}
+
 // ------------------------------------------------------------------------------------ timing
 
 struct Lcg {
@@ -407,7 +456,8 @@ struct Lcg {
 };
 
 // Kernel-only timing at the TARGETS shapes, random block masks; prints a table. Not an
-// assertion (timings vary by machine).
+// assertion (timings vary by machine). SPARGE_SM90_BENCH_QUICK=1: only the first shape, dense
+// (for profiler runs).
 TEST(AttentionSm90Bench, DISABLED_Throughput) {
   REQUIRE_SM90();
   struct Shape {
@@ -418,9 +468,14 @@ TEST(AttentionSm90Bench, DISABLED_Throughput) {
   const Shape shapes[] = {{1, 32, 32768, 128, false, {1.0, 0.5, 0.25, 0.1}},
                           {1, 32, 32768, 64, false, {1.0, 0.5, 0.25, 0.1}},
                           {1, 32, 32768, 128, true, {}}};
+  const char* v = std::getenv("SPARGE_SM90_VARIANT");
+  std::printf("sm90 kernel variant %s\n", v ? v : "default");
   std::printf("%-22s %-8s %10s %12s %12s\n", "shape B,H,N,D", "density", "ms", "eff TOPS",
               "actual TOPS");
+  const char* quick_env = std::getenv("SPARGE_SM90_BENCH_QUICK");
+  const bool quick = quick_env && std::string(quick_env) == "1";
   for (const Shape& s : shapes) {
+    if (quick && &s != &shapes[0]) break;
     const int nq = s.N / kBlock, nk = s.N / kBlock;
     const size_t elems = size_t(s.B) * s.H * s.N * s.D;
     std::vector<int8_t> host(elems);
@@ -459,6 +514,7 @@ TEST(AttentionSm90Bench, DISABLED_Throughput) {
 
     std::vector<double> dens = s.densities;
     if (dens.empty()) dens.push_back(-1.0);  // dense mode
+    if (quick) dens.resize(1);
     for (double d : dens) {
       DevBuf lut, lut_len;
       double kept_frac = 1.0;
