@@ -22,8 +22,37 @@ CTYPE = {"fp16": "__half", "bf16": "__nv_bfloat16"}
 DTYPE = {"fp16": "DType::kFloat16", "bf16": "DType::kBFloat16"}
 
 
+# Hopper path: head dim x kernel variant (kernels/attention_sm90.cuh: 6 is the default, 4 skips
+# whole P.V products under stage 2).
+SM90 = [(d, v) for d in (64, 128) for v in (4, 6)]
+
+
 def sm80_name(d, t):
     return f"attention_sm80_d{d}_{t}"
+
+
+def sm90_name(d, v):
+    return f"attention_sm90_d{d}_v{v}"
+
+
+def table_header(ns, decl, externs, fields, rows):
+    return (
+        HEADER
+        + "// The compiled attention kernel instances and their launchers (host code only).\n"
+        + "#pragma once\n\n"
+        + "#include <cuda_bf16.h>\n#include <cuda_fp16.h>\n#include <cuda_runtime.h>\n\n"
+        + '#include "kernels/params.h"\n\n'
+        + f"namespace {ns} {{\n\n"
+        + decl
+        + "\n".join(externs)
+        + "\n\nstruct Instance {\n"
+        + "".join(f"  {f};\n" for f in fields)
+        + "  const char* name;\n"
+        + "  void (*launch)(const AttentionParams&, cudaStream_t);\n};\n\n"
+        + "inline constexpr Instance kInstances[] = {\n"
+        + "\n".join(rows)
+        + f"\n}};\n\n}}  // namespace {ns}\n"
+    )
 
 
 def render():
@@ -36,29 +65,30 @@ def render():
             + f"template void launch<{d}, {CTYPE[t]}>(const AttentionParams&, cudaStream_t);\n"
             + "}  // namespace sparge::kernels::sm80\n"
         )
-    rows = "\n".join(
-        f'    {{{d}, {DTYPE[t]}, "d{d}/{t}", &launch<{d}, {CTYPE[t]}>}},' for d, t in SM80
+    files["attention_sm80_instances.h"] = table_header(
+        "sparge::kernels::sm80",
+        "template <int D, typename VT>\nvoid launch(const AttentionParams& p, cudaStream_t stream);\n",
+        [f"extern template void launch<{d}, {CTYPE[t]}>(const AttentionParams&, cudaStream_t);"
+         for d, t in SM80],
+        ["int head_dim", "DType v_dtype"],
+        [f'    {{{d}, {DTYPE[t]}, "d{d}/{t}", &launch<{d}, {CTYPE[t]}>}},' for d, t in SM80],
     )
-    externs = "\n".join(
-        f"extern template void launch<{d}, {CTYPE[t]}>(const AttentionParams&, cudaStream_t);"
-        for d, t in SM80
-    )
-    files["attention_sm80_instances.h"] = (
-        HEADER
-        + "// The compiled attention kernel instances and their launchers (host code only).\n"
-        + "#pragma once\n\n"
-        + "#include <cuda_bf16.h>\n#include <cuda_fp16.h>\n#include <cuda_runtime.h>\n\n"
-        + '#include "kernels/params.h"\n\n'
-        + "namespace sparge::kernels::sm80 {\n\n"
-        + "template <int D, typename VT>\n"
-        + "void launch(const AttentionParams& p, cudaStream_t stream);\n"
-        + externs
-        + "\n\nstruct Instance {\n"
-        + "  int head_dim;\n  DType v_dtype;\n  const char* name;\n"
-        + "  void (*launch)(const AttentionParams&, cudaStream_t);\n};\n\n"
-        + "inline constexpr Instance kInstances[] = {\n"
-        + rows
-        + "\n};\n\n}  // namespace sparge::kernels::sm80\n"
+    for d, v in SM90:
+        files[f"{sm90_name(d, v)}.cu"] = (
+            HEADER
+            + '#include "kernels/attention_sm90_kernel.cuh"\n\n'
+            + "namespace sparge::kernels::sm90 {\n"
+            + f"template void launch_variant<{d}, {v}>(const AttentionParams&, cudaStream_t);\n"
+            + "}  // namespace sparge::kernels::sm90\n"
+        )
+    files["attention_sm90_instances.h"] = table_header(
+        "sparge::kernels::sm90",
+        "template <int kD, int kVariant>\n"
+        "void launch_variant(const AttentionParams& p, cudaStream_t stream);\n",
+        [f"extern template void launch_variant<{d}, {v}>(const AttentionParams&, cudaStream_t);"
+         for d, v in SM90],
+        ["int head_dim", "int variant"],
+        [f'    {{{d}, {v}, "d{d}/v{v}", &launch_variant<{d}, {v}>}},' for d, v in SM90],
     )
     return files
 

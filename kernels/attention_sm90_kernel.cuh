@@ -1,0 +1,642 @@
+// Hopper (sm_90a) block-sparse quantised attention "i8f8": the kernel template and its launcher
+// (see attention_sm90.cuh for the design and kernels/NOTES.md "sm90 attention" for the
+// measurements). Included only by the generated instance files in kernels/instances/ (one
+// (head dim, variant) per translation unit); the dispatch lives in attention_sm90.cu.
+//
+// One CTA per (q block, head, batch): warpgroup 0 is the producer (one thread issues the TMA
+// loads: Q once, then K8/V8 tiles of the LUT's blocks into a kStages-deep ring guarded by
+// mbarriers; the warpgroup gives its registers away with setmaxnreg), warpgroups 1 and 2 are
+// consumers, 64 query rows each:
+//   S = Q8·K8ᵀ (wgmma s8, both operands from shared memory) -> fp32 logits in log2 units,
+//   masks, online softmax (fp32 m, l), stage-2 skip per warp (16 rows), P -> e4m3 in registers,
+//   O += P·V8 (wgmma e4m3, P as the register A operand, V8ᵀ tile as the shared B operand).
+#pragma once
+
+#include <cuda.h>  // CUtensorMap and the driver enums only: libcuda is reached through cudart
+#include <cudaTypedefs.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <limits>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#include "kernels/attention_api.h"
+#include "kernels/attention_sm90.cuh"
+#include "kernels/params.h"
+
+#if SPARGE_SM90A_DEVICE
+#include "kernels/hopper/ptx.cuh"
+#include "kernels/hopper/wgmma.cuh"
+#endif
+
+namespace sparge::kernels {
+namespace sm90 {
+
+template <typename T>
+struct OutTraits;
+template <>
+struct OutTraits<__half> {
+  static __device__ __forceinline__ void store2(__half* p, float a, float b) {
+    *reinterpret_cast<__half2*>(p) = __floats2half2_rn(a, b);
+  }
+};
+template <>
+struct OutTraits<__nv_bfloat16> {
+  static __device__ __forceinline__ void store2(__nv_bfloat16* p, float a, float b) {
+    *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(a, b);
+  }
+};
+template <>
+struct OutTraits<float> {
+  static __device__ __forceinline__ void store2(float* p, float a, float b) {
+    *reinterpret_cast<float2*>(p) = make_float2(a, b);
+  }
+};
+
+#if SPARGE_SM90A_DEVICE
+using namespace hopper;
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr int32_t kMaskedS = INT32_MIN;  // sentinel for masked logits (|S| <= 127^2 D < 2^22)
+
+// Per-thread view of the consumer's rows and shuffle constants.
+struct Lanes {
+  int warp, lane, t;
+  int row0, row1;  // query tokens of accumulator entries e = 0, 1 (row0) and e = 2, 3 (row1)
+  bool valid0, valid1;
+  bool lane03;
+  int src1, src2;
+  uint32_t sel_lo, sel_hi;
+};
+
+// S = Q8 · K8ᵀ for one consumer warpgroup: (64 × D) · (128 × D)ᵀ, D / 32 k-steps.
+template <int kD>
+__device__ __forceinline__ void issue_qk(int32_t (&s)[64], uint32_t q_addr, uint32_t k_addr) {
+  constexpr Swizzle kSw = kD == 128 ? Swizzle::k128B : Swizzle::k64B;  // rows of D bytes
+#pragma unroll
+  for (int kk = 0; kk < kD / 32; ++kk) {
+    wgmma_m64n128k32_s32_s8_s8_ss(s, make_smem_desc(q_addr + kk * 32, kSw, 8 * kD),
+                                  make_smem_desc(k_addr + kk * 32, kSw, 8 * kD), kk > 0 ? 1 : 0);
+  }
+}
+// O += P · V8: (64 × 128) · (D × 128)ᵀ, 4 k-steps of 32 tokens; V8ᵀ rows are 128 tokens.
+template <int kD>
+__device__ __forceinline__ void issue_pv(float (&acc)[kD / 2], const uint32_t (&a)[4][4],
+                                         uint32_t v_addr) {
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    const uint64_t db = make_smem_desc(v_addr + kk * 32, Swizzle::k128B, 8 * kBlockK);
+    if constexpr (kD == 128) {
+      wgmma_m64n128k32_f32_e4m3_rs(acc, a[kk], db, 1);
+    } else {
+      wgmma_m64n64k32_f32_e4m3_rs(acc, a[kk], db, 1);
+    }
+  }
+}
+
+__device__ __forceinline__ bool is_masked(int i, int j, const Lanes& ln, const AttentionParams& p) {
+  const int tk = j * kBlockK + 8 * (i / 4) + 2 * ln.t + (i % 2);
+  const int tq = (i % 4) < 2 ? ln.row0 : ln.row1;
+  return tk >= p.seq_k || (p.causal && tk > tq + p.causal_offset);
+}
+
+template <typename T>
+__device__ __forceinline__ T quad_max(T v) {
+  v = max(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return max(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+
+// Stage 2 vote of this warp (16 rows): skip iff max over its valid rows of (m_local - m_new) is
+// below lambda. Rows beyond Nq and rows still at -inf do not vote (their d is -inf).
+__device__ __forceinline__ bool stage2_skip(float ml0, float ml1, float mn0, float mn1,
+                                            const Lanes& ln, float lambda) {
+  float diff = fmaxf((ln.valid0 && mn0 != kNegInf) ? ml0 - mn0 : kNegInf,
+                     (ln.valid1 && mn1 != kNegInf) ? ml1 - mn1 : kNegInf);
+#pragma unroll
+  for (int o = 4; o <= 16; o <<= 1) diff = fmaxf(diff, __shfl_xor_sync(0xffffffffu, diff, o));
+  return diff < lambda;  // lambda = -inf never skips
+}
+
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// P (fp32, accumulator layout) -> e4m3 A fragments. This thread holds, per 8-column chunk c,
+// columns 8c + 2t, +1; the A fragment wants columns 4t..4t+3 and 16+4t..16+4t+3 of each 32-token
+// k-step. Lanes t send the pair word of chunks (0, 2) or (1, 3) and receive two of them.
+__device__ __forceinline__ float as_f32(float v) { return v; }
+__device__ __forceinline__ float as_f32(int32_t v) { return __int_as_float(v); }
+template <typename T>  // float, or int32 holding float bits (in-place softmax)
+__device__ __forceinline__ void pack_p(const T (&xv)[64], uint32_t (&a)[4][4], const Lanes& ln) {
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {  // r = 0: row g (e = 0, 1); r = 1: row g + 8 (e = 2, 3)
+      const int c0 = 4 * (4 * kk + 0) + 2 * r, c1 = 4 * (4 * kk + 1) + 2 * r;
+      const int c2 = 4 * (4 * kk + 2) + 2 * r, c3 = 4 * (4 * kk + 3) + 2 * r;
+      const uint32_t wp = pack_e4m3x4(as_f32(xv[c0]), as_f32(xv[c0 + 1]), as_f32(xv[c2]),
+                                      as_f32(xv[c2 + 1]));  // chunks 0, 2
+      const uint32_t wq = pack_e4m3x4(as_f32(xv[c1]), as_f32(xv[c1 + 1]), as_f32(xv[c3]),
+                                      as_f32(xv[c3 + 1]));  // chunks 1, 3
+      const uint32_t r1 = __shfl_sync(0xffffffffu, ln.lane03 ? wp : wq, ln.src1, 4);
+      const uint32_t r2 = __shfl_sync(0xffffffffu, ln.lane03 ? wq : wp, ln.src2, 4);
+      a[kk][r] = __byte_perm(r1, r2, ln.sel_lo);
+      a[kk][2 + r] = __byte_perm(r1, r2, ln.sel_hi);
+    }
+  }
+}
+
+template <int kD>
+__device__ __forceinline__ void rescale(float (&acc)[kD / 2], float alpha0, float alpha1) {
+#pragma unroll
+  for (int i = 0; i < kD / 2; i += 4) {
+    acc[i] *= alpha0;
+    acc[i + 1] *= alpha0;
+    acc[i + 2] *= alpha1;
+    acc[i + 3] *= alpha1;
+  }
+}
+
+// One block's softmax statistics from the int32 logits: masks (sentinel), row maxima in the
+// integer domain (x = S · blk is monotone in S, blk > 0, so max x = float(max S) · blk exactly).
+// kMask is a template parameter: as a run-time flag the compiler if-converted the per-element
+// mask tests into every block (≈ 500 extra SASS instructions per block and warp, measured).
+template <bool kMask>
+__device__ __forceinline__ void block_max_int(int32_t (&s)[64], int j, const Lanes& ln,
+                                              const AttentionParams& p, float blk, float& ml0,
+                                              float& ml1) {
+  if constexpr (kMask) {
+#pragma unroll
+    for (int i = 0; i < 64; ++i) {
+      if (is_masked(i, j, ln, p)) s[i] = kMaskedS;
+    }
+  }
+  int32_t im0 = kMaskedS, im1 = kMaskedS;
+#pragma unroll
+  for (int i = 0; i < 64; i += 4) {
+    im0 = max(im0, max(s[i], s[i + 1]));
+    im1 = max(im1, max(s[i + 2], s[i + 3]));
+  }
+  im0 = quad_max(im0);
+  im1 = quad_max(im1);
+  ml0 = im0 == kMaskedS ? kNegInf : static_cast<float>(im0) * blk;
+  ml1 = im1 == kMaskedS ? kNegInf : static_cast<float>(im1) * blk;
+}
+
+// 2^x on the FMA/ALU pipes (x <= 8; x = -inf gives ~1e-38, which rounds to e4m3 zero): round
+// to the nearest integer n with the 1.5 * 2^23 trick, 2^f for f in [-0.5, 0.5] by a cubic
+// (least-squares fit, max relative error 1.4e-4, far below e4m3's 2^-4 step), n into the exponent.
+// Used for a fraction of the elements to offload the SFU (16 EX2 per clock per SM).
+__device__ __forceinline__ float poly_exp2(float x) {
+  x = fmaxf(x, -126.0f);
+  const float t = x + 12582912.0f;
+  const float f = x - (t - 12582912.0f);
+  const float q = fmaf(fmaf(fmaf(0.05502927f, f, 0.24225698f), f, 0.69325305f), f, 0.99995134f);
+  return __int_as_float(__float_as_int(q) + (__float_as_int(t) << 23));
+}
+
+// p = exp2(x - m_new + 8) with x = S · blk: I2FP + FFMA + EX2 per element; l += Σ p.
+// kPoly: every 8th element goes through poly_exp2 instead of the SFU.
+__device__ __forceinline__ void store_f32(float& d, float v) { d = v; }
+__device__ __forceinline__ void store_f32(int32_t& d, float v) { d = __float_as_int(v); }
+// x may alias s (T = int32_t: p's bits replace S in place, saving 64 registers).
+template <bool kMask, bool kPoly = false, typename T>
+__device__ __forceinline__ void block_exp_int(const int32_t (&s)[64], float blk, float mn0,
+                                              float mn1, T (&x)[64], float& l0, float& l1) {
+  const float c0 = mn0 == kNegInf ? kNegInf : 8.0f - mn0;  // rows with m_new = -inf: p = 0
+  const float c1 = mn1 == kNegInf ? kNegInf : 8.0f - mn1;
+#pragma unroll
+  for (int i = 0; i < 64; i += 2) {
+    const float c = (i % 4) < 2 ? c0 : c1;
+    const float a0 = fmaf(static_cast<float>(s[i]), blk, c);
+    const float a1 = fmaf(static_cast<float>(s[i + 1]), blk, c);
+    float p0 = fast_exp2(a0);
+    float p1 = (kPoly && (i + 1) % 8 == 7) ? poly_exp2(a1) : fast_exp2(a1);
+    if constexpr (kMask) {
+      if (s[i] == kMaskedS) p0 = 0.f;
+      if (s[i + 1] == kMaskedS) p1 = 0.f;
+    }
+    if ((i % 4) < 2) {
+      l0 += p0 + p1;
+    } else {
+      l1 += p0 + p1;
+    }
+    store_f32(x[i], p0);
+    store_f32(x[i + 1], p1);
+  }
+}
+
+template <int kD, typename OutT>
+__device__ __forceinline__ void store_out(const float (&acc)[kD / 2], float l0, float l1,
+                                          const Lanes& ln, const AttentionParams& p, int b, int h,
+                                          int64_t bhkv) {
+  const float* v_scale = p.v_scale + bhkv * kD;
+  OutT* out = static_cast<OutT*>(p.o) + b * p.o_stride_b + h * p.o_stride_h;
+#pragma unroll
+  for (int i = 0; i < kD / 2; i += 4) {
+    const int d = 8 * (i / 4) + 2 * ln.t;
+    const float vs0 = v_scale[d], vs1 = v_scale[d + 1];
+    if (ln.valid0) {
+      const float a0 = l0 == 0.f ? 0.f : acc[i] / l0 * vs0;
+      const float a1 = l0 == 0.f ? 0.f : acc[i + 1] / l0 * vs1;
+      OutTraits<OutT>::store2(out + ln.row0 * p.o_stride_n + d, a0, a1);
+    }
+    if (ln.valid1) {
+      const float a2 = l1 == 0.f ? 0.f : acc[i + 2] / l1 * vs0;
+      const float a3 = l1 == 0.f ? 0.f : acc[i + 3] / l1 * vs1;
+      OutTraits<OutT>::store2(out + ln.row1 * p.o_stride_n + d, a2, a3);
+    }
+  }
+}
+
+#endif  // SPARGE_SM90A_DEVICE
+
+template <int kD, int kVariant>
+__global__ void __launch_bounds__(kThreads, 1)
+    attention_kernel(const __grid_constant__ CUtensorMap tm_q,
+                     const __grid_constant__ CUtensorMap tm_k,
+                     const __grid_constant__ CUtensorMap tm_v, const AttentionParams p) {
+#if SPARGE_SM90A_DEVICE
+  constexpr int kStages = stages_of(kVariant);
+  using Plan = SmemPlan<kD, kStages>;
+
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) &
+                                             ~static_cast<uintptr_t>(1023));
+  int8_t* s_q = reinterpret_cast<int8_t*>(smem + Plan::kQ);
+  int8_t* s_k = reinterpret_cast<int8_t*>(smem + Plan::kK);
+  uint8_t* s_v = smem + Plan::kV;
+  uint64_t* bars = reinterpret_cast<uint64_t*>(smem + Plan::kBars);
+  uint64_t* q_full = bars;
+  uint64_t* k_full = bars + 1;
+  uint64_t* v_full = bars + 1 + kStages;
+  uint64_t* empty = bars + 1 + 2 * kStages;
+
+  const int b = blockIdx.z, h = blockIdx.y;
+  const int nq = p.num_q_blocks, nk = p.num_k_blocks;
+  // Causal: the last q blocks visit the most K blocks; start them first.
+  const int qb = p.causal ? nq - 1 - static_cast<int>(blockIdx.x) : static_cast<int>(blockIdx.x);
+  const int hkv = h / (p.heads / p.kv_heads);
+  const int64_t bh = static_cast<int64_t>(b) * p.heads + h;
+  const int64_t bhkv = static_cast<int64_t>(b) * p.kv_heads + hkv;
+  const int64_t row_idx = bh * nq + qb;  // (b, h, qb) index of lut_len / q_scale / pv_executed
+
+  // The K blocks this q block visits: the LUT row, or (dense mode) every causally valid block.
+  const int32_t* lut_row = p.lut ? p.lut + row_idx * nk : nullptr;
+  int num_iters;
+  if (p.lut) {
+    num_iters = p.lut_len[row_idx];
+  } else {
+    num_iters = nk;
+    if (p.causal) {
+      const int tq_max = min(p.seq_q - 1, qb * kBlockQ + kBlockQ - 1);
+      num_iters = min(nk, (tq_max + p.causal_offset) / kBlockK + 1);
+    }
+  }
+
+  const int warpgroup = threadIdx.x / 128;
+  if (threadIdx.x == 0) {
+    mbar_init(q_full, 1);
+    for (int s = 0; s < kStages; ++s) {
+      mbar_init(&k_full[s], 1);
+      mbar_init(&v_full[s], 1);
+      mbar_init(&empty[s], kConsumerWarpgroups * 4);  // lane 0 of every consumer warp
+    }
+    fence_barrier_init();
+  }
+  __syncthreads();
+
+  if (warpgroup == 0) {
+    // ---------------------------------------------------------------- producer
+    setmaxnreg_dec<24>();
+    if (threadIdx.x == 0) {
+      tma_prefetch_desc(&tm_q);
+      tma_prefetch_desc(&tm_k);
+      tma_prefetch_desc(&tm_v);
+      mbar_arrive_expect_tx(q_full, Plan::kQBytes);
+      tma_load_2d(s_q, &tm_q, q_full, 0, static_cast<int32_t>(row_idx * kBlockQ));
+      for (int it = 0; it < num_iters; ++it) {
+        const int stage = it % kStages;
+        const uint32_t phase = (it / kStages) & 1;
+        mbar_wait(&empty[stage], phase ^ 1);  // a fresh barrier passes parity 1 at once
+        const int j = lut_row ? lut_row[it] : it;
+        mbar_arrive_expect_tx(&k_full[stage], Plan::kKBytes);
+        tma_load_2d(s_k + stage * Plan::kKBytes, &tm_k, &k_full[stage], 0,
+                    static_cast<int32_t>((bhkv * nk + j) * kBlockK));
+        mbar_arrive_expect_tx(&v_full[stage], Plan::kVBytes);
+        tma_load_2d(s_v + stage * Plan::kVBytes, &tm_v, &v_full[stage], j * kBlockK,
+                    static_cast<int32_t>(bhkv * kD));
+      }
+    }
+  } else {
+    // ------------------------------------------------------------------ consumers
+    setmaxnreg_inc<240>();
+    const int cw = warpgroup - 1;  // consumer warpgroup: rows [64 cw, 64 cw + 64) of the block
+    Lanes ln;
+    ln.warp = (threadIdx.x / 32) % 4;
+    ln.lane = threadIdx.x % 32;
+    ln.t = ln.lane % 4;
+    ln.row0 = qb * kBlockQ + cw * kRowsPerWarpgroup + ln.warp * 16 + ln.lane / 4;
+    ln.row1 = ln.row0 + 8;
+    ln.valid0 = ln.row0 < p.seq_q;
+    ln.valid1 = ln.row1 < p.seq_q;
+    ln.lane03 = (ln.t == 0) || (ln.t == 3);
+    ln.src1 = (ln.t == 0) ? 0 : (ln.t == 1) ? 3 : (ln.t == 2) ? 1 : 2;
+    ln.src2 = ln.src1 ^ 1;
+    ln.sel_lo = ln.lane03 ? 0x5410u : 0x1054u;
+    ln.sel_hi = ln.lane03 ? 0x7632u : 0x3276u;
+
+    const float lambda = p.lambda_log2 ? p.lambda_log2[h] : kNegInf;
+    const bool stage2 = lambda != kNegInf;  // uniform: the warpgroup vote is needed at all
+    const float q_scale = p.q_scale[row_idx];
+    const float* k_scale = p.k_scale + bhkv * nk;
+    const int last_partial_k = (p.seq_k % kBlockK) ? nk - 1 : nk;  // block needing the Nk mask
+    const int q_first = qb * kBlockQ;
+    auto need_mask = [&](int j) {
+      return j >= last_partial_k ||
+             (p.causal && j * kBlockK + kBlockK - 1 > q_first + p.causal_offset);
+    };
+
+    float acc[kD / 2];
+#pragma unroll
+    for (int i = 0; i < kD / 2; ++i) acc[i] = 0.f;
+    float m0 = kNegInf, m1 = kNegInf, l0 = 0.f, l1 = 0.f;
+    int pv_count = 0;
+    uint32_t a[4][4];  // P in e4m3, the A operand of the 4 k-steps (32 tokens each)
+
+    const uint32_t q_addr = smem_u32(s_q) + cw * kRowsPerWarpgroup * kD;
+    auto k_addr = [&](int stage) { return smem_u32(s_k + stage * Plan::kKBytes); };
+    auto v_addr = [&](int stage) { return smem_u32(s_v + stage * Plan::kVBytes); };
+    auto release = [&](int stage) {
+      if (ln.lane == 0) mbar_arrive(&empty[stage]);
+    };
+    auto warpgroup_any = [&](bool pred) {
+      return stage2 ? named_barrier_or(1 + cw, 128, pred) : true;
+    };
+
+    mbar_wait(q_full, 0);
+
+    if constexpr (kVariant == 4) {
+      for (int it = 0; it < num_iters; ++it) {
+        const int stage = it % kStages;
+        const uint32_t phase = (it / kStages) & 1;
+        const int j = lut_row ? lut_row[it] : it;
+        const float blk = (q_scale * k_scale[j]) * p.sm_scale_log2;
+        const bool nm = need_mask(j);
+
+        int32_t s[64];
+        mbar_wait(&k_full[stage], phase);
+        wgmma_fence();
+        issue_qk<kD>(s, q_addr, k_addr(stage));
+        wgmma_commit();
+        wgmma_wait<0>();
+        fence_operands(s);
+
+        float x[64], ml0, ml1;
+        if (nm) {
+          block_max_int<true>(s, j, ln, p, blk, ml0, ml1);
+        } else {
+          block_max_int<false>(s, j, ln, p, blk, ml0, ml1);
+        }
+        const float mn0 = fmaxf(m0, ml0), mn1 = fmaxf(m1, ml1);
+        const bool skip = stage2 && stage2_skip(ml0, ml1, mn0, mn1, ln, lambda);
+        if (!skip) {
+          rescale<kD>(acc, mn0 == kNegInf ? 1.f : exp2f(m0 - mn0),
+                      mn1 == kNegInf ? 1.f : exp2f(m1 - mn1));
+          l0 *= mn0 == kNegInf ? 1.f : exp2f(m0 - mn0);
+          l1 *= mn1 == kNegInf ? 1.f : exp2f(m1 - mn1);
+          if (nm) {
+            block_exp_int<true, true>(s, blk, mn0, mn1, x, l0, l1);
+          } else {
+            block_exp_int<false, true>(s, blk, mn0, mn1, x, l0, l1);
+          }
+          pack_p(x, a, ln);
+          ++pv_count;
+        } else {
+          // Other warps of the warpgroup may still run the product: this warp adds zeros.
+#pragma unroll
+          for (int kk = 0; kk < 4; ++kk) {
+#pragma unroll
+            for (int r = 0; r < 4; ++r) a[kk][r] = 0u;
+          }
+        }
+        m0 = mn0;
+        m1 = mn1;
+
+        const bool any = warpgroup_any(!skip);
+        mbar_wait(&v_full[stage], phase);  // always: a stage is refilled only after it landed
+        if (any) {
+          wgmma_fence();
+          issue_pv<kD>(acc, a, v_addr(stage));
+          wgmma_commit();
+          wgmma_wait<0>();
+          fence_operands(acc);
+        }
+        release(stage);
+      }
+    } else {
+      static_assert(kVariant == 6);
+      // kVariant 6: 4's softmax + FA3's inter-warpgroup ping-pong. Each GEMM phase issues
+      // QKᵀ(it+1) and P·V(it) back to back; the two consumer warpgroups take turns issuing
+      // (named barriers kSchedBarrier + cw), so one warpgroup's GEMMs run on the tensor cores
+      // while the other is in its softmax. Inside a warpgroup, softmax(it+1) overlaps P·V(it)
+      // (wait_group 1), and P(it+1) is written over S in place (no second register set).
+      //
+      // Handshake: before issuing, a warpgroup waits on its own barrier (256 threads: its 128
+      // bar.sync + the peer's 128 bar.arrive); right after issuing it arrives on the peer's.
+      // Both walk the same LUT, so both have num_iters + 1 phases (QKᵀ(0) alone, then one per
+      // block); consumer 1 pre-arms consumer 0's barrier and skips its arrival in its last
+      // phase, which leaves both barriers balanced at exit.
+      //
+      // Stage 2: a skipping warp feeds P = 0 (no exp2, no pack) but P·V is always issued, even
+      // when all 4 warps skip. Any branch around a wgmma issued while another wgmma is in
+      // flight makes ptxas serialise every wgmma of the kernel (C7520 "WG.AR in divergent
+      // path"; tried: if, guard predicate, bra.uni inside the asm), and a serialised pipeline
+      // costs far more than the 256 tensor-core clocks of a zero P·V, which overlaps the
+      // softmax anyway. pv_executed still counts the warps' decisions.
+      const uint32_t bar_own = kSchedBarrier + cw, bar_peer = kSchedBarrier + (cw ^ 1);
+      constexpr uint32_t kPair = 2 * 128;
+      int32_t s[64];
+      struct Next {
+        float blk;
+        int j;
+        bool mask;
+      };
+      float alpha0 = 1.f, alpha1 = 1.f;  // acc's rescale for the next P·V (FA3 order)
+      // Block facts of iteration it, loaded before the phase that needs them: the LUT and
+      // k_scale loads are two dependent global reads that would otherwise sit in the chain.
+      auto next_info = [&](int it) {
+        Next n;
+        n.j = lut_row ? lut_row[it] : it;
+        n.blk = (q_scale * k_scale[n.j]) * p.sm_scale_log2;
+        n.mask = need_mask(n.j);
+        return n;
+      };
+      // Softmax of one block in place (p's fp32 bits replace S); returns this warp's stage-2
+      // skip and sets the factors acc must be rescaled by before its P·V is issued (1 on a
+      // skip: the multiply is exact and saves a branch in the phase).
+      auto softmax_inplace = [&](const Next& n) {
+        float ml0, ml1;
+        if (n.mask) {
+          block_max_int<true>(s, n.j, ln, p, n.blk, ml0, ml1);
+        } else {
+          block_max_int<false>(s, n.j, ln, p, n.blk, ml0, ml1);
+        }
+        const float mn0 = fmaxf(m0, ml0), mn1 = fmaxf(m1, ml1);
+        const bool skip = stage2 && stage2_skip(ml0, ml1, mn0, mn1, ln, lambda);
+        alpha0 = 1.f;
+        alpha1 = 1.f;
+        if (!skip) {
+          alpha0 = mn0 == kNegInf ? 1.f : exp2f(m0 - mn0);
+          alpha1 = mn1 == kNegInf ? 1.f : exp2f(m1 - mn1);
+          l0 *= alpha0;
+          l1 *= alpha1;
+          if (n.mask) {
+            block_exp_int<true, true>(s, n.blk, mn0, mn1, s, l0, l1);
+          } else {
+            block_exp_int<false, true>(s, n.blk, mn0, mn1, s, l0, l1);
+          }
+        }
+        m0 = mn0;
+        m1 = mn1;
+        return skip;
+      };
+      auto set_a = [&](bool skip) {
+        if (!skip) {
+          pack_p(s, a, ln);
+          ++pv_count;
+        } else {
+#pragma unroll
+          for (int kk = 0; kk < 4; ++kk) {
+#pragma unroll
+            for (int r = 0; r < 4; ++r) a[kk][r] = 0u;
+          }
+        }
+      };
+
+      if (num_iters > 0) {
+        if (cw == 1) named_barrier_arrive(kSchedBarrier, kPair);  // consumer 0 goes first
+        const Next n0 = next_info(0);
+        mbar_wait(&k_full[0], 0);
+        named_barrier_sync(bar_own, kPair);
+        wgmma_fence();
+        issue_qk<kD>(s, q_addr, k_addr(0));
+        wgmma_commit();
+        named_barrier_arrive(bar_peer, kPair);  // never consumer 1's last phase
+        wgmma_wait<0>();
+        fence_operands(s);
+        set_a(softmax_inplace(n0));  // acc = 0, l = 0: the rescale is a no-op
+      }
+      // One phase per block; kLast: no QKᵀ(it+1) to issue, consumer 1 does not arrive.
+      auto body = [&](auto last_tag, int it) {
+        constexpr bool kLast = decltype(last_tag)::value;
+        const int stage = it % kStages;
+        const uint32_t phase = (it / kStages) & 1;
+        Next n{};
+        if constexpr (!kLast) n = next_info(it + 1);
+        if constexpr (!kLast) {
+          mbar_wait(&k_full[(it + 1) % kStages], ((it + 1) / kStages) & 1);
+        }
+        mbar_wait(&v_full[stage], phase);  // always: a stage is refilled only after it landed
+        named_barrier_sync(bar_own, kPair);
+        wgmma_fence();
+        if constexpr (!kLast) {
+          issue_qk<kD>(s, q_addr, k_addr((it + 1) % kStages));
+          wgmma_commit();
+        }
+        // FA3's order: acc is rescaled for block it while QKᵀ(it+1) runs, so the rescale
+        // is off the softmax -> pack -> next phase chain.
+        rescale<kD>(acc, alpha0, alpha1);
+        wgmma_fence();  // acc was just written by ordinary instructions
+        issue_pv<kD>(acc, a, v_addr(stage));
+        wgmma_commit();
+        if (!kLast || cw == 0) named_barrier_arrive(bar_peer, kPair);
+        bool skip_next = false;
+        if constexpr (!kLast) {
+          wgmma_wait<1>();  // QKᵀ(it+1) retired; P·V(it) may still run
+          fence_operands(s);
+          skip_next = softmax_inplace(n);
+        }
+        wgmma_wait<0>();  // P·V(it) retired: acc and a are ours again, stage `it` is free
+        fence_operands(acc);
+        release(stage);
+        if constexpr (!kLast) set_a(skip_next);
+      };
+#pragma unroll 1
+      for (int it = 0; it + 1 < num_iters; ++it) body(std::false_type{}, it);
+      if (num_iters > 0) body(std::true_type{}, num_iters - 1);
+    }
+
+    // ---- epilogue: o = acc / l · v_scale[d], rows < Nq, in o_dtype with the given strides
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    if (p.pv_executed && ln.lane == 0) {
+      p.pv_executed[row_idx * kGroupsPerBlock + cw * 4 + ln.warp] = pv_count;
+    }
+    switch (p.o_dtype) {
+      case DType::kFloat16:
+        store_out<kD, __half>(acc, l0, l1, ln, p, b, h, bhkv);
+        break;
+      case DType::kBFloat16:
+        store_out<kD, __nv_bfloat16>(acc, l0, l1, ln, p, b, h, bhkv);
+        break;
+      case DType::kFloat32:
+        store_out<kD, float>(acc, l0, l1, ln, p, b, h, bhkv);
+        break;
+    }
+  }     // consumers
+#endif  // SPARGE_SM90A_DEVICE
+}
+
+// ------------------------------------------------------------------------------------ host side
+
+// Defined in attention_sm90.cu.
+[[noreturn]] void invalid(const std::string& what);
+CUtensorMap make_map(const void* base, uint64_t rows, uint64_t cols, uint32_t box_rows,
+                     uint32_t box_cols, CUtensorMapSwizzle swizzle, const char* name);
+
+template <int kD, int kVariant>
+void launch_variant(const AttentionParams& p, cudaStream_t stream) {
+  using Plan = SmemPlan<kD, stages_of(kVariant)>;
+  auto kernel = attention_kernel<kD, kVariant>;
+  static std::once_flag once;
+  static cudaError_t attr_err = cudaSuccess;
+  std::call_once(once, [&] {
+    attr_err =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Plan::kAlloc);
+  });
+  if (attr_err != cudaSuccess) {
+    throw std::runtime_error(std::string("attention_sm90: cudaFuncSetAttribute: ") +
+                             cudaGetErrorString(attr_err));
+  }
+  // Q/K rows are D bytes: D = 128 fills the 128-byte swizzle, D = 64 uses the 64-byte one.
+  const CUtensorMapSwizzle qk_swizzle =
+      kD == 128 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B;
+  const uint64_t nq = p.num_q_blocks, nk = p.num_k_blocks;
+  const CUtensorMap tm_q =
+      make_map(p.q8, uint64_t(p.batch) * p.heads * nq * kBlockQ, kD, kBlockQ, kD, qk_swizzle, "q8");
+  const CUtensorMap tm_k = make_map(p.k8, uint64_t(p.batch) * p.kv_heads * nk * kBlockK, kD,
+                                    kBlockK, kD, qk_swizzle, "k8");
+  const CUtensorMap tm_v = make_map(p.v, uint64_t(p.batch) * p.kv_heads * kD, nk * kBlockK, kD,
+                                    kBlockK, CU_TENSOR_MAP_SWIZZLE_128B, "v8");
+  const dim3 grid(p.num_q_blocks, p.heads, p.batch);
+  kernel<<<grid, kThreads, Plan::kAlloc, stream>>>(tm_q, tm_k, tm_v, p);
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) {
+    throw std::runtime_error(std::string("attention_sm90: launch failed: ") +
+                             cudaGetErrorString(err));
+  }
+}
+
+}  // namespace sm90
+}  // namespace sparge::kernels
