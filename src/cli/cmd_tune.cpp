@@ -143,7 +143,8 @@ void register_tune(CLI::App& app, Context& ctx) {
                   "Kernel geometry the thresholds are for: sm90 (128x128) or sm80 (128x64)")
       ->check(CLI::IsMember({"sm90", "sm80"}))
       ->capture_default_str();
-  sub->add_option("--jobs", args->jobs, "Heads tuned in parallel [default: hardware threads]");
+  sub->add_option("--jobs", args->jobs,
+                  "Heads tuned in parallel [default: hardware threads on cpu, 8 on cuda]");
   sub->add_option("--causal", args->causal, "Override the dump's causal attribute (true/false)");
   sub->add_option("--sink", args->sink,
                   "Attention sink: first K block always kept (true/false) [default: dump attr]");

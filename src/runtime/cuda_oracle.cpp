@@ -243,8 +243,11 @@ class CudaBackend final : public tune::OracleBackend {
   }
   std::string name() const override { return "cuda"; }
   std::string device() const override { return at::cuda::getCurrentDeviceProperties()->name; }
-  // One head at a time per GPU: each oracle already fills the GPU with batched candidates.
-  int preferred_jobs() const override { return 1; }
+  // Each oracle fills the GPU with batched candidates, but between launches a head waits on
+  // host work (HDF5 reads, the search's bookkeeping, result copies); 8 heads in flight hide it.
+  // Measured on the H100 (2 layers x 32 heads x 2 samples, N = 17776, D = 64): jobs 1 / 2 / 4 /
+  // 8 took 15.1 / 14.9 / 13.6 / 11.9 s, with byte-identical YAMLs.
+  int preferred_jobs() const override { return 8; }
   std::vector<std::unique_ptr<tune::HeadOracle>> make_oracles(
       std::vector<tune::HeadRequest> heads) override {
     std::vector<std::unique_ptr<tune::HeadOracle>> out;
