@@ -2,7 +2,6 @@
 #include "runtime/runtime.hpp"
 
 #include <ATen/cuda/CUDAContext.h>
-#include <ATen/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <cuda_runtime.h>
 #include <fmt/format.h>
@@ -190,14 +189,8 @@ Thresholds Thresholds::from_ref(const ref::Thresholds& t, at::Device device) {
   return {vec(t.tau), vec(t.theta), vec(t.lambda), vec(t.topk)};
 }
 
-namespace {
-
-// Allocates the outputs of the quantisation and launches the passes in `stages` (kQuant* bits).
-// `launched` receives the kernel parameters and `workspace` the scratch they point into, so a
-// caller can launch the remaining passes later on another schedule (see prepare).
-Prepared quantize_passes(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                         const ref::Geometry& geometry, const Options& options, unsigned stages,
-                         kernels::QuantParams& launched, at::Tensor& workspace) {
+Prepared quantize(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                  const ref::Geometry& geometry, const Options& options) {
   check_geometry(geometry);
   const Inputs in = check_inputs(q, k, v, options.causal, /*need_v=*/true);
   const c10::cuda::CUDAGuard guard(q.device());
@@ -267,35 +260,30 @@ Prepared quantize_passes(const at::Tensor& q, const at::Tensor& k, const at::Ten
   k8.v_fp8 = fp8;
   k8.v_out = p.v.data_ptr();
   k8.v_scale = fp8 ? p.v_scale.data_ptr<float>() : nullptr;
-  workspace = at::empty({static_cast<int64_t>(kernels::quant_workspace_floats(k8))}, f32);
-  k8.workspace = workspace.data_ptr<float>();
-  k8.stages = stages;
+  at::Tensor ws = at::empty({static_cast<int64_t>(kernels::quant_workspace_floats(k8))}, f32);
+  k8.workspace = ws.data_ptr<float>();
+  k8.stages = options.quant_stages;
   check_cuda(kernels::launch_quantize(k8, at::cuda::getCurrentCUDAStream().stream()),
              "quantisation kernels");
-  launched = k8;
-  return p;
+  return p;  // ws is freed to the caching allocator, stream-ordered: safe
 }
 
-// The prediction's preconditions, checked before anything is launched.
-void check_predict(const Prepared& p, const Thresholds& t, const Options& options) {
+void predict(Prepared& p, const Thresholds& t, const Options& options) {
   if (options.causal && p.seq_q > p.seq_k)
     fail(ExitCode::kUsage, "causal attention with Nq = {} > Nk = {} is not supported", p.seq_q,
          p.seq_k);
   if (p.num_k_blocks > kernels::kMaxPredictKBlocks)
     fail(ExitCode::kUsage, "prediction: {} K blocks (Nk = {}) exceed the kernel's limit of {}",
          p.num_k_blocks, p.seq_k, kernels::kMaxPredictKBlocks);
-  if (!t.theta.defined() || (!t.tau.defined() && !t.topk.defined()))
-    fail(ExitCode::kUsage, "thresholds: theta and one of tau / topk are required");
-}
-
-// Launches the prediction kernel into p's already allocated lut / lut_len / mask on the current
-// stream.
-void predict_into(Prepared& p, const Thresholds& t, const Options& options) {
-  p.causal = options.causal;
   const auto dev = p.q8.device();
+  const c10::cuda::CUDAGuard guard(dev);
   const at::Tensor theta = head_vector(t.theta, "theta", p.heads, dev);
   const at::Tensor tau = head_vector(t.tau, "tau", p.heads, dev);
   const at::Tensor topk = head_vector(t.topk, "topk", p.heads, dev);
+  if (!theta.defined() || (!tau.defined() && !topk.defined()))
+    fail(ExitCode::kUsage, "thresholds: theta and one of tau / topk are required");
+  p.causal = options.causal;
+  alloc_lut(p, options.return_mask);
   kernels::PredictParams k = predict_params(p, options.causal, options.sink);
   k.q_pooled = p.q_pooled.data_ptr<float>();
   k.q_sim = p.q_sim.data_ptr<float>();
@@ -311,61 +299,12 @@ void predict_into(Prepared& p, const Thresholds& t, const Options& options) {
              "prediction kernel");
 }
 
-}  // namespace
-
-Prepared quantize(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                  const ref::Geometry& geometry, const Options& options) {
-  kernels::QuantParams launched;
-  at::Tensor ws;
-  // ws is freed to the caching allocator on return, stream-ordered: safe.
-  return quantize_passes(q, k, v, geometry, options, options.quant_stages, launched, ws);
-}
-
-void predict(Prepared& p, const Thresholds& t, const Options& options) {
-  const c10::cuda::CUDAGuard guard(p.q8.device());
-  check_predict(p, t, options);
-  alloc_lut(p, options.return_mask);
-  predict_into(p, t, options);
-}
-
 Prepared prepare(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                  const ref::Geometry& geometry, const Thresholds& thresholds,
                  const Options& options) {
-  // The V pass and the prediction are independent (the prediction needs only the Q/K block
-  // statistics): the prediction runs on a side stream while the bandwidth-bound V pass streams V
-  // on the caller's stream, which hides most of the latency-bound prediction. The caller's
-  // stream waits for the side stream before returning, so `p` is ready in its stream order.
-  kernels::QuantParams launched;
-  at::Tensor ws;
-  const unsigned v_pass = options.quant_stages & kernels::kQuantV;
-  Prepared p = quantize_passes(q, k, v, geometry, options, options.quant_stages & ~kernels::kQuantV,
-                               launched, ws);
-  const c10::cuda::CUDAGuard guard(q.device());
-  const c10::cuda::CUDAStream caller = c10::cuda::getCurrentCUDAStream();
-  const c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool(false, q.device().index());
-  at::cuda::CUDAEvent stats_ready, predicted;
-  stats_ready.record(caller);
-  stats_ready.block(side);
-  // Caller-owned tensors read on the side stream: keep their memory from being reused before
-  // the prediction has read them.
-  for (const at::Tensor* t : {&thresholds.tau, &thresholds.theta, &thresholds.topk}) {
-    if (t->defined() && t->is_cuda()) t->record_stream(side);
-  }
-  {
-    // Outputs are allocated on the caller's stream (alloc_lut inside predict would otherwise
-    // tie them to the side stream in the caching allocator).
-    check_predict(p, thresholds, options);
-    alloc_lut(p, options.return_mask);
-    const c10::cuda::CUDAStreamGuard on_side(side);
-    predict_into(p, thresholds, options);
-  }
-  if (v_pass) {
-    launched.stages = v_pass;
-    check_cuda(kernels::launch_quantize(launched, caller.stream()), "V quantisation kernel");
-  }
-  predicted.record(side);
-  predicted.block(caller);
-  return p;  // ws: freed after the V pass was queued on `caller`, stream-ordered: safe
+  Prepared p = quantize(q, k, v, geometry, options);
+  predict(p, thresholds, options);
+  return p;
 }
 
 Prepared prepare_with_mask(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

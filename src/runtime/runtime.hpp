@@ -64,8 +64,8 @@ Prepared quantize(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
 // Stage-1 prediction from `prepared`'s statistics: fills lut, lut_len (and mask if asked). Can be
 // called repeatedly with different thresholds (the tuner). 1 launch.
 void predict(Prepared& prepared, const Thresholds& thresholds, const Options& options);
-// quantize + predict, with the prediction on a side stream overlapping the V pass (5 launches;
-// the current stream waits for both before anything queued after this call).
+// quantize + predict (5 launches). Running the prediction on a side stream beside the V pass
+// was measured and gained nothing (kernels/NOTES.md, prediction/quantisation run 4).
 Prepared prepare(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                  const ref::Geometry& geometry, const Thresholds& thresholds,
                  const Options& options);

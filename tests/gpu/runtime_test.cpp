@@ -208,11 +208,9 @@ TEST(RuntimeStreams, UsesTheCurrentStream) {
   EXPECT_TRUE(at::equal(a.q8.cpu(), q8_b));
 }
 
-// prepare runs the prediction on a side stream while the V pass runs on the caller's stream: its
-// outputs must be bit-identical to the serial quantize + predict, and complete in the caller's
-// stream order (read here right after the call, with no explicit synchronisation of the side
-// stream). fp8 V (sm90) and fp16 V (sm80) both, causal + GQA to cover the masks.
-TEST(RuntimeStreams, OverlappedPrepareEqualsSerial) {
+// prepare is the pipeline's entry point: its outputs must be bit-identical to quantize + predict
+// called separately (the tuner's path), for fp8 V (sm90) and fp16 V (sm80), causal + GQA.
+TEST(RuntimeStreams, PrepareEqualsQuantizePlusPredict) {
   REQUIRE_GPU();
   const uint64_t seed = std::random_device{}();
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
