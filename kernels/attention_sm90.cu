@@ -68,9 +68,12 @@ int variant() {
   const char* env = std::getenv("SPARGE_SM90_VARIANT");
   if (env == nullptr || env[0] == 0) return kDefaultVariant;
   const std::string v(env);
-  if (v == "4") return 4;
-  if (v == "6") return 6;
-  invalid("SPARGE_SM90_VARIANT=" + v + ": compiled variants are 4 and 6");
+  std::string known;
+  for (int k : kVariants) {
+    if (v == std::to_string(k)) return k;
+    known += (known.empty() ? "" : ", ") + std::to_string(k);
+  }
+  invalid("SPARGE_SM90_VARIANT=" + v + ": compiled variants are " + known);
 }
 
 void launch(const AttentionParams& p, cudaStream_t stream) {
@@ -78,11 +81,8 @@ void launch(const AttentionParams& p, cudaStream_t stream) {
   for (const Instance& inst : kInstances) {
     if (inst.head_dim == p.head_dim && inst.variant == v) return inst.launch(p, stream);
   }
-  std::string compiled;
-  for (const Instance& inst : kInstances)
-    compiled += std::string(compiled.empty() ? "" : ", ") + inst.name;
   invalid("head_dim " + std::to_string(p.head_dim) + " variant " + std::to_string(v) +
-          " is not compiled (compiled: " + compiled + ")");
+          " is not compiled (compiled: " + kCompiledNames + ")");
 }
 
 void validate(const AttentionParams& p) {

@@ -154,6 +154,15 @@ __device__ __forceinline__ void pack_p(const T (&xv)[64], uint32_t (&a)[4][4], c
   }
 }
 
+// P = 0 for a warp whose rows stage 2 skips while the rest of its warpgroup still runs P·V.
+__device__ __forceinline__ void clear_p(uint32_t (&a)[4][4]) {
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) a[kk][r] = 0u;
+  }
+}
+
 template <int kD>
 __device__ __forceinline__ void rescale(float (&acc)[kD / 2], float alpha0, float alpha1) {
 #pragma unroll
@@ -421,12 +430,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           pack_p(x, a, ln);
           ++pv_count;
         } else {
-          // Other warps of the warpgroup may still run the product: this warp adds zeros.
-#pragma unroll
-          for (int kk = 0; kk < 4; ++kk) {
-#pragma unroll
-            for (int r = 0; r < 4; ++r) a[kk][r] = 0u;
-          }
+          clear_p(a);  // other warps of the warpgroup may still run the product
         }
         m0 = mn0;
         m1 = mn1;
@@ -514,11 +518,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           pack_p(s, a, ln);
           ++pv_count;
         } else {
-#pragma unroll
-          for (int kk = 0; kk < 4; ++kk) {
-#pragma unroll
-            for (int r = 0; r < 4; ++r) a[kk][r] = 0u;
-          }
+          clear_p(a);
         }
       };
 

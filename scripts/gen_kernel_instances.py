@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Generates kernels/instances/: one .cu per compiled attention kernel instance, and
-attention_*_instances.h, the tables the dispatchers search (and print when a combination is not compiled).
+attention_*_instances.h, the tables the dispatchers search (and print when a combination is
+not compiled).
 
 One translation unit per instance keeps each nvcc invocation small and lets the build compile
 them in parallel. Run after changing the lists below; the output is checked in.
@@ -27,16 +28,25 @@ DTYPE = {"fp16": "DType::kFloat16", "bf16": "DType::kBFloat16"}
 SM90 = [(d, v) for d in (64, 128) for v in (4, 6)]
 
 
-def sm80_name(d, t):
-    return f"attention_sm80_d{d}_{t}"
+SIGNATURE = "(const AttentionParams&, cudaStream_t)"
 
 
-def sm90_name(d, v):
-    return f"attention_sm90_d{d}_v{v}"
+def path_files(path, kernel_header, decl, fields, entries):
+    """The instance .cu files and the table header of one path (sm80 or sm90).
 
-
-def table_header(ns, decl, externs, fields, rows):
-    return (
+    entries: (file stem, table key values, name, launcher template-id) per instance.
+    """
+    ns = f"sparge::kernels::{path}"
+    files = {}
+    for stem, _, _, fn in entries:
+        files[f"{stem}.cu"] = (
+            HEADER
+            + f'#include "kernels/{kernel_header}"\n\n'
+            + f"namespace {ns} {{\n"
+            + f"template void {fn}{SIGNATURE};\n"
+            + f"}}  // namespace {ns}\n"
+        )
+    files[f"attention_{path}_instances.h"] = (
         HEADER
         + "// The compiled attention kernel instances and their launchers (host code only).\n"
         + "#pragma once\n\n"
@@ -44,52 +54,39 @@ def table_header(ns, decl, externs, fields, rows):
         + '#include "kernels/params.h"\n\n'
         + f"namespace {ns} {{\n\n"
         + decl
-        + "\n".join(externs)
-        + "\n\nstruct Instance {\n"
+        + "".join(f"extern template void {fn}{SIGNATURE};\n" for *_, fn in entries)
+        + "\nstruct Instance {\n"
         + "".join(f"  {f};\n" for f in fields)
         + "  const char* name;\n"
         + "  void (*launch)(const AttentionParams&, cudaStream_t);\n};\n\n"
         + "inline constexpr Instance kInstances[] = {\n"
-        + "\n".join(rows)
-        + f"\n}};\n\n}}  // namespace {ns}\n"
+        + "".join(f'    {{{key}, "{name}", &{fn}}},\n' for _, key, name, fn in entries)
+        + "};\n\n"
+        + "// The names above, for the dispatcher's error when a combination is not compiled.\n"
+        + f'inline constexpr const char* kCompiledNames = "{", ".join(e[2] for e in entries)}";\n\n'
+        + f"}}  // namespace {ns}\n"
     )
+    return files
 
 
 def render():
-    files = {}
-    for d, t in SM80:
-        files[f"{sm80_name(d, t)}.cu"] = (
-            HEADER
-            + '#include "kernels/attention_sm80.cuh"\n\n'
-            + "namespace sparge::kernels::sm80 {\n"
-            + f"template void launch<{d}, {CTYPE[t]}>(const AttentionParams&, cudaStream_t);\n"
-            + "}  // namespace sparge::kernels::sm80\n"
-        )
-    files["attention_sm80_instances.h"] = table_header(
-        "sparge::kernels::sm80",
+    files = path_files(
+        "sm80",
+        "attention_sm80.cuh",
         "template <int D, typename VT>\nvoid launch(const AttentionParams& p, cudaStream_t stream);\n",
-        [f"extern template void launch<{d}, {CTYPE[t]}>(const AttentionParams&, cudaStream_t);"
-         for d, t in SM80],
         ["int head_dim", "DType v_dtype"],
-        [f'    {{{d}, {DTYPE[t]}, "d{d}/{t}", &launch<{d}, {CTYPE[t]}>}},' for d, t in SM80],
+        [(f"attention_sm80_d{d}_{t}", f"{d}, {DTYPE[t]}", f"d{d}/{t}", f"launch<{d}, {CTYPE[t]}>")
+         for d, t in SM80],
     )
-    for d, v in SM90:
-        files[f"{sm90_name(d, v)}.cu"] = (
-            HEADER
-            + '#include "kernels/attention_sm90_kernel.cuh"\n\n'
-            + "namespace sparge::kernels::sm90 {\n"
-            + f"template void launch_variant<{d}, {v}>(const AttentionParams&, cudaStream_t);\n"
-            + "}  // namespace sparge::kernels::sm90\n"
-        )
-    files["attention_sm90_instances.h"] = table_header(
-        "sparge::kernels::sm90",
+    files.update(path_files(
+        "sm90",
+        "attention_sm90_kernel.cuh",
         "template <int kD, int kVariant>\n"
         "void launch_variant(const AttentionParams& p, cudaStream_t stream);\n",
-        [f"extern template void launch_variant<{d}, {v}>(const AttentionParams&, cudaStream_t);"
-         for d, v in SM90],
         ["int head_dim", "int variant"],
-        [f'    {{{d}, {v}, "d{d}/v{v}", &launch_variant<{d}, {v}>}},' for d, v in SM90],
-    )
+        [(f"attention_sm90_d{d}_v{v}", f"{d}, {v}", f"d{d}/v{v}", f"launch_variant<{d}, {v}>")
+         for d, v in SM90],
+    ))
     return files
 
 

@@ -31,4 +31,7 @@ inline constexpr Instance kInstances[] = {
     {128, DType::kBFloat16, "d128/bf16", &launch<128, __nv_bfloat16>},
 };
 
+// The names above, for the dispatcher's error when a combination is not compiled.
+inline constexpr const char* kCompiledNames = "d64/fp16, d64/bf16, d128/fp16, d128/bf16";
+
 }  // namespace sparge::kernels::sm80

@@ -31,4 +31,7 @@ inline constexpr Instance kInstances[] = {
     {128, 6, "d128/v6", &launch_variant<128, 6>},
 };
 
+// The names above, for the dispatcher's error when a combination is not compiled.
+inline constexpr const char* kCompiledNames = "d64/v4, d64/v6, d128/v4, d128/v6";
+
 }  // namespace sparge::kernels::sm90
