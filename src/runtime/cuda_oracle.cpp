@@ -107,17 +107,10 @@ class CudaHeadOracle final : public tune::HeadOracle {
       for (size_t c0 = 0; c0 < cands.size(); c0 += kBatch) {
         const size_t cn = std::min<size_t>(kBatch, cands.size() - c0);
         const std::vector<Outcome> res = run_batch(st, cands.subspan(c0, cn));
-        for (size_t i = 0; i < cn; ++i) {
-          tune::Evaluation& e = out[c0 + i];
-          e.error_per_sample.push_back(res[i].error);
-          e.sparsity_stage1_per_sample.push_back(res[i].s1);
-          e.sparsity_stage12_per_sample.push_back(res[i].s12);
-          e.error_worst = std::max(e.error_worst, res[i].error);
-          e.sparsity_stage1_mean += res[i].s1 / static_cast<double>(states_.size());
-          e.sparsity_stage12_mean += res[i].s12 / static_cast<double>(states_.size());
-        }
+        for (size_t i = 0; i < cn; ++i) out[c0 + i].add_sample(res[i].error, res[i].s1, res[i].s12);
       }
     }
+    for (tune::Evaluation& e : out) e.finish();
     return out;
   }
   int num_samples() const override { return static_cast<int>(states_.size()); }
@@ -190,21 +183,11 @@ class CudaHeadOracle final : public tune::HeadOracle {
       const int64_t groups = geometry_.block_q / geometry_.warp_rows;
       at::Tensor pv =
           at::zeros({a.batch, u, a.num_q_blocks, groups}, at::TensorOptions(at::kInt).device(dev));
-      at::Tensor lam_log2;
-      kernels::AttentionParams prm = attention_params(a, o_t, vec(lam), lam_log2);
-      prm.pv_executed = pv.data_ptr<int32_t>();
-      const cudaStream_t stream = at::cuda::getCurrentCUDAStream().stream();
       try {
-        if (variant_ == "sm90") {
-          kernels::launch_attention_sm90(prm, stream);
-        } else {
-          kernels::launch_attention_sm80(prm, stream);
-        }
-      } catch (const std::exception& e) {
-        fail(ExitCode::kSoftware, "cuda oracle: attention {}: {}", variant_, e.what());
+        run_attention(a, o_t, vec(lam), variant_, pv);
+      } catch (const Error& e) {  // a failure here is ours, not the user's input
+        fail(ExitCode::kSoftware, "cuda oracle: {}", e.what());
       }
-      if (cudaError_t e = cudaGetLastError(); e != cudaSuccess)
-        fail(ExitCode::kSoftware, "cuda oracle: attention launch: {}", cudaGetErrorString(e));
       evaluations_ += u;
       // Per candidate: rel-L1 (fp64), kept blocks, P·V products skipped (in block units).
       at::Tensor od = o_t.narrow(3, 0, st.base.head_dim_in).to(at::kDouble);

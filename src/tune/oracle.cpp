@@ -53,15 +53,9 @@ class CpuHeadOracle final : public HeadOracle {
       Evaluation e;
       for (auto& st : states_) {
         const Outcome& o = outcome(st, c);
-        e.error_per_sample.push_back(o.error);
-        e.sparsity_stage1_per_sample.push_back(o.s1);
-        e.sparsity_stage12_per_sample.push_back(o.s12);
-        e.error_worst = std::max(e.error_worst, o.error);
-        e.sparsity_stage1_mean += o.s1;
-        e.sparsity_stage12_mean += o.s12;
+        e.add_sample(o.error, o.s1, o.s12);
       }
-      e.sparsity_stage1_mean /= static_cast<double>(states_.size());
-      e.sparsity_stage12_mean /= static_cast<double>(states_.size());
+      e.finish();
       out.push_back(std::move(e));
     }
     return out;
@@ -122,6 +116,23 @@ class CpuBackend final : public OracleBackend {
 };
 
 }  // namespace
+
+void Evaluation::add_sample(double error, double stage1, double stage12) {
+  error_per_sample.push_back(error);
+  sparsity_stage1_per_sample.push_back(stage1);
+  sparsity_stage12_per_sample.push_back(stage12);
+  error_worst = std::max(error_worst, error);
+}
+
+void Evaluation::finish() {
+  auto mean = [](const std::vector<double>& v) {
+    double sum = 0;
+    for (double x : v) sum += x;
+    return v.empty() ? 0.0 : sum / static_cast<double>(v.size());
+  };
+  sparsity_stage1_mean = mean(sparsity_stage1_per_sample);
+  sparsity_stage12_mean = mean(sparsity_stage12_per_sample);
+}
 
 bool register_oracle_backend(const std::string& name, OracleBackendFactory factory) {
   auto& r = registry();

@@ -55,6 +55,11 @@ struct Evaluation {
   double sparsity_stage12_mean = 0;      // mean over samples, stage 1 + stage-2 skipped P·V
   std::vector<double> sparsity_stage1_per_sample;
   std::vector<double> sparsity_stage12_per_sample;
+
+  // Appends one calibration sample's outcome; error_worst follows.
+  void add_sample(double error, double stage1, double stage12);
+  // The means over the samples added so far (call once, after the last add_sample).
+  void finish();
 };
 
 class HeadOracle {
