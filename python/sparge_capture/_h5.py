@@ -21,19 +21,12 @@ SCHEMA_VERSION = 1
 _DTYPE_NAMES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32"}
 
 
-def _float16_type() -> h5py.h5t.TypeFloatID:
+def _sixteen_bit_float(exponent_bits: int, mantissa_bits: int) -> h5py.h5t.TypeFloatID:
+    """A 16-bit little-endian IEEE-style float: sign at bit 15, then exponent, then mantissa."""
     t = h5py.h5t.IEEE_F32LE.copy()
-    t.set_fields(15, 10, 5, 0, 10)
+    t.set_fields(15, mantissa_bits, exponent_bits, 0, mantissa_bits)
     t.set_size(2)
-    t.set_ebias(15)
-    return t
-
-
-def _bfloat16_type() -> h5py.h5t.TypeFloatID:
-    t = h5py.h5t.IEEE_F32LE.copy()
-    t.set_fields(15, 7, 8, 0, 7)
-    t.set_size(2)
-    t.set_ebias(127)
+    t.set_ebias(2 ** (exponent_bits - 1) - 1)
     return t
 
 
@@ -42,9 +35,9 @@ def _raw(t: torch.Tensor) -> tuple[np.ndarray, h5py.h5t.TypeID]:
     if t.dtype == torch.float32:
         return t.numpy(), h5py.h5t.IEEE_F32LE
     if t.dtype == torch.float16:
-        return t.view(torch.int16).numpy().view(np.uint16), _float16_type()
+        return t.view(torch.int16).numpy().view(np.uint16), _sixteen_bit_float(5, 10)
     if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().view(np.uint16), _bfloat16_type()
+        return t.view(torch.int16).numpy().view(np.uint16), _sixteen_bit_float(8, 7)
     raise TypeError(f"unsupported dtype {t.dtype} (expected float16, bfloat16 or float32)")
 
 

@@ -12,6 +12,7 @@
 
 #include "common/error.hpp"
 #include "config/tuned.hpp"
+#include "support/cli_harness.hpp"
 
 namespace sparge::config {
 namespace {
@@ -97,15 +98,13 @@ TEST(TunedConfig, FloatsAreShortestAndYaml11Readable) {
 }
 
 TEST(TunedConfig, WriteIsAtomicAndReadable) {
-  std::filesystem::path dir = SPARGE_TEST_TMP;
-  std::filesystem::create_directories(dir);
-  auto path = dir / "config_test_write.yaml";
+  const auto path = sparge::test_support::scratch_dir("config_test") / "write.yaml";
   auto c = random_config(3);
   write_tuned(path, c);
   auto r = read_tuned(path);
   EXPECT_EQ(to_yaml(r), to_yaml(c));
-  for (const auto& e : std::filesystem::directory_iterator(dir)) {
-    EXPECT_EQ(e.path().filename().string().find("config_test_write.yaml."), std::string::npos)
+  for (const auto& e : std::filesystem::directory_iterator(path.parent_path())) {
+    EXPECT_EQ(e.path().filename().string().find("write.yaml."), std::string::npos)
         << "temporary left behind: " << e.path();
   }
 }

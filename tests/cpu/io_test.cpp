@@ -3,7 +3,6 @@
 // bad-file cases (exit code + no output file) are in cli_io_test.cpp.
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -13,6 +12,7 @@
 #include "io/dump.hpp"
 #include "io/h5.hpp"
 #include "io/tensor_stats.hpp"
+#include "support/cli_harness.hpp"
 
 namespace fs = std::filesystem;
 using sparge::Error;
@@ -24,9 +24,7 @@ using sparge::io::DumpWriter;
 namespace {
 
 fs::path scratch(const std::string& name) {
-  fs::path dir = fs::path(SPARGE_TEST_TMP) / fmt::format("io_test.{}", ::getpid());
-  fs::create_directories(dir);
-  return dir / name;
+  return sparge::test_support::scratch_dir("io_test") / name;
 }
 
 uint64_t fresh_seed() { return std::random_device{}(); }
