@@ -59,7 +59,11 @@ struct SmemPlan {
   static constexpr int kBars = kV + kStages * kVBytes;
   // q_full, k_full[S], v_full[S], empty[S]
   static constexpr int kNumBars = 1 + 3 * kStages;
-  static constexpr int kBytes = kBars + kNumBars * 8;
+  // Per stage, written by the producer before it arms k_full: the K block index j (int32) and
+  // k_scale[j] (fp32), so the consumers read them from shared memory after their k_full wait
+  // instead of two dependent global loads in the GEMM-issue path.
+  static constexpr int kInfo = kBars + kNumBars * 8;
+  static constexpr int kBytes = kInfo + kStages * 8;
   static constexpr int kAlloc = kBytes + 1024;  // slack to align the dynamic base to 1024
   static_assert(kQBytes % 1024 == 0 && kKBytes % 1024 == 0 && kVBytes % 1024 == 0);
 };

@@ -65,33 +65,40 @@ using namespace hopper;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr int32_t kMaskedS = INT32_MIN;  // sentinel for masked logits (|S| <= 127^2 D < 2^22)
 
-// Per-thread view of the consumer's rows and shuffle constants.
+// Per-thread view of the consumer's rows.
 struct Lanes {
   int warp, lane, t;
   int row0, row1;  // query tokens of accumulator entries e = 0, 1 (row0) and e = 2, 3 (row1)
   bool valid0, valid1;
-  bool lane03;
-  int src1, src2;
-  uint32_t sel_lo, sel_hi;
 };
 
-// S = Q8 · K8ᵀ for one consumer warpgroup: (64 × D) · (128 × D)ᵀ, D / 32 k-steps.
+// Descriptors of the Q tile and of stage 0's K and V tiles (rows of D bytes for Q/K, so D = 128
+// fills the 128-byte swizzle and D = 64 uses the 64-byte one; V8ᵀ rows are 128 tokens). Built
+// once per consumer; stages and k-steps advance them with desc_advance.
 template <int kD>
-__device__ __forceinline__ void issue_qk(int32_t (&s)[64], uint32_t q_addr, uint32_t k_addr) {
-  constexpr Swizzle kSw = kD == 128 ? Swizzle::k128B : Swizzle::k64B;  // rows of D bytes
+__device__ __forceinline__ uint64_t qk_desc(uint32_t addr) {
+  return make_smem_desc(addr, kD == 128 ? Swizzle::k128B : Swizzle::k64B, 8 * kD);
+}
+__device__ __forceinline__ uint64_t v_desc(uint32_t addr) {
+  return make_smem_desc(addr, Swizzle::k128B, 8 * kBlockK);
+}
+
+// S = Q8 · K8ᵀ for one consumer warpgroup: (64 × D) · (128 × D)ᵀ, D / 32 k-steps of 32 bytes.
+template <int kD>
+__device__ __forceinline__ void issue_qk(int32_t (&s)[64], uint64_t dq, uint64_t dk) {
 #pragma unroll
   for (int kk = 0; kk < kD / 32; ++kk) {
-    wgmma_m64n128k32_s32_s8_s8_ss(s, make_smem_desc(q_addr + kk * 32, kSw, 8 * kD),
-                                  make_smem_desc(k_addr + kk * 32, kSw, 8 * kD), kk > 0 ? 1 : 0);
+    wgmma_m64n128k32_s32_s8_s8_ss(s, desc_advance(dq, kk * 32), desc_advance(dk, kk * 32),
+                                  kk > 0 ? 1 : 0);
   }
 }
-// O += P · V8: (64 × 128) · (D × 128)ᵀ, 4 k-steps of 32 tokens; V8ᵀ rows are 128 tokens.
+// O += P · V8: (64 × 128) · (D × 128)ᵀ, 4 k-steps of 32 tokens.
 template <int kD>
 __device__ __forceinline__ void issue_pv(float (&acc)[kD / 2], const uint32_t (&a)[4][4],
-                                         uint32_t v_addr) {
+                                         uint64_t dv) {
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk) {
-    const uint64_t db = make_smem_desc(v_addr + kk * 32, Swizzle::k128B, 8 * kBlockK);
+    const uint64_t db = desc_advance(dv, kk * 32);
     if constexpr (kD == 128) {
       wgmma_m64n128k32_f32_e4m3_rs(acc, a[kk], db, 1);
     } else {
@@ -129,27 +136,24 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
-// P (fp32, accumulator layout) -> e4m3 A fragments. This thread holds, per 8-column chunk c,
-// columns 8c + 2t, +1; the A fragment wants columns 4t..4t+3 and 16+4t..16+4t+3 of each 32-token
-// k-step. Lanes t send the pair word of chunks (0, 2) or (1, 3) and receive two of them.
+// P (fp32, accumulator layout) -> e4m3 A fragments, in place. This thread holds, per 8-column
+// chunk c, columns 8c + 2t, +1 of rows g (e = 0, 1) and g + 8 (e = 2, 3); v8 stores the tokens of
+// each 32-token k-step in the order that makes those pairs the A fragment's bytes 4t..4t+3
+// (chunks 0, 1) and 16 + 4t.. (chunks 2, 3) (kernels/params.h, v8_slot): no shuffles.
 __device__ __forceinline__ float as_f32(float v) { return v; }
 __device__ __forceinline__ float as_f32(int32_t v) { return __int_as_float(v); }
 template <typename T>  // float, or int32 holding float bits (in-place softmax)
-__device__ __forceinline__ void pack_p(const T (&xv)[64], uint32_t (&a)[4][4], const Lanes& ln) {
+__device__ __forceinline__ void pack_p(const T (&xv)[64], uint32_t (&a)[4][4]) {
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk) {
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {  // r = 0: row g (e = 0, 1); r = 1: row g + 8 (e = 2, 3)
+    for (int r = 0; r < 2; ++r) {  // r = 0: row g; r = 1: row g + 8
       const int c0 = 4 * (4 * kk + 0) + 2 * r, c1 = 4 * (4 * kk + 1) + 2 * r;
       const int c2 = 4 * (4 * kk + 2) + 2 * r, c3 = 4 * (4 * kk + 3) + 2 * r;
-      const uint32_t wp = pack_e4m3x4(as_f32(xv[c0]), as_f32(xv[c0 + 1]), as_f32(xv[c2]),
-                                      as_f32(xv[c2 + 1]));  // chunks 0, 2
-      const uint32_t wq = pack_e4m3x4(as_f32(xv[c1]), as_f32(xv[c1 + 1]), as_f32(xv[c3]),
-                                      as_f32(xv[c3 + 1]));  // chunks 1, 3
-      const uint32_t r1 = __shfl_sync(0xffffffffu, ln.lane03 ? wp : wq, ln.src1, 4);
-      const uint32_t r2 = __shfl_sync(0xffffffffu, ln.lane03 ? wq : wp, ln.src2, 4);
-      a[kk][r] = __byte_perm(r1, r2, ln.sel_lo);
-      a[kk][2 + r] = __byte_perm(r1, r2, ln.sel_hi);
+      a[kk][r] =
+          pack_e4m3x4(as_f32(xv[c0]), as_f32(xv[c0 + 1]), as_f32(xv[c1]), as_f32(xv[c1 + 1]));
+      a[kk][2 + r] =
+          pack_e4m3x4(as_f32(xv[c2]), as_f32(xv[c2 + 1]), as_f32(xv[c3]), as_f32(xv[c3 + 1]));
     }
   }
 }
@@ -288,6 +292,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   uint64_t* k_full = bars + 1;
   uint64_t* v_full = bars + 1 + kStages;
   uint64_t* empty = bars + 1 + 2 * kStages;
+  int32_t* info_j = reinterpret_cast<int32_t*>(smem + Plan::kInfo);         // [kStages]
+  float* info_ks = reinterpret_cast<float*>(smem + Plan::kInfo) + kStages;  // [kStages]
 
   const int b = blockIdx.z, h = blockIdx.y;
   const int nq = p.num_q_blocks, nk = p.num_k_blocks;
@@ -332,11 +338,22 @@ __global__ void __launch_bounds__(kThreads, 1)
       tma_prefetch_desc(&tm_v);
       mbar_arrive_expect_tx(q_full, Plan::kQBytes);
       tma_load_2d(s_q, &tm_q, q_full, 0, static_cast<int32_t>(row_idx * kBlockQ));
+      const float* k_scale = p.k_scale + bhkv * nk;
+      auto block_of = [&](int it) { return lut_row ? lut_row[it] : it; };
+      int j_next = num_iters > 0 ? block_of(0) : 0;
+      float ks_next = num_iters > 0 ? k_scale[j_next] : 0.f;
       for (int it = 0; it < num_iters; ++it) {
         const int stage = it % kStages;
         const uint32_t phase = (it / kStages) & 1;
+        const int j = j_next;
+        const float ks = ks_next;
+        if (it + 1 < num_iters) {  // next block's LUT entry and scale load during the wait
+          j_next = block_of(it + 1);
+          ks_next = k_scale[j_next];
+        }
         mbar_wait(&empty[stage], phase ^ 1);  // a fresh barrier passes parity 1 at once
-        const int j = lut_row ? lut_row[it] : it;
+        info_j[stage] = j;  // published by the release semantics of the arrive below
+        info_ks[stage] = ks;
         mbar_arrive_expect_tx(&k_full[stage], Plan::kKBytes);
         tma_load_2d(s_k + stage * Plan::kKBytes, &tm_k, &k_full[stage], 0,
                     static_cast<int32_t>((bhkv * nk + j) * kBlockK));
@@ -357,16 +374,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     ln.row1 = ln.row0 + 8;
     ln.valid0 = ln.row0 < p.seq_q;
     ln.valid1 = ln.row1 < p.seq_q;
-    ln.lane03 = (ln.t == 0) || (ln.t == 3);
-    ln.src1 = (ln.t == 0) ? 0 : (ln.t == 1) ? 3 : (ln.t == 2) ? 1 : 2;
-    ln.src2 = ln.src1 ^ 1;
-    ln.sel_lo = ln.lane03 ? 0x5410u : 0x1054u;
-    ln.sel_hi = ln.lane03 ? 0x7632u : 0x3276u;
 
     const float lambda = p.lambda_log2 ? p.lambda_log2[h] : kNegInf;
     const bool stage2 = lambda != kNegInf;  // uniform: the warpgroup vote is needed at all
     const float q_scale = p.q_scale[row_idx];
-    const float* k_scale = p.k_scale + bhkv * nk;
     const int last_partial_k = (p.seq_k % kBlockK) ? nk - 1 : nk;  // block needing the Nk mask
     const int q_first = qb * kBlockQ;
     auto need_mask = [&](int j) {
@@ -381,9 +392,24 @@ __global__ void __launch_bounds__(kThreads, 1)
     int pv_count = 0;
     uint32_t a[4][4];  // P in e4m3, the A operand of the 4 k-steps (32 tokens each)
 
-    const uint32_t q_addr = smem_u32(s_q) + cw * kRowsPerWarpgroup * kD;
-    auto k_addr = [&](int stage) { return smem_u32(s_k + stage * Plan::kKBytes); };
-    auto v_addr = [&](int stage) { return smem_u32(s_v + stage * Plan::kVBytes); };
+    const uint64_t dq = qk_desc<kD>(smem_u32(s_q) + cw * kRowsPerWarpgroup * kD);
+    const uint64_t dk0 = qk_desc<kD>(smem_u32(s_k)), dv0 = v_desc(smem_u32(s_v));
+    auto k_desc = [&](int stage) { return desc_advance(dk0, stage * Plan::kKBytes); };
+    auto v_desc_of = [&](int stage) { return desc_advance(dv0, stage * Plan::kVBytes); };
+    // Block facts of iteration `it`, valid once k_full[it % kStages] has completed (the producer
+    // wrote them before arming it; the try_wait acquires them).
+    struct BlockInfo {
+      float blk;  // logits scale in log2 units: q_scale · k_scale[j] · sm_scale · log2(e)
+      int j;
+      bool mask;
+    };
+    auto block_info = [&](int stage) {
+      BlockInfo n;
+      n.j = info_j[stage];
+      n.blk = (q_scale * info_ks[stage]) * p.sm_scale_log2;
+      n.mask = need_mask(n.j);
+      return n;
+    };
     auto release = [&](int stage) {
       if (ln.lane == 0) mbar_arrive(&empty[stage]);
     };
@@ -397,14 +423,14 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int it = 0; it < num_iters; ++it) {
         const int stage = it % kStages;
         const uint32_t phase = (it / kStages) & 1;
-        const int j = lut_row ? lut_row[it] : it;
-        const float blk = (q_scale * k_scale[j]) * p.sm_scale_log2;
-        const bool nm = need_mask(j);
-
         int32_t s[64];
         mbar_wait(&k_full[stage], phase);
+        const BlockInfo bi = block_info(stage);
+        const int j = bi.j;
+        const float blk = bi.blk;
+        const bool nm = bi.mask;
         wgmma_fence();
-        issue_qk<kD>(s, q_addr, k_addr(stage));
+        issue_qk<kD>(s, dq, k_desc(stage));
         wgmma_commit();
         wgmma_wait<0>();
         fence_operands(s);
@@ -427,7 +453,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           } else {
             block_exp_int<false, true>(s, blk, mn0, mn1, x, l0, l1);
           }
-          pack_p(x, a, ln);
+          pack_p(x, a);
           ++pv_count;
         } else {
           clear_p(a);  // other warps of the warpgroup may still run the product
@@ -439,7 +465,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         mbar_wait(&v_full[stage], phase);  // always: a stage is refilled only after it landed
         if (any) {
           wgmma_fence();
-          issue_pv<kD>(acc, a, v_addr(stage));
+          issue_pv<kD>(acc, a, v_desc_of(stage));
           wgmma_commit();
           wgmma_wait<0>();
           fence_operands(acc);
@@ -469,25 +495,14 @@ __global__ void __launch_bounds__(kThreads, 1)
       const uint32_t bar_own = kSchedBarrier + cw, bar_peer = kSchedBarrier + (cw ^ 1);
       constexpr uint32_t kPair = 2 * 128;
       int32_t s[64];
-      struct Next {
-        float blk;
-        int j;
-        bool mask;
-      };
       float alpha0 = 1.f, alpha1 = 1.f;  // acc's rescale for the next P·V (FA3 order)
-      // Block facts of iteration it, loaded before the phase that needs them: the LUT and
-      // k_scale loads are two dependent global reads that would otherwise sit in the chain.
-      auto next_info = [&](int it) {
-        Next n;
-        n.j = lut_row ? lut_row[it] : it;
-        n.blk = (q_scale * k_scale[n.j]) * p.sm_scale_log2;
-        n.mask = need_mask(n.j);
-        return n;
-      };
+      bool any_rescale = false;          // some row of this warp has alpha != 1
       // Softmax of one block in place (p's fp32 bits replace S); returns this warp's stage-2
       // skip and sets the factors acc must be rescaled by before its P·V is issued (1 on a
-      // skip: the multiply is exact and saves a branch in the phase).
-      auto softmax_inplace = [&](const Next& n) {
+      // skip). Once the row maxima settle, most blocks leave every alpha of a warp at exactly 1:
+      // the warp then skips the D / 2 multiplies (exact: x · 1 = x), which sit between the
+      // QKᵀ(it+1) and P·V(it) issues, i.e. on the path that releases the peer warpgroup.
+      auto softmax_inplace = [&](const BlockInfo& n) {
         float ml0, ml1;
         if (n.mask) {
           block_max_int<true>(s, n.j, ln, p, n.blk, ml0, ml1);
@@ -511,11 +526,12 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
         m0 = mn0;
         m1 = mn1;
+        any_rescale = __any_sync(0xffffffffu, alpha0 != 1.f || alpha1 != 1.f);
         return skip;
       };
       auto set_a = [&](bool skip) {
         if (!skip) {
-          pack_p(s, a, ln);
+          pack_p(s, a);
           ++pv_count;
         } else {
           clear_p(a);
@@ -524,11 +540,11 @@ __global__ void __launch_bounds__(kThreads, 1)
 
       if (num_iters > 0) {
         if (cw == 1) named_barrier_arrive(kSchedBarrier, kPair);  // consumer 0 goes first
-        const Next n0 = next_info(0);
         mbar_wait(&k_full[0], 0);
+        const BlockInfo n0 = block_info(0);
         named_barrier_sync(bar_own, kPair);
         wgmma_fence();
-        issue_qk<kD>(s, q_addr, k_addr(0));
+        issue_qk<kD>(s, dq, k_desc(0));
         wgmma_commit();
         named_barrier_arrive(bar_peer, kPair);  // never consumer 1's last phase
         wgmma_wait<0>();
@@ -540,23 +556,23 @@ __global__ void __launch_bounds__(kThreads, 1)
         constexpr bool kLast = decltype(last_tag)::value;
         const int stage = it % kStages;
         const uint32_t phase = (it / kStages) & 1;
-        Next n{};
-        if constexpr (!kLast) n = next_info(it + 1);
+        BlockInfo n{};
         if constexpr (!kLast) {
           mbar_wait(&k_full[(it + 1) % kStages], ((it + 1) / kStages) & 1);
+          n = block_info((it + 1) % kStages);  // needed by the softmax, not by the issue
         }
         mbar_wait(&v_full[stage], phase);  // always: a stage is refilled only after it landed
         named_barrier_sync(bar_own, kPair);
         wgmma_fence();
         if constexpr (!kLast) {
-          issue_qk<kD>(s, q_addr, k_addr((it + 1) % kStages));
+          issue_qk<kD>(s, dq, k_desc((it + 1) % kStages));
           wgmma_commit();
         }
         // FA3's order: acc is rescaled for block it while QKᵀ(it+1) runs, so the rescale
         // is off the softmax -> pack -> next phase chain.
-        rescale<kD>(acc, alpha0, alpha1);
+        if (any_rescale) rescale<kD>(acc, alpha0, alpha1);
         wgmma_fence();  // acc was just written by ordinary instructions
-        issue_pv<kD>(acc, a, v_addr(stage));
+        issue_pv<kD>(acc, a, v_desc_of(stage));
         wgmma_commit();
         if (!kLast || cw == 0) named_barrier_arrive(bar_peer, kPair);
         bool skip_next = false;

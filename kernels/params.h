@@ -8,7 +8,9 @@
 //   q_scale fp32  [B, H,   nq]                     dequantisation scale of each Q block
 //   k_scale fp32  [B, Hkv, nk]
 //   v8      e4m3  [B, Hkv, D, nk * block_k]        FP8 V, transposed (tokens contiguous): the
-//                                                  B operand of P·V must be K-major for FP8 MMA
+//                                                  B operand of P·V must be K-major for FP8 MMA;
+//                                                  tokens permuted inside each 32-token group
+//                                                  (v8_slot below)
 //   vh      half  [B, Hkv, nk * block_k, D]        fp16/bf16 V for the half-P·V kernels
 //   v_scale fp32  [B, Hkv, D]                      per-channel FP8 scale (amax / 448)
 //   lut     int32 [B, H, nq, nk]                   kept K block indices, ascending, absolute
@@ -19,6 +21,17 @@
 #include <cstdint>
 
 namespace sparge::kernels {
+
+// Byte position of token x (0..31) inside its 32-token group of a v8 row. Why: the P·V wgmma
+// contracts over tokens, so any token order works if P's columns and V's rows agree. This order
+// is the one in which the QKᵀ accumulator already holds P: a thread owns columns 8c + 2t + {0,1}
+// of chunk c, and the FP8 A fragment wants k = 4t..4t+3 (chunks 0, 1) and 16 + 4t.. (chunks
+// 2, 3), so P packs into A in place with no shuffles. Token x = 8c + 2t + e goes to slot
+// 16 (c / 2) + 4t + 2 (c % 2) + e; the map is a bijection of 0..31 (tested).
+constexpr int v8_slot(int x) {
+  const int c = x / 8, t = (x % 8) / 2, e = x % 2;
+  return 16 * (c / 2) + 4 * t + 2 * (c % 2) + e;
+}
 
 enum class DType : int { kFloat16 = 0, kBFloat16 = 1, kFloat32 = 2 };
 

@@ -11,8 +11,8 @@
 //      (deterministic: no atomics).
 //   3. qk_blocks: one CTA per Q block and per K block: pooled mean, self-similarity, amax,
 //      INT8 values and scale, all from registers after one read of the block.
-//   4. v_quant: one CTA per (kv head, K block): FP8 e4m3 transposed through shared memory, or the
-//      padded half copy.
+//   4. v_quant: one CTA per (kv head, K block): FP8 e4m3 transposed through shared memory (tokens
+//      in the v8 order of params.h), or the padded half copy.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -349,14 +349,20 @@ __global__ void __launch_bounds__(kThreads, 3) v_quant_kernel(QuantParams p) {
       }
     }
     __syncthreads();
-    // Row d of the output holds kBk tokens: kBk/16 lanes write 16 bytes each.
+    // Row d of the output holds kBk tokens: kBk/16 lanes write 16 bytes each, in the v8 token
+    // order (params.h, v8_slot): slots 16a + 4t + 2b + e of a 32-token group hold token
+    // 8 (2a + b) + 2t + e, so the 16 bytes of half a (tokens 16a .. 16a + 15, words s0..s3 of
+    // the natural-order tile) are the 16-bit pairs (0,1)(8,9)(2,3)(10,11)(4,5)(12,13)(6,7)(14,15).
+    static_assert(kBk % 32 == 0, "v8 permutes whole 32-token groups");
     constexpr int kVecPerRow = kBk / 16;
     uint8_t* dst =
         static_cast<uint8_t*>(p.v_out) + bh * D * padded + static_cast<int64_t>(blk) * kBk;
     for (int v = threadIdx.x; v < D * kVecPerRow; v += kThreads) {
       const int d = v / kVecPerRow, c = (v % kVecPerRow) * 16;
       const uint32_t* s = reinterpret_cast<const uint32_t*>(tile + d * kStride + c);
-      *reinterpret_cast<uint4*>(dst + d * padded + c) = make_uint4(s[0], s[1], s[2], s[3]);
+      *reinterpret_cast<uint4*>(dst + d * padded + c) =
+          make_uint4(__byte_perm(s[0], s[2], 0x5410), __byte_perm(s[0], s[2], 0x7632),
+                     __byte_perm(s[1], s[3], 0x5410), __byte_perm(s[1], s[3], 0x7632));
     }
   }
 }

@@ -136,6 +136,14 @@ __device__ __forceinline__ uint64_t make_smem_desc(uint32_t smem_addr, Swizzle s
   desc |= static_cast<uint64_t>(swz) << 62;
   return desc;
 }
+// The descriptor of `desc`'s tile moved by `bytes` (a multiple of 16): only the 14-bit start
+// address field (bits 0-13, address >> 4) changes, and it cannot carry out for addresses inside
+// the 228 KB of shared memory, so a 32-bit add on the low word suffices (one integer op per
+// wgmma instead of rebuilding the descriptor from the address).
+__device__ __forceinline__ uint64_t desc_advance(uint64_t desc, uint32_t bytes) {
+  const uint32_t lo = static_cast<uint32_t>(desc) + (bytes >> 4);
+  return (desc & 0xFFFFFFFF00000000ull) | lo;
+}
 
 // FP8 e4m3 packing: two floats -> 16 bits, `lo` in the low byte (round to nearest, saturating to
 // +-448, as the reference's P -> e4m3 conversion).

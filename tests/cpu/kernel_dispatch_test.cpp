@@ -8,6 +8,7 @@
 
 #include "kernels/attention_api.h"
 #include "kernels/instances/attention_sm80_instances.h"
+#include "kernels/params.h"
 
 namespace sparge::kernels {
 namespace {
@@ -62,6 +63,25 @@ TEST(KernelDispatch, InconsistentBlocksRejectedFirst) {
   AttentionParams p = valid_sm80(64);
   p.num_k_blocks = 3;  // 300 keys need 5 blocks of 64
   EXPECT_NE(error_of(p).find("do not match the 128x64 geometry"), std::string::npos) << error_of(p);
+}
+
+// v8's token order must be a permutation of each 32-token group (a repeated slot would drop a
+// token from P·V) and must put the pair a thread holds in chunk c at its A-fragment bytes.
+TEST(V8Layout, SlotIsABijectionMatchingTheAFragment) {
+  bool seen[32] = {};
+  for (int x = 0; x < 32; ++x) {
+    const int y = v8_slot(x);
+    ASSERT_GE(y, 0);
+    ASSERT_LT(y, 32);
+    EXPECT_FALSE(seen[y]) << "slot " << y << " taken twice";
+    seen[y] = true;
+  }
+  for (int t = 0; t < 4; ++t) {  // thread t's bytes 4t..4t+3: chunks 0, 1; 16 + 4t..: chunks 2, 3
+    EXPECT_EQ(v8_slot(2 * t), 4 * t);
+    EXPECT_EQ(v8_slot(8 + 2 * t + 1), 4 * t + 3);
+    EXPECT_EQ(v8_slot(16 + 2 * t), 16 + 4 * t);
+    EXPECT_EQ(v8_slot(24 + 2 * t + 1), 16 + 4 * t + 3);
+  }
 }
 
 }  // namespace

@@ -30,6 +30,7 @@
 #include "kernels/attention_api.h"
 #include "kernels/params.h"
 #include "reference/reference.hpp"
+#include "support/v8_order.hpp"
 
 namespace {
 
@@ -146,9 +147,11 @@ DeviceInputs quantize(const Problem& p) {
   DeviceInputs d;
   d.q8 = upload(at::constant_pad_nd(qs.values, {0, 0, 0, pad_q}));
   d.k8 = upload(at::constant_pad_nd(ks.values, {0, 0, 0, pad_k}));
-  // [B, Hkv, D, nk * 128] e4m3: the values are e4m3 already, so the cast is exact.
+  // [B, Hkv, D, nk * 128] e4m3 in the v8 token order (params.h): the values are e4m3 already, so
+  // the cast is exact.
   d.v8 = upload(at::constant_pad_nd(vq.values, {0, 0, 0, pad_k})
                     .transpose(2, 3)
+                    .index_select(3, sparge::test::v8_gather(p.nk() * kBlock))
                     .contiguous()
                     .to(at::kFloat8_e4m3fn));
   d.q_scale = upload(qs.scale.to(at::kFloat));

@@ -12,6 +12,7 @@
 #include "kernels/api.h"
 #include "reference/reference.hpp"
 #include "runtime/runtime.hpp"
+#include "support/v8_order.hpp"
 
 namespace {
 
@@ -106,7 +107,12 @@ TEST_P(QuantTest, MatchesReference) {
     // V: amax, amax/448, v/scale and the RNE saturating e4m3 cast are exact: bit-identical.
     const ref::VFp8 rv = ref::quantize_v_fp8(v);
     EXPECT_TRUE(at::equal(p.v_scale.cpu(), rv.scale)) << "v scales";
-    const at::Tensor v8 = p.v.cpu().to(at::kFloat).transpose(2, 3).contiguous();  // [B,Hkv,Nkp,D]
+    // [B, Hkv, D, Nkp] in the v8 token order -> natural order, [B, Hkv, Nkp, D]
+    const at::Tensor v8 = p.v.cpu()
+                              .to(at::kFloat)
+                              .index_select(3, sparge::test::v8_scatter(p.v.size(3)))
+                              .transpose(2, 3)
+                              .contiguous();
     expect_zero_tail(v8, c.seq_k, "v8 padding");
     EXPECT_TRUE(at::equal(v8.narrow(2, 0, c.seq_k), rv.values)) << "v8 values";
   } else {
