@@ -217,11 +217,11 @@ __device__ __forceinline__ float poly_exp2(float x) {
 }
 
 // p = exp2(x - m_new + 8) with x = S · blk: I2FP + FFMA + EX2 per element; l += Σ p.
-// kPoly: every 8th element goes through poly_exp2 instead of the SFU.
+// kPolyEvery = n > 0: every n-th element (n even) goes through poly_exp2 instead of the SFU.
 __device__ __forceinline__ void store_f32(float& d, float v) { d = v; }
 __device__ __forceinline__ void store_f32(int32_t& d, float v) { d = __float_as_int(v); }
 // x may alias s (T = int32_t: p's bits replace S in place, saving 64 registers).
-template <bool kMask, bool kPoly = false, typename T>
+template <bool kMask, int kPolyEvery = 0, typename T>
 __device__ __forceinline__ void block_exp_int(const int32_t (&s)[64], float blk, float mn0,
                                               float mn1, T (&x)[64], float& l0, float& l1) {
   const float c0 = mn0 == kNegInf ? kNegInf : 8.0f - mn0;  // rows with m_new = -inf: p = 0
@@ -232,7 +232,8 @@ __device__ __forceinline__ void block_exp_int(const int32_t (&s)[64], float blk,
     const float a0 = fmaf(static_cast<float>(s[i]), blk, c);
     const float a1 = fmaf(static_cast<float>(s[i + 1]), blk, c);
     float p0 = fast_exp2(a0);
-    float p1 = (kPoly && (i + 1) % 8 == 7) ? poly_exp2(a1) : fast_exp2(a1);
+    float p1 =
+        (kPolyEvery > 0 && (i + 1) % kPolyEvery == kPolyEvery - 1) ? poly_exp2(a1) : fast_exp2(a1);
     if constexpr (kMask) {
       if (s[i] == kMaskedS) p0 = 0.f;
       if (s[i + 1] == kMaskedS) p1 = 0.f;
@@ -246,6 +247,10 @@ __device__ __forceinline__ void block_exp_int(const int32_t (&s)[64], float blk,
     store_f32(x[i + 1], p1);
   }
 }
+
+// Variant 6's share of exp2 on the FMA pipe: the SFU (MUFU.EX2, 16 per clock per SM) is closer to
+// its limit at D = 64, where a block's GEMMs are half as long (kernels/NOTES.md run 10).
+constexpr int poly_every(int d) { return d == 64 ? 4 : 16; }
 
 template <int kD, typename OutT>
 __device__ __forceinline__ void store_out(const float (&acc)[kD / 2], float l0, float l1,
@@ -449,9 +454,9 @@ __global__ void __launch_bounds__(kThreads, 1)
           l0 *= mn0 == kNegInf ? 1.f : exp2f(m0 - mn0);
           l1 *= mn1 == kNegInf ? 1.f : exp2f(m1 - mn1);
           if (nm) {
-            block_exp_int<true, true>(s, blk, mn0, mn1, x, l0, l1);
+            block_exp_int<true, 8>(s, blk, mn0, mn1, x, l0, l1);
           } else {
-            block_exp_int<false, true>(s, blk, mn0, mn1, x, l0, l1);
+            block_exp_int<false, 8>(s, blk, mn0, mn1, x, l0, l1);
           }
           pack_p(x, a);
           ++pv_count;
@@ -519,9 +524,9 @@ __global__ void __launch_bounds__(kThreads, 1)
           l0 *= alpha0;
           l1 *= alpha1;
           if (n.mask) {
-            block_exp_int<true, true>(s, n.blk, mn0, mn1, s, l0, l1);
+            block_exp_int<true, poly_every(kD)>(s, n.blk, mn0, mn1, s, l0, l1);
           } else {
-            block_exp_int<false, true>(s, n.blk, mn0, mn1, s, l0, l1);
+            block_exp_int<false, poly_every(kD)>(s, n.blk, mn0, mn1, s, l0, l1);
           }
         }
         m0 = mn0;
