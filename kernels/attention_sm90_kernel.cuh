@@ -250,7 +250,7 @@ __device__ __forceinline__ void block_exp_int(const int32_t (&s)[64], float blk,
 
 // Variant 6's share of exp2 on the FMA pipe: the SFU (MUFU.EX2, 16 per clock per SM) is closer to
 // its limit at D = 64, where a block's GEMMs are half as long (kernels/NOTES.md run 10).
-constexpr int poly_every(int d) { return d == 64 ? 4 : 16; }
+constexpr int poly_every(int d) { return d == 64 ? 16 : 0; }
 
 template <int kD, typename OutT>
 __device__ __forceinline__ void store_out(const float (&acc)[kD / 2], float l0, float l1,
