@@ -248,9 +248,10 @@ __device__ __forceinline__ void block_exp_int(const int32_t (&s)[64], float blk,
   }
 }
 
-// Variant 6's share of exp2 on the FMA pipe: the SFU (MUFU.EX2, 16 per clock per SM) is closer to
-// its limit at D = 64, where a block's GEMMs are half as long (kernels/NOTES.md run 10).
-constexpr int poly_every(int d) { return d == 64 ? 16 : 0; }
+// Variant 6's share of exp2 on the FMA pipe (every 16th element, 4 per thread and block): the
+// best of 0 / 1/32 / 1/16 / 1/8 / 1/4 measured at both head dims (kernels/NOTES.md runs 10-12);
+// each poly element trades one MUFU for ~8 issue slots, and issue is the tighter resource.
+constexpr int poly_every(int /*d*/) { return 16; }
 
 template <int kD, typename OutT>
 __device__ __forceinline__ void store_out(const float (&acc)[kD / 2], float l0, float l1,
