@@ -2,7 +2,8 @@
 # On the GPU machine, after a build (scripts/gpu-check.sh runs it through GPU_EXTRA): the H100
 # baseline (default bench suite) and its rendering, and a tuning run at the TARGETS tuning shape
 # with the CUDA oracle, then a held-out eval and a bench of its real predicted masks.
-# Results under $OUT/r. SPARGE_GIT names the commit (the GPU machine's copy has no .git).
+# Results under $OUT/r. SPARGE_GIT names the commit (it wins over the one recorded at build time: the GPU
+# machine's copy of .git need not match the tree).
 #
 #   GPU_EXTRA=scripts/gpu-report.sh scripts/gpu-check.sh
 #   TUNE_LAYERS=4 scripts/gpu-report.sh        # layers of the tuning case (default 4)

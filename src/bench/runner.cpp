@@ -103,9 +103,9 @@ Environment capture_environment(const std::vector<int>& devices, const std::stri
   env.torch = TORCH_VERSION;
   env.sparge_version = SPARGE_VERSION_STRING;
   env.git = SPARGE_GIT_SHA;
-  // The GPU machines build from a copy of the tree without .git: let the caller say which commit.
-  if (const char* git = std::getenv("SPARGE_GIT"); git && *git && env.git == "unknown")
-    env.git = git;
+  // The caller may name the commit (the GPU machines build from a copy of the tree whose .git,
+  // if any, need not match it): an explicit SPARGE_GIT wins over the recorded one.
+  if (const char* git = std::getenv("SPARGE_GIT"); git && *git) env.git = git;
   char host[256] = {};
   if (gethostname(host, sizeof host - 1) == 0) env.host = host;
   env.date = utc_now();
