@@ -36,9 +36,10 @@ inline constexpr int kGroupsPerBlock = kBlockQ / kWarpRows;  // pv_executed entr
 // at commit a360d53):
 //   4: one warpgroup's QKᵀ, wait, integer-max softmax (every 8th exp2 by a polynomial on the FMA
 //      pipe), P·V, wait; under stage 2 the warpgroup skips the P·V wgmma when all 4 warps skip.
-//   6 (default, +11 % over 4 dense): 4's softmax + FA3's inter-warpgroup ping-pong (named
-//      barriers order the two consumer warpgroups' GEMM phases; QKᵀ(j+1) and P·V(j) issued
-//      together, P written over S). P·V is always issued, even when stage 2 skips it.
+//   6 (default, +11 % over 4 dense at the time): 4's softmax (every 16th exp2 by the
+//      polynomial since run 10) + FA3's inter-warpgroup ping-pong (named barriers order the two
+//      consumer warpgroups' GEMM phases; QKᵀ(j+1) and P·V(j) issued together, P written over
+//      S). P·V is always issued, even when stage 2 skips it.
 inline constexpr int kDefaultVariant = 6;
 inline constexpr int kVariants[] = {4, 6};
 constexpr int stages_of(int variant) { return variant == 6 ? 4 : 2; }
