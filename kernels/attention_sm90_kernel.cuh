@@ -248,10 +248,12 @@ __device__ __forceinline__ void block_exp_int(const int32_t (&s)[64], float blk,
   }
 }
 
-// Variant 6's share of exp2 on the FMA pipe (every 16th element, 4 per thread and block): the
-// best of 0 / 1/32 / 1/16 / 1/8 / 1/4 measured at both head dims (kernels/NOTES.md runs 10-12);
-// each poly element trades one MUFU for ~8 issue slots, and issue is the tighter resource.
-constexpr int poly_every(int /*d*/) { return 16; }
+// Share of exp2 on the FMA pipe (block_exp_int's kPolyEvery). Variant 6: every 16th element,
+// the best of 0 / 1/32 / 1/16 / 1/8 / 1/4 measured at both head dims (kernels/NOTES.md runs
+// 10-12; each poly element trades one MUFU for ~8 issue slots, and issue is the tighter
+// resource). Variant 4 keeps the 1/8 it was measured with.
+inline constexpr int kPolyEveryV4 = 8;
+inline constexpr int kPolyEveryV6 = 16;
 
 template <int kD, typename OutT>
 __device__ __forceinline__ void store_out(const float (&acc)[kD / 2], float l0, float l1,
@@ -467,9 +469,9 @@ __global__ void __launch_bounds__(kThreads, 1)
           l0 *= mn0 == kNegInf ? 1.f : exp2f(m0 - mn0);
           l1 *= mn1 == kNegInf ? 1.f : exp2f(m1 - mn1);
           if (nm) {
-            block_exp_int<true, 8>(s, blk, mn0, mn1, x, l0, l1);
+            block_exp_int<true, kPolyEveryV4>(s, blk, mn0, mn1, x, l0, l1);
           } else {
-            block_exp_int<false, 8>(s, blk, mn0, mn1, x, l0, l1);
+            block_exp_int<false, kPolyEveryV4>(s, blk, mn0, mn1, x, l0, l1);
           }
           pack_p(x, a);
           ++pv_count;
@@ -537,9 +539,9 @@ __global__ void __launch_bounds__(kThreads, 1)
           l0 *= alpha0;
           l1 *= alpha1;
           if (n.mask) {
-            block_exp_int<true, poly_every(kD)>(s, n.blk, mn0, mn1, s, l0, l1);
+            block_exp_int<true, kPolyEveryV6>(s, n.blk, mn0, mn1, s, l0, l1);
           } else {
-            block_exp_int<false, poly_every(kD)>(s, n.blk, mn0, mn1, s, l0, l1);
+            block_exp_int<false, kPolyEveryV6>(s, n.blk, mn0, mn1, s, l0, l1);
           }
         }
         m0 = mn0;
