@@ -61,9 +61,9 @@ CUtensorMap make_map(const void* base, uint64_t rows, uint64_t cols, uint32_t bo
   return map;
 }
 
-// Kernel variant (see attention_kernel): 6 by default; SPARGE_SM90_VARIANT=4 selects the
-// variant that skips whole P·V products under stage 2 (for A/B runs and tests). Any other value
-// is an error, not a silent fallback.
+// Kernel variant (attention_sm90.cuh): 9 by default; SPARGE_SM90_VARIANT=6 selects the same
+// kernel on a one-tile-per-CTA grid, 4 the variant that skips whole P·V products under stage 2
+// (for A/B runs and tests). Any other value is an error, not a silent fallback.
 int variant() {
   const char* env = std::getenv("SPARGE_SM90_VARIANT");
   if (env == nullptr || env[0] == 0) return kDefaultVariant;
@@ -99,6 +99,9 @@ void validate(const AttentionParams& p) {
     invalid("num_q_blocks/num_k_blocks do not match seq_q/seq_k for 128 x 128 blocks");
   }
   if (p.heads > 65535 || p.batch > 65535) invalid("heads or batch exceed the grid limit");
+  if (int64_t{p.batch} * p.heads * p.num_q_blocks > INT32_MAX) {
+    invalid("batch * heads * num_q_blocks exceeds 2^31 - 1 tiles");
+  }
   if (p.causal && p.causal_offset < 0) invalid("causal_offset must be >= 0 (Nk >= Nq)");
   const uintptr_t o_addr = reinterpret_cast<uintptr_t>(p.o);
   const int elem = p.o_dtype == DType::kFloat32 ? 4 : 2;

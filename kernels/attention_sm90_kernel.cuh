@@ -18,6 +18,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -259,6 +260,9 @@ template <int kD, typename OutT>
 __device__ __forceinline__ void store_out(const float (&acc)[kD / 2], float l0, float l1,
                                           const Lanes& ln, const AttentionParams& p, int b, int h,
                                           int64_t bhkv) {
+  // One IEEE reciprocal per row instead of a division per element (64 divisions per thread sat
+  // on every tile's critical path; the result differs from acc / l by at most an ulp or two).
+  const float r0 = l0 == 0.f ? 0.f : 1.f / l0, r1 = l1 == 0.f ? 0.f : 1.f / l1;
   const float* v_scale = p.v_scale + bhkv * kD;
   OutT* out = static_cast<OutT*>(p.o) + b * p.o_stride_b + h * p.o_stride_h;
 #pragma unroll
@@ -266,77 +270,104 @@ __device__ __forceinline__ void store_out(const float (&acc)[kD / 2], float l0, 
     const int d = 8 * (i / 4) + 2 * ln.t;
     const float vs0 = v_scale[d], vs1 = v_scale[d + 1];
     if (ln.valid0) {
-      const float a0 = l0 == 0.f ? 0.f : acc[i] / l0 * vs0;
-      const float a1 = l0 == 0.f ? 0.f : acc[i + 1] / l0 * vs1;
-      OutTraits<OutT>::store2(out + ln.row0 * p.o_stride_n + d, a0, a1);
+      OutTraits<OutT>::store2(out + ln.row0 * p.o_stride_n + d, acc[i] * r0 * vs0,
+                              acc[i + 1] * r0 * vs1);
     }
     if (ln.valid1) {
-      const float a2 = l1 == 0.f ? 0.f : acc[i + 2] / l1 * vs0;
-      const float a3 = l1 == 0.f ? 0.f : acc[i + 3] / l1 * vs1;
-      OutTraits<OutT>::store2(out + ln.row1 * p.o_stride_n + d, a2, a3);
+      OutTraits<OutT>::store2(out + ln.row1 * p.o_stride_n + d, acc[i + 2] * r1 * vs0,
+                              acc[i + 3] * r1 * vs1);
     }
   }
 }
 
+// One tile: a CTA's pass over one (b, h, q block) row of the LUT.
+struct Tile {
+  int b, h, qb;
+  int64_t bhkv;
+  int64_t row_idx;         // (b, h, qb) index of lut_len / q_scale / pv_executed
+  int num_iters;           // K blocks visited
+  const int32_t* lut_row;  // nullptr: dense mode (every causally valid block)
+};
+
+// Tile t of the B · H · nq tiles. The q block varies fastest, so the CTAs in flight share one
+// head's K/V in L2; causal: within a head the last q blocks (the most K blocks) come first.
+__device__ __forceinline__ Tile make_tile(const AttentionParams& p, int t) {
+  const int nq = p.num_q_blocks, nk = p.num_k_blocks;
+  const int x = t % nq, bh = t / nq;
+  Tile w;
+  w.b = bh / p.heads;
+  w.h = bh % p.heads;
+  w.qb = p.causal ? nq - 1 - x : x;
+  w.bhkv = static_cast<int64_t>(w.b) * p.kv_heads + w.h / (p.heads / p.kv_heads);
+  w.row_idx = static_cast<int64_t>(bh) * nq + w.qb;
+  w.lut_row = p.lut ? p.lut + w.row_idx * nk : nullptr;
+  if (p.lut) {
+    w.num_iters = p.lut_len[w.row_idx];
+  } else {
+    w.num_iters = nk;
+    if (p.causal) {
+      const int tq_max = min(p.seq_q - 1, w.qb * kBlockQ + kBlockQ - 1);
+      w.num_iters = min(nk, (tq_max + p.causal_offset) / kBlockK + 1);
+    }
+  }
+  return w;
+}
+
 #endif  // SPARGE_SM90A_DEVICE
 
+// tile_counter (persistent variants only): zeroed before the launch; CTA c starts on tile c and
+// then claims gridDim.x + atomicAdd(tile_counter, 1) until the tiles run out.
 template <int kD, int kVariant>
 __global__ void __launch_bounds__(kThreads, 1)
     attention_kernel(const __grid_constant__ CUtensorMap tm_q,
                      const __grid_constant__ CUtensorMap tm_k,
-                     const __grid_constant__ CUtensorMap tm_v, const AttentionParams p) {
+                     const __grid_constant__ CUtensorMap tm_v, const AttentionParams p,
+                     int* tile_counter) {
 #if SPARGE_SM90A_DEVICE
   constexpr int kStages = stages_of(kVariant);
+  constexpr bool kPersistent = is_persistent(kVariant);
   using Plan = SmemPlan<kD, kStages>;
 
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) &
                                              ~static_cast<uintptr_t>(1023));
-  int8_t* s_q = reinterpret_cast<int8_t*>(smem + Plan::kQ);
+  int8_t* s_q = reinterpret_cast<int8_t*>(smem + Plan::kQ);  // [kQSlots] Q tiles
   int8_t* s_k = reinterpret_cast<int8_t*>(smem + Plan::kK);
   uint8_t* s_v = smem + Plan::kV;
   uint64_t* bars = reinterpret_cast<uint64_t*>(smem + Plan::kBars);
-  uint64_t* q_full = bars;
-  uint64_t* k_full = bars + 1;
-  uint64_t* v_full = bars + 1 + kStages;
-  uint64_t* empty = bars + 1 + 2 * kStages;
+  uint64_t* q_full = bars;                                                  // [kQSlots]
+  uint64_t* q_empty = bars + Plan::kQSlots;                                 // [kQSlots]
+  uint64_t* k_full = bars + 2 * Plan::kQSlots;                              // [kStages]
+  uint64_t* v_full = k_full + kStages;                                      // [kStages]
+  uint64_t* empty = v_full + kStages;                                       // [kStages]
   int32_t* info_j = reinterpret_cast<int32_t*>(smem + Plan::kInfo);         // [kStages]
   float* info_ks = reinterpret_cast<float*>(smem + Plan::kInfo) + kStages;  // [kStages]
+  int32_t* tile_of = info_j + 2 * kStages;  // [kQSlots]: tile id of each Q slot, -1 = no more
 
-  const int b = blockIdx.z, h = blockIdx.y;
-  const int nq = p.num_q_blocks, nk = p.num_k_blocks;
-  // Causal: the last q blocks visit the most K blocks; start them first.
-  const int qb = p.causal ? nq - 1 - static_cast<int>(blockIdx.x) : static_cast<int>(blockIdx.x);
-  const int hkv = h / (p.heads / p.kv_heads);
-  const int64_t bh = static_cast<int64_t>(b) * p.heads + h;
-  const int64_t bhkv = static_cast<int64_t>(b) * p.kv_heads + hkv;
-  const int64_t row_idx = bh * nq + qb;  // (b, h, qb) index of lut_len / q_scale / pv_executed
-
-  // The K blocks this q block visits: the LUT row, or (dense mode) every causally valid block.
-  const int32_t* lut_row = p.lut ? p.lut + row_idx * nk : nullptr;
-  int num_iters;
-  if (p.lut) {
-    num_iters = p.lut_len[row_idx];
-  } else {
-    num_iters = nk;
-    if (p.causal) {
-      const int tq_max = min(p.seq_q - 1, qb * kBlockQ + kBlockQ - 1);
-      num_iters = min(nk, (tq_max + p.causal_offset) / kBlockK + 1);
-    }
-  }
+  const int tiles = p.batch * p.heads * p.num_q_blocks;
+  const int first_tile =
+      kPersistent ? static_cast<int>(blockIdx.x)
+                  : (static_cast<int>(blockIdx.z) * p.heads + static_cast<int>(blockIdx.y)) *
+                            p.num_q_blocks +
+                        static_cast<int>(blockIdx.x);
 
   const int warpgroup = threadIdx.x / 128;
   if (threadIdx.x == 0) {
-    mbar_init(q_full, 1);
+    for (int s = 0; s < Plan::kQSlots; ++s) {
+      mbar_init(&q_full[s], 1);
+      mbar_init(&q_empty[s], kConsumerWarpgroups * 4);  // lane 0 of every consumer warp
+    }
     for (int s = 0; s < kStages; ++s) {
       mbar_init(&k_full[s], 1);
       mbar_init(&v_full[s], 1);
-      mbar_init(&empty[s], kConsumerWarpgroups * 4);  // lane 0 of every consumer warp
+      mbar_init(&empty[s], kConsumerWarpgroups * 4);
     }
     fence_barrier_init();
   }
   __syncthreads();
 
+  // Ring positions: the g-th K/V block of this CTA (over all its tiles) uses stage g % kStages
+  // in phase (g / kStages) & 1; the n-th tile uses Q slot n % 2 in phase (n / 2) & 1.
   if (warpgroup == 0) {
     // ---------------------------------------------------------------- producer
     setmaxnreg_dec<24>();
@@ -344,30 +375,48 @@ __global__ void __launch_bounds__(kThreads, 1)
       tma_prefetch_desc(&tm_q);
       tma_prefetch_desc(&tm_k);
       tma_prefetch_desc(&tm_v);
-      mbar_arrive_expect_tx(q_full, Plan::kQBytes);
-      tma_load_2d(s_q, &tm_q, q_full, 0, static_cast<int32_t>(row_idx * kBlockQ));
-      const float* k_scale = p.k_scale + bhkv * nk;
-      auto block_of = [&](int it) { return lut_row ? lut_row[it] : it; };
-      int j_next = num_iters > 0 ? block_of(0) : 0;
-      float ks_next = num_iters > 0 ? k_scale[j_next] : 0.f;
-      for (int it = 0; it < num_iters; ++it) {
-        const int stage = it % kStages;
-        const uint32_t phase = (it / kStages) & 1;
-        const int j = j_next;
-        const float ks = ks_next;
-        if (it + 1 < num_iters) {  // next block's LUT entry and scale load during the wait
-          j_next = block_of(it + 1);
-          ks_next = k_scale[j_next];
+      uint32_t g = 0;  // unsigned: % and / by the power-of-two kStages are a mask and a shift
+      int t = first_tile;
+      for (int n = 0;; ++n) {
+        const int slot = n % Plan::kQSlots;
+        mbar_wait(&q_empty[slot], ((n / Plan::kQSlots) & 1) ^ 1);  // fresh: passes at once
+        if (t >= tiles) {
+          tile_of[slot] = -1;  // published by the arrive's release
+          mbar_arrive(&q_full[slot]);
+          break;
         }
-        mbar_wait(&empty[stage], phase ^ 1);  // a fresh barrier passes parity 1 at once
-        info_j[stage] = j;  // published by the release semantics of the arrive below
-        info_ks[stage] = ks;
-        mbar_arrive_expect_tx(&k_full[stage], Plan::kKBytes);
-        tma_load_2d(s_k + stage * Plan::kKBytes, &tm_k, &k_full[stage], 0,
-                    static_cast<int32_t>((bhkv * nk + j) * kBlockK));
-        mbar_arrive_expect_tx(&v_full[stage], Plan::kVBytes);
-        tma_load_2d(s_v + stage * Plan::kVBytes, &tm_v, &v_full[stage], j * kBlockK,
-                    static_cast<int32_t>(bhkv * kD));
+        tile_of[slot] = t;
+        const Tile w = make_tile(p, t);
+        mbar_arrive_expect_tx(&q_full[slot], Plan::kQBytes);
+        tma_load_2d(s_q + slot * Plan::kQBytes, &tm_q, &q_full[slot], 0,
+                    static_cast<int32_t>(w.row_idx * kBlockQ));
+        // Claimed now so that the atomic's latency hides behind this tile's K/V loads.
+        const int t_next =
+            kPersistent ? static_cast<int>(gridDim.x) + atomicAdd(tile_counter, 1) : tiles;
+        const float* k_scale = p.k_scale + w.bhkv * p.num_k_blocks;
+        auto block_of = [&](int it) { return w.lut_row ? w.lut_row[it] : it; };
+        int j_next = w.num_iters > 0 ? block_of(0) : 0;
+        float ks_next = w.num_iters > 0 ? k_scale[j_next] : 0.f;
+        for (int it = 0; it < w.num_iters; ++it, ++g) {
+          const int stage = static_cast<int>(g % kStages);
+          const uint32_t phase = (g / kStages) & 1;
+          const int j = j_next;
+          const float ks = ks_next;
+          if (it + 1 < w.num_iters) {  // next block's LUT entry and scale load during the wait
+            j_next = block_of(it + 1);
+            ks_next = k_scale[j_next];
+          }
+          mbar_wait(&empty[stage], phase ^ 1);  // a fresh barrier passes parity 1 at once
+          info_j[stage] = j;  // published by the release semantics of the arrive below
+          info_ks[stage] = ks;
+          mbar_arrive_expect_tx(&k_full[stage], Plan::kKBytes);
+          tma_load_2d(s_k + stage * Plan::kKBytes, &tm_k, &k_full[stage], 0,
+                      static_cast<int32_t>((w.bhkv * p.num_k_blocks + j) * kBlockK));
+          mbar_arrive_expect_tx(&v_full[stage], Plan::kVBytes);
+          tma_load_2d(s_v + stage * Plan::kVBytes, &tm_v, &v_full[stage], j * kBlockK,
+                      static_cast<int32_t>(w.bhkv * kD));
+        }
+        t = t_next;
       }
     }
   } else {
@@ -378,257 +427,281 @@ __global__ void __launch_bounds__(kThreads, 1)
     ln.warp = (threadIdx.x / 32) % 4;
     ln.lane = threadIdx.x % 32;
     ln.t = ln.lane % 4;
-    ln.row0 = qb * kBlockQ + cw * kRowsPerWarpgroup + ln.warp * 16 + ln.lane / 4;
-    ln.row1 = ln.row0 + 8;
-    ln.valid0 = ln.row0 < p.seq_q;
-    ln.valid1 = ln.row1 < p.seq_q;
 
-    const float lambda = p.lambda_log2 ? p.lambda_log2[h] : kNegInf;
-    const bool stage2 = lambda != kNegInf;  // uniform: the warpgroup vote is needed at all
-    const float q_scale = p.q_scale[row_idx];
-    const int last_partial_k = (p.seq_k % kBlockK) ? nk - 1 : nk;  // block needing the Nk mask
-    const int q_first = qb * kBlockQ;
-    auto need_mask = [&](int j) {
-      return j >= last_partial_k ||
-             (p.causal && j * kBlockK + kBlockK - 1 > q_first + p.causal_offset);
-    };
-
-    float acc[kD / 2];
-#pragma unroll
-    for (int i = 0; i < kD / 2; ++i) acc[i] = 0.f;
-    float m0 = kNegInf, m1 = kNegInf, l0 = 0.f, l1 = 0.f;
-    int pv_count = 0;
-    uint32_t a[4][4];  // P in e4m3, the A operand of the 4 k-steps (32 tokens each)
-
-    const uint64_t dq = qk_desc<kD>(smem_u32(s_q) + cw * kRowsPerWarpgroup * kD);
     const uint64_t dk0 = qk_desc<kD>(smem_u32(s_k)), dv0 = v_desc(smem_u32(s_v));
     auto k_desc = [&](int stage) { return desc_advance(dk0, stage * Plan::kKBytes); };
     auto v_desc_of = [&](int stage) { return desc_advance(dv0, stage * Plan::kVBytes); };
-    // Block facts of iteration `it`, valid once k_full[it % kStages] has completed (the producer
-    // wrote them before arming it; the try_wait acquires them).
-    struct BlockInfo {
-      float blk;  // logits scale in log2 units: q_scale · k_scale[j] · sm_scale · log2(e)
-      int j;
-      bool mask;
-    };
-    // Lane 0 reads and broadcasts: an mbarrier arrive releases only the arriving thread's own
-    // accesses, and only lane 0 arrives on `empty` (racecheck flagged all-lane reads in run 9;
-    // all-lane arrives instead cost 6-8 % at D = 128).
-    auto block_info = [&](int stage) {
-      BlockInfo n;
-      int j = 0;
-      float ks = 0.f;
-      if (ln.lane == 0) {
-        j = info_j[stage];
-        ks = info_ks[stage];
-      }
-      n.j = __shfl_sync(0xffffffffu, j, 0);
-      n.blk = (q_scale * __shfl_sync(0xffffffffu, ks, 0)) * p.sm_scale_log2;
-      n.mask = need_mask(n.j);
-      return n;
-    };
     // Lane 0 arrives for its warp. It is also the only lane that read the stage's block facts
     // from shared memory (block_info), so the arrive's release covers every read the producer
     // must not overtake when it refills the stage.
     auto release = [&](int stage) {
       if (ln.lane == 0) mbar_arrive(&empty[stage]);
     };
-    auto warpgroup_any = [&](bool pred) {
-      return stage2 ? named_barrier_or(1 + cw, 128, pred) : true;
-    };
 
-    mbar_wait(q_full, 0);
+    // One tile: the online softmax over its K blocks and the output; g0 = ring position of its
+    // first K block, slot = its Q slot (q_full[slot] has completed).
+    auto consume = [&](const Tile& w, int slot, uint32_t g0) {
+      const int num_iters = w.num_iters;
+      ln.row0 = w.qb * kBlockQ + cw * kRowsPerWarpgroup + ln.warp * 16 + ln.lane / 4;
+      ln.row1 = ln.row0 + 8;
+      ln.valid0 = ln.row0 < p.seq_q;
+      ln.valid1 = ln.row1 < p.seq_q;
 
-    if constexpr (kVariant == 4) {
-      for (int it = 0; it < num_iters; ++it) {
-        const int stage = it % kStages;
-        const uint32_t phase = (it / kStages) & 1;
-        int32_t s[64];
-        mbar_wait(&k_full[stage], phase);
-        const BlockInfo bi = block_info(stage);
-        const int j = bi.j;
-        const float blk = bi.blk;
-        const bool nm = bi.mask;
-        wgmma_fence();
-        issue_qk<kD>(s, dq, k_desc(stage));
-        wgmma_commit();
-        wgmma_wait<0>();
-        fence_operands(s);
+      const float lambda = p.lambda_log2 ? p.lambda_log2[w.h] : kNegInf;
+      const bool stage2 = lambda != kNegInf;  // uniform: the warpgroup vote is needed at all
+      const float q_scale = p.q_scale[w.row_idx];
+      const int last_partial_k =
+          (p.seq_k % kBlockK) ? p.num_k_blocks - 1 : p.num_k_blocks;  // needs the Nk mask
+      const int q_first = w.qb * kBlockQ;
+      auto need_mask = [&](int j) {
+        return j >= last_partial_k ||
+               (p.causal && j * kBlockK + kBlockK - 1 > q_first + p.causal_offset);
+      };
+      auto stage_of = [&](int it) { return static_cast<int>((g0 + it) % kStages); };
+      auto phase_of = [&](int it) { return ((g0 + it) / kStages) & 1; };
 
-        float x[64], ml0, ml1;
-        if (nm) {
-          block_max_int<true>(s, j, ln, p, blk, ml0, ml1);
-        } else {
-          block_max_int<false>(s, j, ln, p, blk, ml0, ml1);
+      float acc[kD / 2];
+#pragma unroll
+      for (int i = 0; i < kD / 2; ++i) acc[i] = 0.f;
+      float m0 = kNegInf, m1 = kNegInf, l0 = 0.f, l1 = 0.f;
+      int pv_count = 0;
+      uint32_t a[4][4];  // P in e4m3, the A operand of the 4 k-steps (32 tokens each)
+
+      const uint64_t dq =
+          qk_desc<kD>(smem_u32(s_q + slot * Plan::kQBytes) + cw * kRowsPerWarpgroup * kD);
+      // Block facts of iteration `it`, valid once its k_full has completed (the producer wrote
+      // them before arming it; the try_wait acquires them).
+      struct BlockInfo {
+        float blk;  // logits scale in log2 units: q_scale · k_scale[j] · sm_scale · log2(e)
+        int j;
+        bool mask;
+      };
+      // Lane 0 reads and broadcasts: an mbarrier arrive releases only the arriving thread's own
+      // accesses, and only lane 0 arrives on `empty` (racecheck flagged all-lane reads in run 9;
+      // all-lane arrives instead cost 6-8 % at D = 128).
+      auto block_info = [&](int stage) {
+        BlockInfo n;
+        int j = 0;
+        float ks = 0.f;
+        if (ln.lane == 0) {
+          j = info_j[stage];
+          ks = info_ks[stage];
         }
-        const float mn0 = fmaxf(m0, ml0), mn1 = fmaxf(m1, ml1);
-        const bool skip = stage2 && stage2_skip(ml0, ml1, mn0, mn1, ln, lambda);
-        if (!skip) {
-          rescale<kD>(acc, mn0 == kNegInf ? 1.f : exp2f(m0 - mn0),
-                      mn1 == kNegInf ? 1.f : exp2f(m1 - mn1));
-          l0 *= mn0 == kNegInf ? 1.f : exp2f(m0 - mn0);
-          l1 *= mn1 == kNegInf ? 1.f : exp2f(m1 - mn1);
-          if (nm) {
-            block_exp_int<true, kPolyEveryV4>(s, blk, mn0, mn1, x, l0, l1);
-          } else {
-            block_exp_int<false, kPolyEveryV4>(s, blk, mn0, mn1, x, l0, l1);
-          }
-          pack_p(x, a);
-          ++pv_count;
-        } else {
-          clear_p(a);  // other warps of the warpgroup may still run the product
-        }
-        m0 = mn0;
-        m1 = mn1;
-
-        const bool any = warpgroup_any(!skip);
-        mbar_wait(&v_full[stage], phase);  // always: a stage is refilled only after it landed
-        if (any) {
+        n.j = __shfl_sync(0xffffffffu, j, 0);
+        n.blk = (q_scale * __shfl_sync(0xffffffffu, ks, 0)) * p.sm_scale_log2;
+        n.mask = need_mask(n.j);
+        return n;
+      };
+      auto warpgroup_any = [&](bool pred) {
+        return stage2 ? named_barrier_or(1 + cw, 128, pred) : true;
+      };
+      if constexpr (kVariant == 4) {
+        for (int it = 0; it < num_iters; ++it) {
+          const int stage = stage_of(it);
+          const uint32_t phase = phase_of(it);
+          int32_t s[64];
+          mbar_wait(&k_full[stage], phase);
+          const BlockInfo bi = block_info(stage);
+          const int j = bi.j;
+          const float blk = bi.blk;
+          const bool nm = bi.mask;
           wgmma_fence();
-          issue_pv<kD>(acc, a, v_desc_of(stage));
+          issue_qk<kD>(s, dq, k_desc(stage));
           wgmma_commit();
           wgmma_wait<0>();
-          fence_operands(acc);
-        }
-        release(stage);
-      }
-    } else {
-      static_assert(kVariant == 6);
-      // kVariant 6: 4's softmax + FA3's inter-warpgroup ping-pong. Each GEMM phase issues
-      // QKᵀ(it+1) and P·V(it) back to back; the two consumer warpgroups take turns issuing
-      // (named barriers kSchedBarrier + cw), so one warpgroup's GEMMs run on the tensor cores
-      // while the other is in its softmax. Inside a warpgroup, softmax(it+1) overlaps P·V(it)
-      // (wait_group 1), and P(it+1) is written over S in place (no second register set).
-      //
-      // Handshake: before issuing, a warpgroup waits on its own barrier (256 threads: its 128
-      // bar.sync + the peer's 128 bar.arrive); right after issuing it arrives on the peer's.
-      // Both walk the same LUT, so both have num_iters + 1 phases (QKᵀ(0) alone, then one per
-      // block); consumer 1 pre-arms consumer 0's barrier and skips its arrival in its last
-      // phase, which leaves both barriers balanced at exit.
-      //
-      // Stage 2: a skipping warp feeds P = 0 (no exp2, no pack) but P·V is always issued, even
-      // when all 4 warps skip. Any branch around a wgmma issued while another wgmma is in
-      // flight makes ptxas serialise every wgmma of the kernel (C7520 "WG.AR in divergent
-      // path"; tried: if, guard predicate, bra.uni inside the asm), and a serialised pipeline
-      // costs far more than the 256 tensor-core clocks of a zero P·V, which overlaps the
-      // softmax anyway. pv_executed still counts the warps' decisions.
-      const uint32_t bar_own = kSchedBarrier + cw, bar_peer = kSchedBarrier + (cw ^ 1);
-      constexpr uint32_t kPair = 2 * 128;
-      int32_t s[64];
-      float alpha0 = 1.f, alpha1 = 1.f;  // acc's rescale for the next P·V (FA3 order)
-      bool any_rescale = false;          // some row of this warp has alpha != 1
-      // Softmax of one block in place (p's fp32 bits replace S); returns this warp's stage-2
-      // skip and sets the factors acc must be rescaled by before its P·V is issued (1 on a
-      // skip). Once the row maxima settle, most blocks leave every alpha of a warp at exactly 1:
-      // the warp then skips the D / 2 multiplies (exact: x · 1 = x), which sit between the
-      // QKᵀ(it+1) and P·V(it) issues, i.e. on the path that releases the peer warpgroup.
-      auto softmax_inplace = [&](const BlockInfo& n) {
-        float ml0, ml1;
-        if (n.mask) {
-          block_max_int<true>(s, n.j, ln, p, n.blk, ml0, ml1);
-        } else {
-          block_max_int<false>(s, n.j, ln, p, n.blk, ml0, ml1);
-        }
-        const float mn0 = fmaxf(m0, ml0), mn1 = fmaxf(m1, ml1);
-        const bool skip = stage2 && stage2_skip(ml0, ml1, mn0, mn1, ln, lambda);
-        alpha0 = 1.f;
-        alpha1 = 1.f;
-        if (!skip) {
-          alpha0 = mn0 == kNegInf ? 1.f : exp2f(m0 - mn0);
-          alpha1 = mn1 == kNegInf ? 1.f : exp2f(m1 - mn1);
-          l0 *= alpha0;
-          l1 *= alpha1;
-          if (n.mask) {
-            block_exp_int<true, kPolyEveryV6>(s, n.blk, mn0, mn1, s, l0, l1);
-          } else {
-            block_exp_int<false, kPolyEveryV6>(s, n.blk, mn0, mn1, s, l0, l1);
-          }
-        }
-        m0 = mn0;
-        m1 = mn1;
-        any_rescale = __any_sync(0xffffffffu, alpha0 != 1.f || alpha1 != 1.f);
-        return skip;
-      };
-      auto set_a = [&](bool skip) {
-        if (!skip) {
-          pack_p(s, a);
-          ++pv_count;
-        } else {
-          clear_p(a);
-        }
-      };
-
-      if (num_iters > 0) {
-        if (cw == 1) named_barrier_arrive(kSchedBarrier, kPair);  // consumer 0 goes first
-        mbar_wait(&k_full[0], 0);
-        const BlockInfo n0 = block_info(0);
-        named_barrier_sync(bar_own, kPair);
-        wgmma_fence();
-        issue_qk<kD>(s, dq, k_desc(0));
-        wgmma_commit();
-        named_barrier_arrive(bar_peer, kPair);  // never consumer 1's last phase
-        wgmma_wait<0>();
-        fence_operands(s);
-        set_a(softmax_inplace(n0));  // acc = 0, l = 0: the rescale is a no-op
-      }
-      // One phase per block; kLast: no QKᵀ(it+1) to issue, consumer 1 does not arrive.
-      auto body = [&](auto last_tag, int it) {
-        constexpr bool kLast = decltype(last_tag)::value;
-        const int stage = it % kStages;
-        const uint32_t phase = (it / kStages) & 1;
-        BlockInfo n{};
-        if constexpr (!kLast) {
-          mbar_wait(&k_full[(it + 1) % kStages], ((it + 1) / kStages) & 1);
-          n = block_info((it + 1) % kStages);  // needed by the softmax, not by the issue
-        }
-        mbar_wait(&v_full[stage], phase);  // always: a stage is refilled only after it landed
-        named_barrier_sync(bar_own, kPair);
-        wgmma_fence();
-        if constexpr (!kLast) {
-          issue_qk<kD>(s, dq, k_desc((it + 1) % kStages));
-          wgmma_commit();
-        }
-        // FA3's order: acc is rescaled for block it while QKᵀ(it+1) runs, so the rescale
-        // is off the softmax -> pack -> next phase chain.
-        if (any_rescale) rescale<kD>(acc, alpha0, alpha1);
-        wgmma_fence();  // acc was just written by ordinary instructions
-        issue_pv<kD>(acc, a, v_desc_of(stage));
-        wgmma_commit();
-        if (!kLast || cw == 0) named_barrier_arrive(bar_peer, kPair);
-        bool skip_next = false;
-        if constexpr (!kLast) {
-          wgmma_wait<1>();  // QKᵀ(it+1) retired; P·V(it) may still run
           fence_operands(s);
-          skip_next = softmax_inplace(n);
-        }
-        wgmma_wait<0>();  // P·V(it) retired: acc and a are ours again, stage `it` is free
-        fence_operands(acc);
-        release(stage);
-        if constexpr (!kLast) set_a(skip_next);
-      };
-#pragma unroll 1
-      for (int it = 0; it + 1 < num_iters; ++it) body(std::false_type{}, it);
-      if (num_iters > 0) body(std::true_type{}, num_iters - 1);
-    }
 
-    // ---- epilogue: o = acc / l · v_scale[d], rows < Nq, in o_dtype with the given strides
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-    if (p.pv_executed && ln.lane == 0) {
-      p.pv_executed[row_idx * kGroupsPerBlock + cw * 4 + ln.warp] = pv_count;
-    }
-    switch (p.o_dtype) {
-      case DType::kFloat16:
-        store_out<kD, __half>(acc, l0, l1, ln, p, b, h, bhkv);
-        break;
-      case DType::kBFloat16:
-        store_out<kD, __nv_bfloat16>(acc, l0, l1, ln, p, b, h, bhkv);
-        break;
-      case DType::kFloat32:
-        store_out<kD, float>(acc, l0, l1, ln, p, b, h, bhkv);
-        break;
+          float x[64], ml0, ml1;
+          if (nm) {
+            block_max_int<true>(s, j, ln, p, blk, ml0, ml1);
+          } else {
+            block_max_int<false>(s, j, ln, p, blk, ml0, ml1);
+          }
+          const float mn0 = fmaxf(m0, ml0), mn1 = fmaxf(m1, ml1);
+          const bool skip = stage2 && stage2_skip(ml0, ml1, mn0, mn1, ln, lambda);
+          if (!skip) {
+            rescale<kD>(acc, mn0 == kNegInf ? 1.f : exp2f(m0 - mn0),
+                        mn1 == kNegInf ? 1.f : exp2f(m1 - mn1));
+            l0 *= mn0 == kNegInf ? 1.f : exp2f(m0 - mn0);
+            l1 *= mn1 == kNegInf ? 1.f : exp2f(m1 - mn1);
+            if (nm) {
+              block_exp_int<true, kPolyEveryV4>(s, blk, mn0, mn1, x, l0, l1);
+            } else {
+              block_exp_int<false, kPolyEveryV4>(s, blk, mn0, mn1, x, l0, l1);
+            }
+            pack_p(x, a);
+            ++pv_count;
+          } else {
+            clear_p(a);  // other warps of the warpgroup may still run the product
+          }
+          m0 = mn0;
+          m1 = mn1;
+
+          const bool any = warpgroup_any(!skip);
+          mbar_wait(&v_full[stage], phase);  // always: a stage is refilled only after it landed
+          if (any) {
+            wgmma_fence();
+            issue_pv<kD>(acc, a, v_desc_of(stage));
+            wgmma_commit();
+            wgmma_wait<0>();
+            fence_operands(acc);
+          }
+          release(stage);
+        }
+      } else {
+        static_assert(kVariant == 6 || kVariant == 9);
+        // kVariant 6 (9: the same, persistent): 4's softmax + FA3's inter-warpgroup ping-pong. Each
+        // GEMM phase issues QKᵀ(it+1) and P·V(it) back to back; the two consumer warpgroups take
+        // turns issuing (named barriers kSchedBarrier + cw), so one warpgroup's GEMMs run on the
+        // tensor cores while the other is in its softmax. Inside a warpgroup, softmax(it+1)
+        // overlaps P·V(it) (wait_group 1), and P(it+1) is written over S in place (no second
+        // register set).
+        //
+        // Handshake: before issuing, a warpgroup waits on its own barrier (256 threads: its 128
+        // bar.sync + the peer's 128 bar.arrive); right after issuing it arrives on the peer's.
+        // Both walk the same LUT, so both have num_iters + 1 phases (QKᵀ(0) alone, then one per
+        // block); consumer 1 pre-arms consumer 0's barrier and skips its arrival in its last
+        // phase, which leaves both barriers balanced at exit.
+        //
+        // Stage 2: a skipping warp feeds P = 0 (no exp2, no pack) but P·V is always issued, even
+        // when all 4 warps skip. Any branch around a wgmma issued while another wgmma is in
+        // flight makes ptxas serialise every wgmma of the kernel (C7520 "WG.AR in divergent
+        // path"; tried: if, guard predicate, bra.uni inside the asm), and a serialised pipeline
+        // costs far more than the 256 tensor-core clocks of a zero P·V, which overlaps the
+        // softmax anyway. pv_executed still counts the warps' decisions.
+        const uint32_t bar_own = kSchedBarrier + cw, bar_peer = kSchedBarrier + (cw ^ 1);
+        constexpr uint32_t kPair = 2 * 128;
+        int32_t s[64];
+        float alpha0 = 1.f, alpha1 = 1.f;  // acc's rescale for the next P·V (FA3 order)
+        bool any_rescale = false;          // some row of this warp has alpha != 1
+        // Softmax of one block in place (p's fp32 bits replace S); returns this warp's stage-2
+        // skip and sets the factors acc must be rescaled by before its P·V is issued (1 on a
+        // skip). Once the row maxima settle, most blocks leave every alpha of a warp at exactly 1:
+        // the warp then skips the D / 2 multiplies (exact: x · 1 = x), which sit between the
+        // QKᵀ(it+1) and P·V(it) issues, i.e. on the path that releases the peer warpgroup.
+        auto softmax_inplace = [&](const BlockInfo& n) {
+          float ml0, ml1;
+          if (n.mask) {
+            block_max_int<true>(s, n.j, ln, p, n.blk, ml0, ml1);
+          } else {
+            block_max_int<false>(s, n.j, ln, p, n.blk, ml0, ml1);
+          }
+          const float mn0 = fmaxf(m0, ml0), mn1 = fmaxf(m1, ml1);
+          const bool skip = stage2 && stage2_skip(ml0, ml1, mn0, mn1, ln, lambda);
+          alpha0 = 1.f;
+          alpha1 = 1.f;
+          if (!skip) {
+            alpha0 = mn0 == kNegInf ? 1.f : exp2f(m0 - mn0);
+            alpha1 = mn1 == kNegInf ? 1.f : exp2f(m1 - mn1);
+            l0 *= alpha0;
+            l1 *= alpha1;
+            if (n.mask) {
+              block_exp_int<true, kPolyEveryV6>(s, n.blk, mn0, mn1, s, l0, l1);
+            } else {
+              block_exp_int<false, kPolyEveryV6>(s, n.blk, mn0, mn1, s, l0, l1);
+            }
+          }
+          m0 = mn0;
+          m1 = mn1;
+          any_rescale = __any_sync(0xffffffffu, alpha0 != 1.f || alpha1 != 1.f);
+          return skip;
+        };
+        auto set_a = [&](bool skip) {
+          if (!skip) {
+            pack_p(s, a);
+            ++pv_count;
+          } else {
+            clear_p(a);
+          }
+        };
+
+        if (num_iters > 0) {
+          if (cw == 1) named_barrier_arrive(kSchedBarrier, kPair);  // consumer 0 goes first
+          mbar_wait(&k_full[stage_of(0)], phase_of(0));
+          const BlockInfo n0 = block_info(stage_of(0));
+          named_barrier_sync(bar_own, kPair);
+          wgmma_fence();
+          issue_qk<kD>(s, dq, k_desc(stage_of(0)));
+          wgmma_commit();
+          named_barrier_arrive(bar_peer, kPair);  // never consumer 1's last phase
+          wgmma_wait<0>();
+          fence_operands(s);
+          set_a(softmax_inplace(n0));  // acc = 0, l = 0: the rescale is a no-op
+        }
+        // One phase per block; kLast: no QKᵀ(it+1) to issue, consumer 1 does not arrive.
+        auto body = [&](auto last_tag, int it) {
+          constexpr bool kLast = decltype(last_tag)::value;
+          const int stage = stage_of(it);
+          const uint32_t phase = phase_of(it);
+          BlockInfo n{};
+          if constexpr (!kLast) {
+            mbar_wait(&k_full[stage_of(it + 1)], phase_of(it + 1));
+            n = block_info(stage_of(it + 1));  // needed by the softmax, not by the issue
+          }
+          mbar_wait(&v_full[stage], phase);  // always: a stage is refilled only after it landed
+          named_barrier_sync(bar_own, kPair);
+          wgmma_fence();
+          if constexpr (!kLast) {
+            issue_qk<kD>(s, dq, k_desc(stage_of(it + 1)));
+            wgmma_commit();
+          }
+          // FA3's order: acc is rescaled for block it while QKᵀ(it+1) runs, so the rescale
+          // is off the softmax -> pack -> next phase chain.
+          if (any_rescale) rescale<kD>(acc, alpha0, alpha1);
+          wgmma_fence();  // acc was just written by ordinary instructions
+          issue_pv<kD>(acc, a, v_desc_of(stage));
+          wgmma_commit();
+          if (!kLast || cw == 0) named_barrier_arrive(bar_peer, kPair);
+          bool skip_next = false;
+          if constexpr (!kLast) {
+            wgmma_wait<1>();  // QKᵀ(it+1) retired; P·V(it) may still run
+            fence_operands(s);
+            skip_next = softmax_inplace(n);
+          }
+          wgmma_wait<0>();  // P·V(it) retired: acc and a are ours again, stage `it` is free
+          fence_operands(acc);
+          release(stage);
+          if constexpr (!kLast) set_a(skip_next);
+        };
+#pragma unroll 1
+        for (int it = 0; it + 1 < num_iters; ++it) body(std::false_type{}, it);
+        if (num_iters > 0) body(std::true_type{}, num_iters - 1);
+      }
+
+      // ---- epilogue: o = acc / l · v_scale[d], rows < Nq, in o_dtype with the given strides
+      l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+      l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+      l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+      l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+      if (p.pv_executed && ln.lane == 0) {
+        p.pv_executed[w.row_idx * kGroupsPerBlock + cw * 4 + ln.warp] = pv_count;
+      }
+      switch (p.o_dtype) {
+        case DType::kFloat16:
+          store_out<kD, __half>(acc, l0, l1, ln, p, w.b, w.h, w.bhkv);
+          break;
+        case DType::kBFloat16:
+          store_out<kD, __nv_bfloat16>(acc, l0, l1, ln, p, w.b, w.h, w.bhkv);
+          break;
+        case DType::kFloat32:
+          store_out<kD, float>(acc, l0, l1, ln, p, w.b, w.h, w.bhkv);
+          break;
+      }
+    };  // consume
+
+    uint32_t g = 0;
+    for (int n = 0;; ++n) {
+      const int slot = n % Plan::kQSlots;
+      mbar_wait(&q_full[slot], (n / Plan::kQSlots) & 1);
+      int t = 0;
+      if (ln.lane == 0) t = tile_of[slot];  // lane 0: its arrive below releases the read
+      t = __shfl_sync(0xffffffffu, t, 0);
+      if (t < 0) break;
+      const Tile w = make_tile(p, t);
+      consume(w, slot, g);
+      g += w.num_iters;
+      // Every wgmma reading this Q slot has been waited for inside consume.
+      if (ln.lane == 0) mbar_arrive(&q_empty[slot]);
     }
   }     // consumers
 #endif  // SPARGE_SM90A_DEVICE
@@ -665,12 +738,31 @@ void launch_variant(const AttentionParams& p, cudaStream_t stream) {
                                     kBlockK, kD, qk_swizzle, "k8");
   const CUtensorMap tm_v = make_map(p.v, uint64_t(p.batch) * p.kv_heads * kD, nk * kBlockK, kD,
                                     kBlockK, CU_TENSOR_MAP_SWIZZLE_128B, "v8");
-  const dim3 grid(p.num_q_blocks, p.heads, p.batch);
-  kernel<<<grid, kThreads, Plan::kAlloc, stream>>>(tm_q, tm_k, tm_v, p);
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) {
-    throw std::runtime_error(std::string("attention_sm90: launch failed: ") +
-                             cudaGetErrorString(err));
+  auto check = [](cudaError_t e, const char* what) {
+    if (e != cudaSuccess) {
+      throw std::runtime_error(std::string("attention_sm90: ") + what + ": " +
+                               cudaGetErrorString(e));
+    }
+  };
+  if constexpr (!is_persistent(kVariant)) {
+    const dim3 grid(p.num_q_blocks, p.heads, p.batch);
+    kernel<<<grid, kThreads, Plan::kAlloc, stream>>>(tm_q, tm_k, tm_v, p, nullptr);
+    check(cudaGetLastError(), "launch failed");
+  } else {
+    // One CTA per SM (the kernel holds a whole SM); the tile counter is stream-ordered memory
+    // of this launch alone, so concurrent launches on other streams cannot share it.
+    int dev = 0, sms = 0;
+    check(cudaGetDevice(&dev), "cudaGetDevice");
+    check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "SM count");
+    const int tiles = p.batch * p.heads * p.num_q_blocks;
+    const int ctas = std::min(tiles, p.max_ctas > 0 ? std::min(p.max_ctas, sms) : sms);
+    int* counter = nullptr;
+    check(cudaMallocAsync(&counter, sizeof(int), stream), "cudaMallocAsync (tile counter)");
+    check(cudaMemsetAsync(counter, 0, sizeof(int), stream), "cudaMemsetAsync (tile counter)");
+    kernel<<<ctas, kThreads, Plan::kAlloc, stream>>>(tm_q, tm_k, tm_v, p, counter);
+    const cudaError_t launch_err = cudaGetLastError();
+    check(cudaFreeAsync(counter, stream), "cudaFreeAsync (tile counter)");
+    check(launch_err, "launch failed");
   }
 }
 

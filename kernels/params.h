@@ -60,6 +60,10 @@ struct AttentionParams {
   // int32 [B, H, nq, block_q / warp_rows]. nullptr = not collected.
   int32_t* pv_executed = nullptr;
 
+  // Persistent sm90 variants only: at most this many CTAs (0 = one per SM). Tests use small caps
+  // so that every CTA walks many tiles through the same shared-memory rings.
+  int max_ctas = 0;
+
   int batch = 0, heads = 0, kv_heads = 0;
   int seq_q = 0, seq_k = 0;  // valid tokens (Nq, Nk); padded extents are nq*block_q, nk*block_k
   int head_dim = 0;

@@ -24,8 +24,8 @@ DTYPE = {"fp16": "DType::kFloat16", "bf16": "DType::kBFloat16"}
 
 
 # Hopper path: head dim x kernel variant (kernels/attention_sm90.cuh: 6 is the default, 4 skips
-# whole P.V products under stage 2).
-SM90 = [(d, v) for d in (64, 128) for v in (4, 6)]
+# whole P.V products under stage 2, 9 is 6 on a persistent grid).
+SM90 = [(d, v) for d in (64, 128) for v in (4, 6, 9)]
 
 
 SIGNATURE = "(const AttentionParams&, cudaStream_t)"

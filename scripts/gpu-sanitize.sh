@@ -21,7 +21,7 @@ run() {  # tool, binary, gtest filter
   [[ $r -eq 0 ]] || rc=1
 }
 for tool in memcheck racecheck synccheck; do
-  run "$tool" build/tests/gpu_test_attention_sm90 '*DenseModeAndLambdaOffAreExact*:*OutputLayoutsAndDtypes*'
+  run "$tool" build/tests/gpu_test_attention_sm90 '*DenseModeAndLambdaOffAreExact*:*OutputLayoutsAndDtypes*:*PersistentGrid*'
   run "$tool" build/tests/gpu_test_attention_sm80 '*SmallForSanitizer*'
 done
 run memcheck build/tests/gpu_test_runtime 'RuntimeStreams.*:RuntimeValidation.*'

@@ -24,7 +24,8 @@
 //  * Counts: valid_blocks = Σ_{b,h} causally valid pairs; kept_blocks = Σ mask ∧ valid;
 //    pv_skipped_blocks = skipped groups / (block_q / warp_rows).
 //  * Not bit-exact by nature (documented for the kernels' tolerance): exp2 (here Sleef, on the
-//    GPU ex2.approx), fp32 sums over c of p and of the P·V products (order unspecified).
+//    GPU ex2.approx), fp32 sums over c of p and of the P·V products (order unspecified), and
+//    the sm90 output as acc · (1 / l) · v_scale (one reciprocal per row).
 //
 // Implementation: all (b, h, i) block rows advance together, one kept block per step (step t
 // processes the t-th kept block of every row that has one), so each step is a few batched tensor

@@ -165,6 +165,7 @@ struct RunOptions {
   std::vector<float> lambda;  // natural-log units per query head; empty = stage 2 off
   DType out = DType::kFloat16;
   bool nhd = false;  // output [B, Nq, H, D] instead of [B, H, Nq, D]
+  int max_ctas = 0;  // persistent variants: grid cap (0 = one CTA per SM)
 };
 struct RunResult {
   at::Tensor o;   // fp32 [B, H, Nq, D]
@@ -229,6 +230,7 @@ RunResult run_kernel(const Problem& p, const DeviceInputs& in, const RunOptions&
       static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)) * 1.4426950408889634);
   prm.causal = p.causal;
   prm.causal_offset = static_cast<int>(p.Nk() - Nq);
+  prm.max_ctas = opt.max_ctas;
 
   sparge::kernels::launch_attention_sm90(prm, nullptr);
   cuda_check(cudaDeviceSynchronize(), "attention_sm90 kernel");
@@ -399,6 +401,49 @@ TEST_P(AttentionSm90V, DenseModeAndLambdaOffAreExact) {
     EXPECT_TRUE(at::equal(a.o, c.o)) << "lambda = -inf differs from stage 2 off";
     EXPECT_TRUE(at::equal(a.pv, c.pv));
     EXPECT_EQ(a.pv.sum().item<int64_t>(), full.sum().item<int64_t>() * kGroups);
+  }
+}
+
+// Variant 9 (persistent) runs variant 6's per-tile computation, so its outputs and stage-2
+// counts are bit-identical to 6's, whatever the grid: 1 CTA walks every tile through the same
+// Q/K/V rings (phases wrap many times), 3 CTAs claim tiles from the atomic counter in a
+// run-dependent order, 0 = one CTA per SM.
+TEST(AttentionSm90, PersistentGridIsExactForAnyCtaCount) {
+  REQUIRE_SM90();
+  struct Persist {
+    const char* name;
+    int64_t B, H, Hkv, Nq, Nk, D;
+    bool causal, structured, use_mask;
+    double density;
+    float lambda;
+  };
+  const Persist cases[] = {
+      {"sparse stage2 gqa d128", 1, 4, 2, 1000, 1400, 128, false, true, true, 0.4, -1.5f},
+      {"dense-mode causal d64 b2", 2, 3, 3, 700, 900, 64, true, true, false, 1.0, -kInf},
+      {"one k block", 1, 2, 2, 1300, 100, 64, false, false, true, 1.0, -kInf},
+  };
+  for (const Persist& c : cases) {
+    const uint64_t seed = fresh_seed();
+    SCOPED_TRACE(std::string(c.name) + " seed=" + std::to_string(seed));
+    at::manual_seed(seed);
+    const Problem p = make_problem(c.B, c.H, c.Hkv, c.Nq, c.Nk, c.D, c.causal, c.structured);
+    const DeviceInputs in = quantize(p);
+    RunOptions opt;
+    if (c.use_mask) opt.mask = random_mask(p, c.density);
+    if (std::isfinite(c.lambda)) opt.lambda.assign(c.H, c.lambda);
+    opt.out = DType::kFloat32;
+    ASSERT_EQ(setenv("SPARGE_SM90_VARIANT", "6", 1), 0);
+    const RunResult ref6 = run_kernel(p, in, opt);
+    ASSERT_EQ(setenv("SPARGE_SM90_VARIANT", "9", 1), 0);
+    for (int ctas : {1, 3, 0}) {
+      SCOPED_TRACE("max_ctas=" + std::to_string(ctas));
+      opt.max_ctas = ctas;
+      const RunResult r = run_kernel(p, in, opt);
+      EXPECT_TRUE(at::equal(r.o, ref6.o))
+          << "max |diff| " << (r.o - ref6.o).abs().max().item<float>();
+      EXPECT_TRUE(at::equal(r.pv, ref6.pv));
+    }
+    unsetenv("SPARGE_SM90_VARIANT");
   }
 }
 
