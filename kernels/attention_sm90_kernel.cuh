@@ -280,6 +280,20 @@ __device__ __forceinline__ void store_out(const float (&acc)[kD / 2], float l0, 
   }
 }
 
+// Position g in a ring of kSlots buffers (shared-memory stages or Q slots): the buffer, and the
+// mbarrier phase parity of this pass over the ring. g counts over the CTA's whole life (all its
+// tiles), so it is unsigned: % and / by the power-of-two kSlots are a mask and a shift (signed
+// arithmetic on the GEMM-issue path cost 4 % at D = 128, NOTES run 17).
+template <int kSlots>
+__device__ __forceinline__ int ring_slot(uint32_t g) {
+  static_assert(kSlots > 0 && (kSlots & (kSlots - 1)) == 0);
+  return static_cast<int>(g % kSlots);
+}
+template <int kSlots>
+__device__ __forceinline__ uint32_t ring_phase(uint32_t g) {
+  return (g / kSlots) & 1;
+}
+
 // One tile: a CTA's pass over one (b, h, q block) row of the LUT.
 struct Tile {
   int b, h, qb;
@@ -366,8 +380,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   __syncthreads();
 
-  // Ring positions: the g-th K/V block of this CTA (over all its tiles) uses stage g % kStages
-  // in phase (g / kStages) & 1; the n-th tile uses Q slot n % 2 in phase (n / 2) & 1.
+  // Ring positions (ring_slot / ring_phase): the g-th K/V block of this CTA, over all its tiles,
+  // uses stage ring_slot<kStages>(g); its n-th tile uses Q slot ring_slot<kQSlots>(n).
   if (warpgroup == 0) {
     // ---------------------------------------------------------------- producer
     setmaxnreg_dec<24>();
@@ -375,11 +389,11 @@ __global__ void __launch_bounds__(kThreads, 1)
       tma_prefetch_desc(&tm_q);
       tma_prefetch_desc(&tm_k);
       tma_prefetch_desc(&tm_v);
-      uint32_t g = 0;  // unsigned: % and / by the power-of-two kStages are a mask and a shift
+      uint32_t g = 0;  // K/V blocks loaded so far
       int t = first_tile;
-      for (int n = 0;; ++n) {
-        const int slot = n % Plan::kQSlots;
-        mbar_wait(&q_empty[slot], ((n / Plan::kQSlots) & 1) ^ 1);  // fresh: passes at once
+      for (uint32_t n = 0;; ++n) {
+        const int slot = ring_slot<Plan::kQSlots>(n);
+        mbar_wait(&q_empty[slot], ring_phase<Plan::kQSlots>(n) ^ 1);  // fresh: passes at once
         if (t >= tiles) {
           tile_of[slot] = -1;  // published by the arrive's release
           mbar_arrive(&q_full[slot]);
@@ -398,8 +412,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         int j_next = w.num_iters > 0 ? block_of(0) : 0;
         float ks_next = w.num_iters > 0 ? k_scale[j_next] : 0.f;
         for (int it = 0; it < w.num_iters; ++it, ++g) {
-          const int stage = static_cast<int>(g % kStages);
-          const uint32_t phase = (g / kStages) & 1;
+          const int stage = ring_slot<kStages>(g);
+          const uint32_t phase = ring_phase<kStages>(g);
           const int j = j_next;
           const float ks = ks_next;
           if (it + 1 < w.num_iters) {  // next block's LUT entry and scale load during the wait
@@ -457,8 +471,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         return j >= last_partial_k ||
                (p.causal && j * kBlockK + kBlockK - 1 > q_first + p.causal_offset);
       };
-      auto stage_of = [&](int it) { return static_cast<int>((g0 + it) % kStages); };
-      auto phase_of = [&](int it) { return ((g0 + it) / kStages) & 1; };
+      auto stage_of = [&](int it) { return ring_slot<kStages>(g0 + it); };
+      auto phase_of = [&](int it) { return ring_phase<kStages>(g0 + it); };
 
       float acc[kD / 2];
 #pragma unroll
@@ -690,9 +704,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     };  // consume
 
     uint32_t g = 0;
-    for (int n = 0;; ++n) {
-      const int slot = n % Plan::kQSlots;
-      mbar_wait(&q_full[slot], (n / Plan::kQSlots) & 1);
+    for (uint32_t n = 0;; ++n) {
+      const int slot = ring_slot<Plan::kQSlots>(n);
+      mbar_wait(&q_full[slot], ring_phase<Plan::kQSlots>(n));
       int t = 0;
       if (ln.lane == 0) t = tile_of[slot];  // lane 0: its arrive below releases the read
       t = __shfl_sync(0xffffffffu, t, 0);

@@ -59,9 +59,12 @@ def path_files(path, kernel_header, decl, fields, entries):
         + "".join(f"  {f};\n" for f in fields)
         + "  const char* name;\n"
         + "  void (*launch)(const AttentionParams&, cudaStream_t);\n};\n\n"
+        # One instance per line: clang-format would pack more than four entries into columns.
+        + "// clang-format off\n"
         + "inline constexpr Instance kInstances[] = {\n"
         + "".join(f'    {{{key}, "{name}", &{fn}}},\n' for _, key, name, fn in entries)
-        + "};\n\n"
+        + "};\n"
+        + "// clang-format on\n\n"
         + "// The names above, for the dispatcher's error when a combination is not compiled.\n"
         + f'inline constexpr const char* kCompiledNames = "{", ".join(e[2] for e in entries)}";\n\n'
         + f"}}  // namespace {ns}\n"

@@ -24,12 +24,14 @@ struct Instance {
   void (*launch)(const AttentionParams&, cudaStream_t);
 };
 
+// clang-format off
 inline constexpr Instance kInstances[] = {
     {64, DType::kFloat16, "d64/fp16", &launch<64, __half>},
     {64, DType::kBFloat16, "d64/bf16", &launch<64, __nv_bfloat16>},
     {128, DType::kFloat16, "d128/fp16", &launch<128, __half>},
     {128, DType::kBFloat16, "d128/bf16", &launch<128, __nv_bfloat16>},
 };
+// clang-format on
 
 // The names above, for the dispatcher's error when a combination is not compiled.
 inline constexpr const char* kCompiledNames = "d64/fp16, d64/bf16, d128/fp16, d128/bf16";

@@ -26,6 +26,7 @@ struct Instance {
   void (*launch)(const AttentionParams&, cudaStream_t);
 };
 
+// clang-format off
 inline constexpr Instance kInstances[] = {
     {64, 4, "d64/v4", &launch_variant<64, 4>},
     {64, 6, "d64/v6", &launch_variant<64, 6>},
@@ -34,6 +35,7 @@ inline constexpr Instance kInstances[] = {
     {128, 6, "d128/v6", &launch_variant<128, 6>},
     {128, 9, "d128/v9", &launch_variant<128, 9>},
 };
+// clang-format on
 
 // The names above, for the dispatcher's error when a combination is not compiled.
 inline constexpr const char* kCompiledNames = "d64/v4, d64/v6, d64/v9, d128/v4, d128/v6, d128/v9";
