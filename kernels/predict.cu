@@ -29,6 +29,15 @@ __host__ __device__ inline int next_pow2(int n) {
   return p;
 }
 
+// Bytes of the float part of the prediction kernel's shared memory: pooled Q rows, scores, and
+// the larger of the pooled-K chunk (phase A) and the sort keys (phase B), which share a region.
+__host__ __device__ inline size_t shared_region(int d, int r, int nk) {
+  const size_t rows = static_cast<size_t>(kWarps) * r;
+  const size_t chunk = sizeof(float) * kChunk * (d + 4);
+  const size_t keys = sizeof(uint64_t) * kWarps * next_pow2(nk);
+  return sizeof(float) * rows * (d + nk) + (chunk > keys ? chunk : keys);
+}
+
 // Index of the last causally valid K block of query block i (nk - 1 when not causal).
 __device__ __forceinline__ int last_valid_block(const PredictParams& p, int i) {
   if (!p.causal) return p.num_k_blocks - 1;
@@ -84,13 +93,15 @@ __global__ void __launch_bounds__(kThreads) predict_kernel(PredictParams p) {
   const int offset = p.seq_k - p.seq_q;
   const float theta = p.theta[h];
 
+  // Phase A's pooled-K chunk and phase B's sort keys share one region (a barrier separates the
+  // phases): the smaller footprint fits one wave of CTAs at N = 32K.
   extern __shared__ __align__(16) unsigned char smem[];
-  float* s_q = reinterpret_cast<float*>(smem);                           // [kRows][D]
-  float* s_k = s_q + kRows * D;                                          // [kChunk][D + 4]
-  float* s_score = s_k + kChunk * (D + 4);                               // [kRows][nk]
-  uint64_t* s_sort = reinterpret_cast<uint64_t*>(s_score + kRows * nk);  // [kWarps][nkp]
-  uint8_t* s_flag = reinterpret_cast<uint8_t*>(s_sort + kWarps * nkp);   // [kWarps][nk]
-  uint8_t* s_kok = s_flag + kWarps * nk;                                 // [nk]
+  float* s_q = reinterpret_cast<float*>(smem);                                   // [kRows][D]
+  float* s_score = s_q + kRows * D;                                              // [kRows][nk]
+  float* s_k = s_score + kRows * nk;                                             // [kChunk][D + 4]
+  uint64_t* s_sort = reinterpret_cast<uint64_t*>(s_k);                           // [kWarps][nkp]
+  uint8_t* s_flag = reinterpret_cast<uint8_t*>(smem) + shared_region(D, R, nk);  // [kWarps][nk]
+  uint8_t* s_kok = s_flag + kWarps * nk;                                         // [nk]
 
   const float* qp = p.q_pooled + ((static_cast<int64_t>(b) * p.heads + h) * p.num_q_blocks) * D;
   const float* kp = p.k_pooled + ((static_cast<int64_t>(b) * p.kv_heads + hkv) * nk) * D;
@@ -252,9 +263,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 size_t predict_smem(int d, int r, int nk) {
-  const int rows = kWarps * r;
-  return sizeof(float) * (rows * d + kChunk * (d + 4) + rows * nk) +
-         sizeof(uint64_t) * kWarps * next_pow2(nk) + kWarps * nk + nk + 16;
+  return shared_region(d, r, nk) + kWarps * nk + nk + 16;
 }
 
 template <int D, int R>
