@@ -22,6 +22,7 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -287,13 +288,27 @@ TEST(AttentionSm90, RejectsBadParams) {
   EXPECT_THROW(sparge::kernels::launch_attention_sm90(p, nullptr), std::invalid_argument);
 }
 
-// Runs the test body with SPARGE_SM90_VARIANT = GetParam() (the launcher reads it per launch).
+// SPARGE_SM90_VARIANT = v while in scope (the launcher reads it per launch); unset on exit,
+// also when an assertion or exception leaves the test early, so no later test inherits it.
+class ScopedVariant {
+ public:
+  explicit ScopedVariant(int v) {
+    if (setenv("SPARGE_SM90_VARIANT", std::to_string(v).c_str(), 1) != 0)
+      throw std::runtime_error("setenv SPARGE_SM90_VARIANT failed");
+  }
+  ~ScopedVariant() { unsetenv("SPARGE_SM90_VARIANT"); }
+  ScopedVariant(const ScopedVariant&) = delete;
+  ScopedVariant& operator=(const ScopedVariant&) = delete;
+};
+
+// Runs the test body with SPARGE_SM90_VARIANT = GetParam().
 class AttentionSm90V : public ::testing::TestWithParam<int> {
  protected:
-  void SetUp() override {
-    ASSERT_EQ(setenv("SPARGE_SM90_VARIANT", std::to_string(GetParam()).c_str(), 1), 0);
-  }
-  void TearDown() override { unsetenv("SPARGE_SM90_VARIANT"); }
+  void SetUp() override { variant_.emplace(GetParam()); }
+  void TearDown() override { variant_.reset(); }
+
+ private:
+  std::optional<ScopedVariant> variant_;
 };
 INSTANTIATE_TEST_SUITE_P(Variants, AttentionSm90V,
                          ::testing::ValuesIn(sparge::kernels::sm90::kVariants),
@@ -432,9 +447,11 @@ TEST(AttentionSm90, PersistentGridIsExactForAnyCtaCount) {
     if (c.use_mask) opt.mask = random_mask(p, c.density);
     if (std::isfinite(c.lambda)) opt.lambda.assign(c.H, c.lambda);
     opt.out = DType::kFloat32;
-    ASSERT_EQ(setenv("SPARGE_SM90_VARIANT", "6", 1), 0);
-    const RunResult ref6 = run_kernel(p, in, opt);
-    ASSERT_EQ(setenv("SPARGE_SM90_VARIANT", "9", 1), 0);
+    const RunResult ref6 = [&] {
+      const ScopedVariant v6(6);
+      return run_kernel(p, in, opt);
+    }();
+    const ScopedVariant v9(9);
     for (int ctas : {1, 3, 0}) {
       SCOPED_TRACE("max_ctas=" + std::to_string(ctas));
       opt.max_ctas = ctas;
@@ -443,7 +460,6 @@ TEST(AttentionSm90, PersistentGridIsExactForAnyCtaCount) {
           << "max |diff| " << (r.o - ref6.o).abs().max().item<float>();
       EXPECT_TRUE(at::equal(r.pv, ref6.pv));
     }
-    unsetenv("SPARGE_SM90_VARIANT");
   }
 }
 
