@@ -62,8 +62,9 @@ CUtensorMap make_map(const void* base, uint64_t rows, uint64_t cols, uint32_t bo
 }
 
 // Kernel variant (attention_sm90.cuh): 9 by default; SPARGE_SM90_VARIANT=6 selects the same
-// kernel on a one-tile-per-CTA grid, 4 the variant that skips whole P·V products under stage 2
-// (for A/B runs and tests). Any other value is an error, not a silent fallback.
+// kernel on a one-tile-per-CTA grid, 4 the variant that skips whole P·V products under stage 2,
+// 10 the experimental chained-tile form of 9 (for A/B runs and tests). Any other value is an error,
+// not a silent fallback.
 int variant() {
   const char* env = std::getenv("SPARGE_SM90_VARIANT");
   if (env == nullptr || env[0] == 0) return kDefaultVariant;
@@ -134,6 +135,8 @@ bool attention_sm90_available() {
   }();
   return compiled;
 }
+
+int attention_sm90_variant() { return sm90::variant(); }
 
 void launch_attention_sm90(const AttentionParams& p, cudaStream_t stream) {
   sm90::validate(p);

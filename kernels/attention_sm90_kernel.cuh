@@ -327,6 +327,42 @@ __device__ __forceinline__ Tile make_tile(const AttentionParams& p, int t) {
   return w;
 }
 
+// What one consumer warpgroup needs of the tile it is working on, besides the Tile itself.
+struct TileCtx {
+  Tile w;
+  int slot;       // its Q slot
+  float lambda;   // stage-2 threshold of its head (log2 units); -inf = stage 2 off
+  float q_scale;  // INT8 scale of its q block
+  uint64_t dq;    // wgmma descriptor of this consumer's 64 rows of Q in the slot
+};
+
+// The query tokens of this thread's accumulator rows in tile w (consumer warpgroup cw).
+__device__ __forceinline__ void set_rows(Lanes& ln, const Tile& w, int cw,
+                                         const AttentionParams& p) {
+  ln.row0 = w.qb * kBlockQ + cw * kRowsPerWarpgroup + ln.warp * 16 + ln.lane / 4;
+  ln.row1 = ln.row0 + 8;
+  ln.valid0 = ln.row0 < p.seq_q;
+  ln.valid1 = ln.row1 < p.seq_q;
+}
+
+// Tile w's rows of the output (ln holds them), in the launch's output dtype.
+template <int kD>
+__device__ __forceinline__ void store_any(const float (&acc)[kD / 2], float l0, float l1,
+                                          const Lanes& ln, const AttentionParams& p,
+                                          const Tile& w) {
+  switch (p.o_dtype) {
+    case DType::kFloat16:
+      store_out<kD, __half>(acc, l0, l1, ln, p, w.b, w.h, w.bhkv);
+      break;
+    case DType::kBFloat16:
+      store_out<kD, __nv_bfloat16>(acc, l0, l1, ln, p, w.b, w.h, w.bhkv);
+      break;
+    case DType::kFloat32:
+      store_out<kD, float>(acc, l0, l1, ln, p, w.b, w.h, w.bhkv);
+      break;
+  }
+}
+
 #endif  // SPARGE_SM90A_DEVICE
 
 // tile_counter (persistent variants only): zeroed before the launch; CTA c starts on tile c and
@@ -451,97 +487,123 @@ __global__ void __launch_bounds__(kThreads, 1)
     auto release = [&](int stage) {
       if (ln.lane == 0) mbar_arrive(&empty[stage]);
     };
+    const int last_partial_k =
+        (p.seq_k % kBlockK) ? p.num_k_blocks - 1 : p.num_k_blocks;  // needs the Nk mask
 
-    // One tile: the online softmax over its K blocks and the output; g0 = ring position of its
-    // first K block, slot = its Q slot (q_full[slot] has completed).
-    auto consume = [&](const Tile& w, int slot, uint32_t g0) {
-      const int num_iters = w.num_iters;
-      ln.row0 = w.qb * kBlockQ + cw * kRowsPerWarpgroup + ln.warp * 16 + ln.lane / 4;
-      ln.row1 = ln.row0 + 8;
-      ln.valid0 = ln.row0 < p.seq_q;
-      ln.valid1 = ln.row1 < p.seq_q;
-
-      const float lambda = p.lambda_log2 ? p.lambda_log2[w.h] : kNegInf;
-      const bool stage2 = lambda != kNegInf;  // uniform: the warpgroup vote is needed at all
-      const float q_scale = p.q_scale[w.row_idx];
-      const int last_partial_k =
-          (p.seq_k % kBlockK) ? p.num_k_blocks - 1 : p.num_k_blocks;  // needs the Nk mask
-      const int q_first = w.qb * kBlockQ;
-      auto need_mask = [&](int j) {
-        return j >= last_partial_k ||
-               (p.causal && j * kBlockK + kBlockK - 1 > q_first + p.causal_offset);
-      };
-      auto stage_of = [&](int it) { return ring_slot<kStages>(g0 + it); };
-      auto phase_of = [&](int it) { return ring_phase<kStages>(g0 + it); };
-
-      float acc[kD / 2];
+    // State of the tile in hand: its facts (cur), this warpgroup's output accumulator, the
+    // online-softmax statistics of its rows, and P of the block whose P·V is issued next.
+    TileCtx cur{};
+    float acc[kD / 2];
+    float m0, m1, l0, l1;
+    int pv_count;
+    uint32_t a[4][4];  // P in e4m3, the A operand of the 4 k-steps (32 tokens each)
+    // Ring positions (see the producer): n = tiles taken from the Q ring, g = ring position of
+    // the first K/V block of the tile in hand.
+    uint32_t n = 0, g = 0;
+    auto stage_of = [&](int it) { return ring_slot<kStages>(g + it); };
+    auto phase_of = [&](int it) { return ring_phase<kStages>(g + it); };
+    auto reset = [&] {
 #pragma unroll
       for (int i = 0; i < kD / 2; ++i) acc[i] = 0.f;
-      float m0 = kNegInf, m1 = kNegInf, l0 = 0.f, l1 = 0.f;
-      int pv_count = 0;
-      uint32_t a[4][4];  // P in e4m3, the A operand of the 4 k-steps (32 tokens each)
+      m0 = m1 = kNegInf;
+      l0 = l1 = 0.f;
+      pv_count = 0;
+    };
 
-      const uint64_t dq =
-          qk_desc<kD>(smem_u32(s_q + slot * Plan::kQBytes) + cw * kRowsPerWarpgroup * kD);
-      // Block facts of iteration `it`, valid once its k_full has completed (the producer wrote
-      // them before arming it; the try_wait acquires them).
-      struct BlockInfo {
-        float blk;  // logits scale in log2 units: q_scale · k_scale[j] · sm_scale · log2(e)
-        int j;
-        bool mask;
-      };
-      // Lane 0 reads and broadcasts: an mbarrier arrive releases only the arriving thread's own
-      // accesses, and only lane 0 arrives on `empty` (racecheck flagged all-lane reads in run 9;
-      // all-lane arrives instead cost 6-8 % at D = 128).
-      auto block_info = [&](int stage) {
-        BlockInfo n;
-        int j = 0;
-        float ks = 0.f;
-        if (ln.lane == 0) {
-          j = info_j[stage];
-          ks = info_ks[stage];
-        }
-        n.j = __shfl_sync(0xffffffffu, j, 0);
-        n.blk = (q_scale * __shfl_sync(0xffffffffu, ks, 0)) * p.sm_scale_log2;
-        n.mask = need_mask(n.j);
-        return n;
-      };
-      auto warpgroup_any = [&](bool pred) {
-        return stage2 ? named_barrier_or(1 + cw, 128, pred) : true;
-      };
-      if constexpr (kVariant == 4) {
-        for (int it = 0; it < num_iters; ++it) {
+    // Block facts of a K block of tile c, valid once its k_full has completed (the producer
+    // wrote them before arming it; the try_wait acquires them).
+    struct BlockInfo {
+      float blk;  // logits scale in log2 units: q_scale · k_scale[j] · sm_scale · log2(e)
+      int j;
+      bool mask;
+    };
+    // Lane 0 reads and broadcasts: an mbarrier arrive releases only the arriving thread's own
+    // accesses, and only lane 0 arrives on `empty` (racecheck flagged all-lane reads in run 9;
+    // all-lane arrives instead cost 6-8 % at D = 128).
+    auto block_info = [&](int stage, const TileCtx& c) {
+      BlockInfo bi;
+      int j = 0;
+      float ks = 0.f;
+      if (ln.lane == 0) {
+        j = info_j[stage];
+        ks = info_ks[stage];
+      }
+      bi.j = __shfl_sync(0xffffffffu, j, 0);
+      bi.blk = (c.q_scale * __shfl_sync(0xffffffffu, ks, 0)) * p.sm_scale_log2;
+      bi.mask = bi.j >= last_partial_k ||
+                (p.causal && bi.j * kBlockK + kBlockK - 1 > c.w.qb * kBlockQ + p.causal_offset);
+      return bi;
+    };
+
+    // Output of tile c from acc and l (ln holds c's rows); pv_executed counts this warp's P·V.
+    auto finish = [&](const TileCtx& c) {
+      l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+      l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+      l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+      l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+      if (p.pv_executed && ln.lane == 0) {
+        p.pv_executed[c.w.row_idx * kGroupsPerBlock + cw * 4 + ln.warp] = pv_count;
+      }
+      store_any<kD>(acc, l0, l1, ln, p, c.w);
+    };
+
+    // The next tile: waits for its Q and fills c; false once the producer says there are no
+    // more. A tile may have no K block (causal rows before the first key): no phase, output 0.
+    auto take = [&](TileCtx& c) {
+      const int slot = ring_slot<Plan::kQSlots>(n);
+      mbar_wait(&q_full[slot], ring_phase<Plan::kQSlots>(n));
+      ++n;
+      int t = 0;
+      if (ln.lane == 0) t = tile_of[slot];  // lane 0: its q_empty arrive releases the read
+      t = __shfl_sync(0xffffffffu, t, 0);
+      if (t < 0) return false;
+      c.w = make_tile(p, t);
+      c.slot = slot;
+      c.lambda = p.lambda_log2 ? p.lambda_log2[c.w.h] : kNegInf;
+      c.q_scale = p.q_scale[c.w.row_idx];
+      c.dq = qk_desc<kD>(smem_u32(s_q + slot * Plan::kQBytes) + cw * kRowsPerWarpgroup * kD);
+      return true;
+    };
+    // Q of the tile in hand is no longer read once the QKᵀ of its last block has retired.
+    auto hand_back_q = [&] {
+      if (ln.lane == 0) mbar_arrive(&q_empty[cur.slot]);
+    };
+
+    if constexpr (kVariant == 4) {
+      while (take(cur)) {
+        reset();
+        set_rows(ln, cur.w, cw, p);
+        const bool stage2 = cur.lambda != kNegInf;  // uniform: the warpgroup vote is needed
+        for (int it = 0; it < cur.w.num_iters; ++it) {
           const int stage = stage_of(it);
           const uint32_t phase = phase_of(it);
           int32_t s[64];
           mbar_wait(&k_full[stage], phase);
-          const BlockInfo bi = block_info(stage);
-          const int j = bi.j;
-          const float blk = bi.blk;
-          const bool nm = bi.mask;
+          const BlockInfo bi = block_info(stage, cur);
           wgmma_fence();
-          issue_qk<kD>(s, dq, k_desc(stage));
+          issue_qk<kD>(s, cur.dq, k_desc(stage));
           wgmma_commit();
           wgmma_wait<0>();
           fence_operands(s);
 
           float x[64], ml0, ml1;
-          if (nm) {
-            block_max_int<true>(s, j, ln, p, blk, ml0, ml1);
+          if (bi.mask) {
+            block_max_int<true>(s, bi.j, ln, p, bi.blk, ml0, ml1);
           } else {
-            block_max_int<false>(s, j, ln, p, blk, ml0, ml1);
+            block_max_int<false>(s, bi.j, ln, p, bi.blk, ml0, ml1);
           }
           const float mn0 = fmaxf(m0, ml0), mn1 = fmaxf(m1, ml1);
-          const bool skip = stage2 && stage2_skip(ml0, ml1, mn0, mn1, ln, lambda);
+          const bool skip = stage2 && stage2_skip(ml0, ml1, mn0, mn1, ln, cur.lambda);
           if (!skip) {
-            rescale<kD>(acc, mn0 == kNegInf ? 1.f : exp2f(m0 - mn0),
-                        mn1 == kNegInf ? 1.f : exp2f(m1 - mn1));
-            l0 *= mn0 == kNegInf ? 1.f : exp2f(m0 - mn0);
-            l1 *= mn1 == kNegInf ? 1.f : exp2f(m1 - mn1);
-            if (nm) {
-              block_exp_int<true, kPolyEveryV4>(s, blk, mn0, mn1, x, l0, l1);
+            const float alpha0 = mn0 == kNegInf ? 1.f : exp2f(m0 - mn0);
+            const float alpha1 = mn1 == kNegInf ? 1.f : exp2f(m1 - mn1);
+            rescale<kD>(acc, alpha0, alpha1);
+            l0 *= alpha0;
+            l1 *= alpha1;
+            if (bi.mask) {
+              block_exp_int<true, kPolyEveryV4>(s, bi.blk, mn0, mn1, x, l0, l1);
             } else {
-              block_exp_int<false, kPolyEveryV4>(s, blk, mn0, mn1, x, l0, l1);
+              block_exp_int<false, kPolyEveryV4>(s, bi.blk, mn0, mn1, x, l0, l1);
             }
             pack_p(x, a);
             ++pv_count;
@@ -551,7 +613,8 @@ __global__ void __launch_bounds__(kThreads, 1)
           m0 = mn0;
           m1 = mn1;
 
-          const bool any = warpgroup_any(!skip);
+          // Skip the product only when every warp of the warpgroup skips it.
+          const bool any = stage2 ? named_barrier_or(1 + cw, 128, !skip) : true;
           mbar_wait(&v_full[stage], phase);  // always: a stage is refilled only after it landed
           if (any) {
             wgmma_fence();
@@ -562,160 +625,191 @@ __global__ void __launch_bounds__(kThreads, 1)
           }
           release(stage);
         }
-      } else {
-        static_assert(kVariant == 6 || kVariant == 9);
-        // kVariant 6 (9: the same, persistent): 4's softmax + FA3's inter-warpgroup ping-pong. Each
-        // GEMM phase issues QKᵀ(it+1) and P·V(it) back to back; the two consumer warpgroups take
-        // turns issuing (named barriers kSchedBarrier + cw), so one warpgroup's GEMMs run on the
-        // tensor cores while the other is in its softmax. Inside a warpgroup, softmax(it+1)
-        // overlaps P·V(it) (wait_group 1), and P(it+1) is written over S in place (no second
-        // register set).
-        //
-        // Handshake: before issuing, a warpgroup waits on its own barrier (256 threads: its 128
-        // bar.sync + the peer's 128 bar.arrive); right after issuing it arrives on the peer's.
-        // Both walk the same LUT, so both have num_iters + 1 phases (QKᵀ(0) alone, then one per
-        // block); consumer 1 pre-arms consumer 0's barrier and skips its arrival in its last
-        // phase, which leaves both barriers balanced at exit.
-        //
-        // Stage 2: a skipping warp feeds P = 0 (no exp2, no pack) but P·V is always issued, even
-        // when all 4 warps skip. Any branch around a wgmma issued while another wgmma is in
-        // flight makes ptxas serialise every wgmma of the kernel (C7520 "WG.AR in divergent
-        // path"; tried: if, guard predicate, bra.uni inside the asm), and a serialised pipeline
-        // costs far more than the 256 tensor-core clocks of a zero P·V, which overlaps the
-        // softmax anyway. pv_executed still counts the warps' decisions.
-        const uint32_t bar_own = kSchedBarrier + cw, bar_peer = kSchedBarrier + (cw ^ 1);
-        constexpr uint32_t kPair = 2 * 128;
-        int32_t s[64];
-        float alpha0 = 1.f, alpha1 = 1.f;  // acc's rescale for the next P·V (FA3 order)
-        bool any_rescale = false;          // some row of this warp has alpha != 1
-        // Softmax of one block in place (p's fp32 bits replace S); returns this warp's stage-2
-        // skip and sets the factors acc must be rescaled by before its P·V is issued (1 on a
-        // skip). Once the row maxima settle, most blocks leave every alpha of a warp at exactly 1:
-        // the warp then skips the D / 2 multiplies (exact: x · 1 = x), which sit between the
-        // QKᵀ(it+1) and P·V(it) issues, i.e. on the path that releases the peer warpgroup.
-        auto softmax_inplace = [&](const BlockInfo& n) {
-          float ml0, ml1;
-          if (n.mask) {
-            block_max_int<true>(s, n.j, ln, p, n.blk, ml0, ml1);
-          } else {
-            block_max_int<false>(s, n.j, ln, p, n.blk, ml0, ml1);
-          }
-          const float mn0 = fmaxf(m0, ml0), mn1 = fmaxf(m1, ml1);
-          const bool skip = stage2 && stage2_skip(ml0, ml1, mn0, mn1, ln, lambda);
-          alpha0 = 1.f;
-          alpha1 = 1.f;
-          if (!skip) {
-            alpha0 = mn0 == kNegInf ? 1.f : exp2f(m0 - mn0);
-            alpha1 = mn1 == kNegInf ? 1.f : exp2f(m1 - mn1);
-            l0 *= alpha0;
-            l1 *= alpha1;
-            if (n.mask) {
-              block_exp_int<true, kPolyEveryV6>(s, n.blk, mn0, mn1, s, l0, l1);
-            } else {
-              block_exp_int<false, kPolyEveryV6>(s, n.blk, mn0, mn1, s, l0, l1);
-            }
-          }
-          m0 = mn0;
-          m1 = mn1;
-          any_rescale = __any_sync(0xffffffffu, alpha0 != 1.f || alpha1 != 1.f);
-          return skip;
-        };
-        auto set_a = [&](bool skip) {
-          if (!skip) {
-            pack_p(s, a);
-            ++pv_count;
-          } else {
-            clear_p(a);
-          }
-        };
-
-        if (num_iters > 0) {
-          if (cw == 1) named_barrier_arrive(kSchedBarrier, kPair);  // consumer 0 goes first
-          mbar_wait(&k_full[stage_of(0)], phase_of(0));
-          const BlockInfo n0 = block_info(stage_of(0));
-          named_barrier_sync(bar_own, kPair);
-          wgmma_fence();
-          issue_qk<kD>(s, dq, k_desc(stage_of(0)));
-          wgmma_commit();
-          named_barrier_arrive(bar_peer, kPair);  // never consumer 1's last phase
-          wgmma_wait<0>();
-          fence_operands(s);
-          set_a(softmax_inplace(n0));  // acc = 0, l = 0: the rescale is a no-op
+        hand_back_q();
+        finish(cur);
+        g += cur.w.num_iters;
+      }
+    } else {
+      static_assert(kVariant == 6 || kVariant == 9 || kVariant == 10);
+      // kVariant 6 (9: the same, persistent): 4's softmax + FA3's inter-warpgroup ping-pong. Each
+      // GEMM phase issues QKᵀ(it+1) and P·V(it) back to back; the two consumer warpgroups take
+      // turns issuing (named barriers kSchedBarrier + cw), so one warpgroup's GEMMs run on the
+      // tensor cores while the other is in its softmax. Inside a warpgroup, softmax(it+1)
+      // overlaps P·V(it) (wait_group 1), and P(it+1) is written over S in place (no second
+      // register set).
+      //
+      // kVariant 10: 9 with the tiles of a CTA chained: the last phase of a tile issues the next
+      // tile's QKᵀ(0) beside its P·V(last) (a "bridge" phase), so neither warpgroup ever issues
+      // a QKᵀ alone after the first tile, and one warpgroup's epilogue runs while the other's
+      // GEMMs do. Arithmetic per tile is 9's (bit-identical outputs).
+      //
+      // Handshake: before issuing, a warpgroup waits on its own barrier (256 threads: its 128
+      // bar.sync + the peer's 128 bar.arrive); right after issuing it arrives on the peer's.
+      // Both walk the same tiles and LUT rows, so both have the same number of phases: per
+      // chain (a tile in 6 and 9, all of the CTA's tiles in 10), QKᵀ(0) alone, then one per
+      // block. Consumer 1 pre-arms consumer 0's barrier at the start of a chain and skips its
+      // arrival in the chain's last phase, which leaves both barriers balanced at exit.
+      //
+      // Stage 2: a skipping warp feeds P = 0 (no exp2, no pack) but P·V is always issued, even
+      // when all 4 warps skip. Any branch around a wgmma issued while another wgmma is in
+      // flight makes ptxas serialise every wgmma of the kernel (C7520 "WG.AR in divergent
+      // path"; tried: if, guard predicate, bra.uni inside the asm), and a serialised pipeline
+      // costs far more than the 256 tensor-core clocks of a zero P·V, which overlaps the
+      // softmax anyway. pv_executed still counts the warps' decisions.
+      constexpr bool kChain = kVariant == 10;
+      const uint32_t bar_own = kSchedBarrier + cw, bar_peer = kSchedBarrier + (cw ^ 1);
+      constexpr uint32_t kPair = 2 * 128;
+      int32_t s[64];
+      float alpha0 = 1.f, alpha1 = 1.f;  // acc's rescale for the next P·V (FA3 order)
+      bool any_rescale = false;          // some row of this warp has alpha != 1
+      // Softmax of one block of the tile in hand, in place (p's fp32 bits replace S); returns
+      // this warp's stage-2 skip and sets the factors acc must be rescaled by before its P·V is
+      // issued (1 on a skip). Once the row maxima settle, most blocks leave every alpha of a
+      // warp at exactly 1: the warp then skips the D / 2 multiplies (exact: x · 1 = x), which
+      // sit between the QKᵀ(it+1) and P·V(it) issues, i.e. on the path that releases the peer.
+      auto softmax_inplace = [&](const BlockInfo& bi) {
+        float ml0, ml1;
+        if (bi.mask) {
+          block_max_int<true>(s, bi.j, ln, p, bi.blk, ml0, ml1);
+        } else {
+          block_max_int<false>(s, bi.j, ln, p, bi.blk, ml0, ml1);
         }
-        // One phase per block; kLast: no QKᵀ(it+1) to issue, consumer 1 does not arrive.
-        auto body = [&](auto last_tag, int it) {
-          constexpr bool kLast = decltype(last_tag)::value;
-          const int stage = stage_of(it);
-          const uint32_t phase = phase_of(it);
-          BlockInfo n{};
-          if constexpr (!kLast) {
-            mbar_wait(&k_full[stage_of(it + 1)], phase_of(it + 1));
-            n = block_info(stage_of(it + 1));  // needed by the softmax, not by the issue
+        const float mn0 = fmaxf(m0, ml0), mn1 = fmaxf(m1, ml1);
+        const bool skip = cur.lambda != kNegInf && stage2_skip(ml0, ml1, mn0, mn1, ln, cur.lambda);
+        alpha0 = 1.f;
+        alpha1 = 1.f;
+        if (!skip) {
+          alpha0 = mn0 == kNegInf ? 1.f : exp2f(m0 - mn0);
+          alpha1 = mn1 == kNegInf ? 1.f : exp2f(m1 - mn1);
+          l0 *= alpha0;
+          l1 *= alpha1;
+          if (bi.mask) {
+            block_exp_int<true, kPolyEveryV6>(s, bi.blk, mn0, mn1, s, l0, l1);
+          } else {
+            block_exp_int<false, kPolyEveryV6>(s, bi.blk, mn0, mn1, s, l0, l1);
           }
-          mbar_wait(&v_full[stage], phase);  // always: a stage is refilled only after it landed
-          named_barrier_sync(bar_own, kPair);
-          wgmma_fence();
-          if constexpr (!kLast) {
-            issue_qk<kD>(s, dq, k_desc(stage_of(it + 1)));
-            wgmma_commit();
-          }
-          // FA3's order: acc is rescaled for block it while QKᵀ(it+1) runs, so the rescale
-          // is off the softmax -> pack -> next phase chain.
-          if (any_rescale) rescale<kD>(acc, alpha0, alpha1);
-          wgmma_fence();  // acc was just written by ordinary instructions
-          issue_pv<kD>(acc, a, v_desc_of(stage));
+        }
+        m0 = mn0;
+        m1 = mn1;
+        any_rescale = __any_sync(0xffffffffu, alpha0 != 1.f || alpha1 != 1.f);
+        return skip;
+      };
+      auto set_a = [&](bool skip) {
+        if (!skip) {
+          pack_p(s, a);
+          ++pv_count;
+        } else {
+          clear_p(a);
+        }
+      };
+      // The first phase of a chain: QKᵀ(0) of the tile in hand alone.
+      auto fill = [&] {
+        if (cw == 1) named_barrier_arrive(kSchedBarrier, kPair);  // consumer 0 goes first
+        mbar_wait(&k_full[stage_of(0)], phase_of(0));
+        const BlockInfo b0 = block_info(stage_of(0), cur);
+        named_barrier_sync(bar_own, kPair);
+        wgmma_fence();
+        issue_qk<kD>(s, cur.dq, k_desc(stage_of(0)));
+        wgmma_commit();
+        named_barrier_arrive(bar_peer, kPair);  // a chain's first phase is never its last
+        wgmma_wait<0>();
+        fence_operands(s);
+        set_a(softmax_inplace(b0));  // acc = 0, l = 0: the rescale is a no-op
+      };
+      // One phase per block `it` of the tile in hand: P·V(it), and the QKᵀ of the next block:
+      //   kMid:    block it + 1 of this tile (its softmax overlaps P·V(it));
+      //   kBridge: block 0 of tile nxt (chained variants; the epilogue of this tile and nxt's
+      //            first softmax follow once both retired);
+      //   kLast:   none (the chain's last phase; consumer 1 does not arrive).
+      enum class Phase { kMid, kBridge, kLast };
+      auto body = [&](auto kind_tag, int it, const TileCtx& nxt) {
+        constexpr Phase kKind = decltype(kind_tag)::value;
+        const int stage = stage_of(it);
+        const uint32_t phase = phase_of(it);
+        const int next_stage = stage_of(it + 1);  // ring position g + it + 1 in either case
+        BlockInfo bi{};
+        if constexpr (kKind != Phase::kLast) {
+          mbar_wait(&k_full[next_stage], phase_of(it + 1));
+          bi = block_info(next_stage, kKind == Phase::kBridge ? nxt : cur);
+        }
+        mbar_wait(&v_full[stage], phase);  // always: a stage is refilled only after it landed
+        named_barrier_sync(bar_own, kPair);
+        wgmma_fence();
+        if constexpr (kKind != Phase::kLast) {
+          issue_qk<kD>(s, kKind == Phase::kBridge ? nxt.dq : cur.dq, k_desc(next_stage));
           wgmma_commit();
-          if (!kLast || cw == 0) named_barrier_arrive(bar_peer, kPair);
-          bool skip_next = false;
-          if constexpr (!kLast) {
-            wgmma_wait<1>();  // QKᵀ(it+1) retired; P·V(it) may still run
-            fence_operands(s);
-            skip_next = softmax_inplace(n);
-          }
-          wgmma_wait<0>();  // P·V(it) retired: acc and a are ours again, stage `it` is free
-          fence_operands(acc);
-          release(stage);
-          if constexpr (!kLast) set_a(skip_next);
-        };
+        }
+        // FA3's order: acc is rescaled for block it while QKᵀ(it+1) runs, so the rescale
+        // is off the softmax -> pack -> next phase chain.
+        if (any_rescale) rescale<kD>(acc, alpha0, alpha1);
+        wgmma_fence();  // acc was just written by ordinary instructions
+        issue_pv<kD>(acc, a, v_desc_of(stage));
+        wgmma_commit();
+        if (kKind != Phase::kLast || cw == 0) named_barrier_arrive(bar_peer, kPair);
+        bool skip_next = false;
+        if constexpr (kKind == Phase::kMid) {
+          wgmma_wait<1>();  // QKᵀ(it+1) retired; P·V(it) may still run
+          fence_operands(s);
+          skip_next = softmax_inplace(bi);
+        }
+        wgmma_wait<0>();  // P·V(it) retired: acc and a are ours again, stage `it` is free
+        fence_operands(acc);
+        release(stage);
+        if constexpr (kKind == Phase::kBridge) {
+          fence_operands(s);
+          finish(cur);
+          g += cur.w.num_iters;
+          cur = nxt;
+          reset();
+          set_rows(ln, cur.w, cw, p);
+          skip_next = softmax_inplace(bi);
+        }
+        if constexpr (kKind != Phase::kLast) set_a(skip_next);
+      };
+      using MidTag = std::integral_constant<Phase, Phase::kMid>;
+      using BridgeTag = std::integral_constant<Phase, Phase::kBridge>;
+      using LastTag = std::integral_constant<Phase, Phase::kLast>;
+
+      // Chained: `ended` once take() has read the producer's end marker; `pending` when the tile
+      // after the chain's last one has no K block (it cannot be bridged to: the chain ends
+      // before it, and the next pass of the loop finishes it and starts a new chain).
+      bool ended = false, pending = false;
+      TileCtx nxt{};
+      while (pending || take(cur)) {  // one chain per pass (a tile in 6 and 9)
+        pending = false;
+        reset();
+        set_rows(ln, cur.w, cw, p);
+        if (cur.w.num_iters > 0) {
+          alpha0 = alpha1 = 1.f;
+          any_rescale = false;
+          fill();
+          for (;;) {
 #pragma unroll 1
-        for (int it = 0; it + 1 < num_iters; ++it) body(std::false_type{}, it);
-        if (num_iters > 0) body(std::true_type{}, num_iters - 1);
+            for (int it = 0; it + 1 < cur.w.num_iters; ++it) body(MidTag{}, it, cur);
+            // The QKᵀ of the last block retired in the phase before (or in the fill), so Q is
+            // free: handed back before take() waits for the next Q, which may need this slot.
+            hand_back_q();
+            if constexpr (kChain) {
+              ended = !take(nxt);
+              if (!ended && nxt.w.num_iters > 0) {
+                body(BridgeTag{}, cur.w.num_iters - 1, nxt);
+                continue;
+              }
+              pending = !ended;
+            }
+            body(LastTag{}, cur.w.num_iters - 1, cur);
+            break;
+          }
+        } else {
+          hand_back_q();  // no K block: no phase, the output is 0 (acc = 0, l = 0)
+        }
+        finish(cur);
+        g += cur.w.num_iters;
+        if constexpr (kChain) {
+          if (ended) break;
+          if (pending) cur = nxt;
+        }
       }
-
-      // ---- epilogue: o = acc / l · v_scale[d], rows < Nq, in o_dtype with the given strides
-      l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-      l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-      l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-      l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-      if (p.pv_executed && ln.lane == 0) {
-        p.pv_executed[w.row_idx * kGroupsPerBlock + cw * 4 + ln.warp] = pv_count;
-      }
-      switch (p.o_dtype) {
-        case DType::kFloat16:
-          store_out<kD, __half>(acc, l0, l1, ln, p, w.b, w.h, w.bhkv);
-          break;
-        case DType::kBFloat16:
-          store_out<kD, __nv_bfloat16>(acc, l0, l1, ln, p, w.b, w.h, w.bhkv);
-          break;
-        case DType::kFloat32:
-          store_out<kD, float>(acc, l0, l1, ln, p, w.b, w.h, w.bhkv);
-          break;
-      }
-    };  // consume
-
-    uint32_t g = 0;
-    for (uint32_t n = 0;; ++n) {
-      const int slot = ring_slot<Plan::kQSlots>(n);
-      mbar_wait(&q_full[slot], ring_phase<Plan::kQSlots>(n));
-      int t = 0;
-      if (ln.lane == 0) t = tile_of[slot];  // lane 0: its arrive below releases the read
-      t = __shfl_sync(0xffffffffu, t, 0);
-      if (t < 0) break;
-      const Tile w = make_tile(p, t);
-      consume(w, slot, g);
-      g += w.num_iters;
-      // Every wgmma reading this Q slot has been waited for inside consume.
-      if (ln.lane == 0) mbar_arrive(&q_empty[slot]);
     }
   }     // consumers
 #endif  // SPARGE_SM90A_DEVICE

@@ -419,10 +419,11 @@ TEST_P(AttentionSm90V, DenseModeAndLambdaOffAreExact) {
   }
 }
 
-// Variant 9 (persistent) runs variant 6's per-tile computation, so its outputs and stage-2
-// counts are bit-identical to 6's, whatever the grid: 1 CTA walks every tile through the same
-// Q/K/V rings (phases wrap many times), 3 CTAs claim tiles from the atomic counter in a
-// run-dependent order, 0 = one CTA per SM.
+// Variants 9 and 10 (persistent) run variant 6's per-tile computation, so their outputs and
+// stage-2 counts are bit-identical to 6's, whatever the grid: 1 CTA walks every tile through the
+// same Q/K/V rings (phases wrap many times; in 10 all tiles form one chain of bridge phases, each
+// switching head, q block and softmax state mid-phase), 3 CTAs claim tiles from the atomic
+// counter in a run-dependent order, 0 = one CTA per SM.
 TEST(AttentionSm90, PersistentGridIsExactForAnyCtaCount) {
   REQUIRE_SM90();
   struct Persist {
@@ -451,14 +452,16 @@ TEST(AttentionSm90, PersistentGridIsExactForAnyCtaCount) {
       const ScopedVariant v6(6);
       return run_kernel(p, in, opt);
     }();
-    const ScopedVariant v9(9);
-    for (int ctas : {1, 3, 0}) {
-      SCOPED_TRACE("max_ctas=" + std::to_string(ctas));
-      opt.max_ctas = ctas;
-      const RunResult r = run_kernel(p, in, opt);
-      EXPECT_TRUE(at::equal(r.o, ref6.o))
-          << "max |diff| " << (r.o - ref6.o).abs().max().item<float>();
-      EXPECT_TRUE(at::equal(r.pv, ref6.pv));
+    for (int variant : {9, 10}) {
+      const ScopedVariant v(variant);
+      for (int ctas : {1, 3, 0}) {
+        SCOPED_TRACE("variant=" + std::to_string(variant) + " max_ctas=" + std::to_string(ctas));
+        opt.max_ctas = ctas;
+        const RunResult r = run_kernel(p, in, opt);
+        EXPECT_TRUE(at::equal(r.o, ref6.o))
+            << "max |diff| " << (r.o - ref6.o).abs().max().item<float>();
+        EXPECT_TRUE(at::equal(r.pv, ref6.pv));
+      }
     }
   }
 }
