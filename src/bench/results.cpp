@@ -77,6 +77,7 @@ json to_json(const Results& r) {
               {"torch", r.env.torch},    {"sparge", r.env.sparge_version},
               {"git", r.env.git},        {"host", r.env.host},
               {"date", r.env.date},      {"command", r.env.command}};
+  if (r.env.sm90_variant > 0) env["sm90_variant"] = r.env.sm90_variant;
   json rows = json::array();
   for (const Row& row : r.rows) {
     const Shape& s = row.shape;
@@ -127,6 +128,10 @@ json to_json(const Results& r) {
           {"schema_version", kBenchSchemaVersion},
           {"environment", env},
           {"rows", rows}};
+}
+
+std::string variant_tag(const Environment& e) {
+  return e.sm90_variant > 0 ? fmt::format(" (sm90 v{})", e.sm90_variant) : std::string();
 }
 
 std::string to_json_text(const Results& results) { return to_json(results).dump(2) + "\n"; }
@@ -209,6 +214,9 @@ Results results_from_json(const json& j, const std::string& source) {
   r.env.host = rd.opt_str(env, "host", "");
   r.env.date = rd.opt_str(env, "date", "");
   r.env.command = rd.opt_str(env, "command", "");
+  if (env.contains("sm90_variant")) {
+    r.env.sm90_variant = static_cast<int>(rd.integer(env, "sm90_variant", "environment"));
+  }
   const std::string gpu = rd.str(env, "gpu", "environment");
   if (auto g = env.find("gpus"); g != env.end() && g->is_array()) {
     for (size_t i = 0; i < g->size(); ++i) {
@@ -354,8 +362,8 @@ std::string format_table(const Results& r, TableFormat format) {
     return out;
   }
   if (format == TableFormat::kMarkdown) {
-    out += fmt::format("## sparge bench — {} — git {} — {}\n\n", r.env.gpu_name(), r.env.git,
-                       r.env.date);
+    out += fmt::format("## sparge bench — {} — git {}{} — {}\n\n", r.env.gpu_name(), r.env.git,
+                       variant_tag(r.env), r.env.date);
     out += "| " + fmt::format("{}", fmt::join(header, " | ")) + " |\n|";
     for (size_t i = 0; i < header.size(); ++i) out += "---|";
     out += "\n";
@@ -374,7 +382,8 @@ std::string format_table(const Results& r, TableFormat format) {
       out += i + 1 < line.size() ? "  " : "\n";
     }
   };
-  out += fmt::format("# {} | git {} | {}\n", r.env.gpu_name(), r.env.git, r.env.date);
+  out += fmt::format("# {} | git {}{} | {}\n", r.env.gpu_name(), r.env.git, variant_tag(r.env),
+                     r.env.date);
   emit(header);
   for (const auto& line : cells) emit(line);
   return out;

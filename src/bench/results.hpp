@@ -39,8 +39,13 @@ struct Environment {
   std::string host;
   std::string date;  // ISO 8601 UTC
   std::string command;
+  int sm90_variant = 0;  // Hopper kernel variant in effect (SPARGE_SM90_VARIANT); 0 = not recorded
   std::string gpu_name() const { return gpus.empty() ? std::string("unknown") : gpus[0].name; }
 };
+
+// " (sm90 vN)" when e records the Hopper kernel variant, else "". Appended to the git commit
+// wherever a result names its build: a variant selected by SPARGE_SM90_VARIANT is other code.
+std::string variant_tag(const Environment& e);
 
 struct Timing {
   SampleStats stats;

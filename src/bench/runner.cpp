@@ -16,6 +16,7 @@
 #include <map>
 #include <mutex>
 #include <sstream>
+#include <stdexcept>
 #include <thread>
 
 #include "bench/masks.hpp"
@@ -110,6 +111,16 @@ Environment capture_environment(const std::vector<int>& devices, const std::stri
   if (gethostname(host, sizeof host - 1) == 0) env.host = host;
   env.date = utc_now();
   env.command = command;
+  // Recorded where the Hopper kernels run: the variant selects different code, and an A/B run
+  // (SPARGE_SM90_VARIANT=...) must not read as the default kernel. A value naming no compiled
+  // variant stops here, before any case runs, with the launcher's message.
+  if (sparge::kernels::attention_sm90_available()) {
+    try {
+      env.sm90_variant = sparge::kernels::attention_sm90_variant();
+    } catch (const std::invalid_argument& e) {
+      fail(ExitCode::kUsage, "{}", e.what());
+    }
+  }
   return env;
 }
 

@@ -204,6 +204,11 @@ void register_bench(CLI::App& app, Context&) {
   sub->add_option("--layer", args->layers, "Layers of --dump to bench (repeatable; default all)");
   sub->add_option("--sample", args->sample, "Sample of each layer to bench")
       ->check(CLI::NonNegativeNumber);
+  sub->footer(
+      "Environment: SPARGE_SM90_VARIANT=4|6|9|10 runs another Hopper kernel variant than the "
+      "default 9 (A/B runs; kernels/attention_sm90.cuh says what each is). The JSON and the "
+      "table headers record the variant in effect, and `sparge report` says so when two results "
+      "differ in it.");
   sub->callback([args] { run_bench(*args); });
 }
 

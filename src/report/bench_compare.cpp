@@ -179,8 +179,22 @@ Cells table_cells(const BenchComparison& cmp) {
   return c;
 }
 
+std::string build_name(const bench::Environment& e) { return e.git + bench::variant_tag(e); }
+
+// Results recorded with different Hopper kernel variants compare two kernels (an A/B run), not one
+// build against its baseline: said above the table so nobody reads it as a regression check.
+std::string variant_note(const BenchComparison& cmp) {
+  const int b = cmp.base_env.sm90_variant, n = cmp.new_env.sm90_variant;
+  if (b == n || b == 0 || n == 0) return {};
+  return fmt::format(
+      "Kernel variants differ (SPARGE_SM90_VARIANT): base sm90 v{}, new sm90 v{}; the sm90 rows "
+      "compare two kernels.",
+      b, n);
+}
+
 std::string env_line(const bench::Environment& e) {
-  return fmt::format("git {} · {} · CUDA {} (driver {}) · torch {} · {} · {}", e.git, e.gpu_name(),
+  return fmt::format("git {}{} · {} · CUDA {} (driver {}) · torch {} · {} · {}", e.git,
+                     bench::variant_tag(e), e.gpu_name(),
                      e.cuda_runtime.empty() ? "?" : e.cuda_runtime,
                      e.driver.empty() ? "?" : e.driver, e.torch.empty() ? "?" : e.torch,
                      e.host.empty() ? "?" : e.host, e.date.empty() ? "?" : e.date);
@@ -227,10 +241,11 @@ std::string escape_html(const std::string& s) {
 
 std::string render_markdown(const BenchComparison& cmp, const CompareOptions& options) {
   std::string out;
-  out += fmt::format("## sparge report — {} vs {} — {}\n\n", cmp.new_env.git, cmp.base_env.git,
-                     cmp.new_env.gpu_name());
+  out += fmt::format("## sparge report — {} vs {} — {}\n\n", build_name(cmp.new_env),
+                     build_name(cmp.base_env), cmp.new_env.gpu_name());
   out += fmt::format("- base `{}`: {}\n", cmp.base_name, env_line(cmp.base_env));
   out += fmt::format("- new `{}`: {}\n\n", cmp.new_name, env_line(cmp.new_env));
+  if (const std::string note = variant_note(cmp); !note.empty()) out += note + "\n\n";
   out += rule_line(options) + "\n\n";
   out += fmt::format("**{}**{}\n\n", summary_line(cmp), cmp.failed(options) ? " — regression" : "");
   const Cells c = table_cells(cmp);
@@ -370,8 +385,12 @@ std::string render_html(const BenchComparison& cmp, const CompareOptions& option
       "td:first-child,td:nth-child(2){text-align:left;}"
       "tr.SLOW{background:#fde2e2;}tr.FAST{background:#e2f6e7;}tr.NOISY{background:#fff6d6;}"
       "figure{display:inline-block;margin:0.5em;}</style></head><body>\n";
-  out += fmt::format("<h2>sparge report — {} vs {} — {}</h2>\n", escape_html(cmp.new_env.git),
-                     escape_html(cmp.base_env.git), escape_html(cmp.new_env.gpu_name()));
+  out +=
+      fmt::format("<h2>sparge report — {} vs {} — {}</h2>\n", escape_html(build_name(cmp.new_env)),
+                  escape_html(build_name(cmp.base_env)), escape_html(cmp.new_env.gpu_name()));
+  if (const std::string note = variant_note(cmp); !note.empty()) {
+    out += fmt::format("<p><b>{}</b></p>\n", escape_html(note));
+  }
   out += fmt::format("<p>base <code>{}</code>: {}<br>new <code>{}</code>: {}</p>\n",
                      escape_html(cmp.base_name), escape_html(env_line(cmp.base_env)),
                      escape_html(cmp.new_name), escape_html(env_line(cmp.new_env)));

@@ -1,12 +1,14 @@
 // The attention dispatchers reject a parameter set no compiled instance can run before touching
 // the GPU, naming the compiled set (kernels/instances/, scripts/gen_kernel_instances.py).
 #include <gtest/gtest.h>
+#include <stdlib.h>
 
 #include <cstdint>
 #include <stdexcept>
 #include <string>
 
 #include "kernels/attention_api.h"
+#include "kernels/attention_sm90.cuh"
 #include "kernels/instances/attention_sm80_instances.h"
 #include "kernels/params.h"
 
@@ -63,6 +65,30 @@ TEST(KernelDispatch, InconsistentBlocksRejectedFirst) {
   AttentionParams p = valid_sm80(64);
   p.num_k_blocks = 3;  // 300 keys need 5 blocks of 64
   EXPECT_NE(error_of(p).find("do not match the 128x64 geometry"), std::string::npos) << error_of(p);
+}
+
+// SPARGE_SM90_VARIANT picks the Hopper variant (what `sparge bench` records); unset means the
+// default, every compiled variant is accepted, anything else is refused with the compiled list.
+TEST(KernelDispatch, Sm90VariantFromEnvironment) {
+  struct Restore {
+    ~Restore() { unsetenv("SPARGE_SM90_VARIANT"); }
+  } restore;
+  unsetenv("SPARGE_SM90_VARIANT");
+  EXPECT_EQ(attention_sm90_variant(), sm90::kDefaultVariant);
+  for (int v : sm90::kVariants) {
+    setenv("SPARGE_SM90_VARIANT", std::to_string(v).c_str(), 1);
+    EXPECT_EQ(attention_sm90_variant(), v);
+  }
+  setenv("SPARGE_SM90_VARIANT", "7", 1);  // removed after run 6: not compiled any more
+  try {
+    attention_sm90_variant();
+    ADD_FAILURE() << "variant 7 accepted";
+  } catch (const std::invalid_argument& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("SPARGE_SM90_VARIANT=7"), std::string::npos) << what;
+    for (int v : sm90::kVariants)
+      EXPECT_NE(what.find(std::to_string(v)), std::string::npos) << what;
+  }
 }
 
 // v8's token order must be a permutation of each 32-token group (a repeated slot would drop a

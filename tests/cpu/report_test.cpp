@@ -221,6 +221,39 @@ TEST(ReportHtml, SelfContainedWithCharts) {
   EXPECT_NE(page.find("</html>"), std::string::npos);
 }
 
+// The Hopper kernel variant in effect (SPARGE_SM90_VARIANT) survives the JSON, names the build in
+// the table headers, and a report between two variants says it compares two kernels.
+TEST(ResultsJson, KernelVariantIsRecordedAndReported) {
+  auto base = bench::load_results(fixture("bench_base.json"));
+  EXPECT_EQ(base.env.sm90_variant, 0);  // older results do not record it
+  EXPECT_EQ(bench::format_table(base, bench::TableFormat::kMarkdown).find("(sm90 v"),
+            std::string::npos);
+  EXPECT_FALSE(bench::to_json(base)["environment"].contains("sm90_variant"));
+
+  auto cur = base;
+  base.env.sm90_variant = 9;
+  cur.env.sm90_variant = 10;
+  const auto back = bench::results_from_json(bench::to_json(cur), "roundtrip");
+  EXPECT_EQ(back.env.sm90_variant, 10);
+  EXPECT_NE(bench::format_table(back, bench::TableFormat::kMarkdown).find("(sm90 v10)"),
+            std::string::npos);
+  EXPECT_NE(bench::format_table(back, bench::TableFormat::kText).find("(sm90 v10)"),
+            std::string::npos);
+
+  const std::string note = "Kernel variants differ";
+  const auto ab = report::compare_bench(base, cur, {}, "v9.json", "v10.json");
+  const std::string md = report::render_markdown(ab, {});
+  EXPECT_NE(md.find(note), std::string::npos) << md.substr(0, 600);
+  EXPECT_NE(md.find("sm90 v9"), std::string::npos);
+  cur.env.sm90_variant = 9;
+  const auto same = report::compare_bench(base, cur, {}, "a.json", "b.json");
+  EXPECT_EQ(report::render_markdown(same, {}).find(note), std::string::npos);
+
+  auto bad = bench::to_json(cur);
+  bad["environment"]["sm90_variant"] = "ten";
+  EXPECT_THROW(bench::results_from_json(bad, "bad.json"), Error);
+}
+
 TEST(ResultsJson, RoundTripKeepsEveryField) {
   const auto a = bench::load_results(fixture("bench_new.json"));
   const auto b = bench::results_from_json(bench::to_json(a), "roundtrip");
