@@ -1,0 +1,354 @@
+// Device-side building blocks of the Hopper attention kernel (attention_sm90_kernel.cuh): the
+// per-thread view of the accumulator rows, the two wgmma issues, masks and the stage-2 vote, the
+// integer-max online softmax with its exp2 split between the SFU and a polynomial, P packing,
+// the output epilogue, and the tile walk (ring positions, Tile/TileCtx). All force-inlined into
+// the kernel; nothing here owns shared memory or barriers.
+//
+// Shapes: a consumer warpgroup holds 64 query rows of a 128-row tile; S / P are the 64 int32 /
+// fp32 accumulator entries of this thread (rows row0, row1, 32 column pairs), acc the kD / 2
+// fp32 entries of O (same rows, kD / 8 column pairs per row).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <limits>
+
+#include "kernels/attention_sm90.cuh"
+#include "kernels/params.h"
+
+#if SPARGE_SM90A_DEVICE
+#include "kernels/hopper/ptx.cuh"
+#include "kernels/hopper/wgmma.cuh"
+#endif
+
+namespace sparge::kernels::sm90 {
+
+template <typename T>
+struct OutTraits;
+template <>
+struct OutTraits<__half> {
+  static __device__ __forceinline__ void store2(__half* p, float a, float b) {
+    *reinterpret_cast<__half2*>(p) = __floats2half2_rn(a, b);
+  }
+};
+template <>
+struct OutTraits<__nv_bfloat16> {
+  static __device__ __forceinline__ void store2(__nv_bfloat16* p, float a, float b) {
+    *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(a, b);
+  }
+};
+template <>
+struct OutTraits<float> {
+  static __device__ __forceinline__ void store2(float* p, float a, float b) {
+    *reinterpret_cast<float2*>(p) = make_float2(a, b);
+  }
+};
+
+#if SPARGE_SM90A_DEVICE
+using namespace hopper;
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr int32_t kMaskedS = INT32_MIN;  // sentinel for masked logits (|S| <= 127^2 D < 2^22)
+
+// Per-thread view of the consumer's rows.
+struct Lanes {
+  int warp, lane, t;
+  int row0, row1;  // query tokens of accumulator entries e = 0, 1 (row0) and e = 2, 3 (row1)
+  bool valid0, valid1;
+};
+
+// Descriptors of the Q tile and of stage 0's K and V tiles (rows of D bytes for Q/K, so D = 128
+// fills the 128-byte swizzle and D = 64 uses the 64-byte one; V8ᵀ rows are 128 tokens). Built
+// once per consumer; stages and k-steps advance them with desc_advance.
+template <int kD>
+__device__ __forceinline__ uint64_t qk_desc(uint32_t addr) {
+  return make_smem_desc(addr, kD == 128 ? Swizzle::k128B : Swizzle::k64B, 8 * kD);
+}
+__device__ __forceinline__ uint64_t v_desc(uint32_t addr) {
+  return make_smem_desc(addr, Swizzle::k128B, 8 * kBlockK);
+}
+
+// S = Q8 · K8ᵀ for one consumer warpgroup: (64 × D) · (128 × D)ᵀ, D / 32 k-steps of 32 bytes.
+template <int kD>
+__device__ __forceinline__ void issue_qk(int32_t (&s)[64], uint64_t dq, uint64_t dk) {
+#pragma unroll
+  for (int kk = 0; kk < kD / 32; ++kk) {
+    wgmma_m64n128k32_s32_s8_s8_ss(s, desc_advance(dq, kk * 32), desc_advance(dk, kk * 32),
+                                  kk > 0 ? 1 : 0);
+  }
+}
+// O += P · V8: (64 × 128) · (D × 128)ᵀ, 4 k-steps of 32 tokens.
+template <int kD>
+__device__ __forceinline__ void issue_pv(float (&acc)[kD / 2], const uint32_t (&a)[4][4],
+                                         uint64_t dv) {
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    const uint64_t db = desc_advance(dv, kk * 32);
+    if constexpr (kD == 128) {
+      wgmma_m64n128k32_f32_e4m3_rs(acc, a[kk], db, 1);
+    } else {
+      wgmma_m64n64k32_f32_e4m3_rs(acc, a[kk], db, 1);
+    }
+  }
+}
+
+__device__ __forceinline__ bool is_masked(int i, int j, const Lanes& ln, const AttentionParams& p) {
+  const int tk = j * kBlockK + 8 * (i / 4) + 2 * ln.t + (i % 2);
+  const int tq = (i % 4) < 2 ? ln.row0 : ln.row1;
+  return tk >= p.seq_k || (p.causal && tk > tq + p.causal_offset);
+}
+
+template <typename T>
+__device__ __forceinline__ T quad_max(T v) {
+  v = max(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return max(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+
+// Stage 2 vote of this warp (16 rows): skip iff max over its valid rows of (m_local - m_new) is
+// below lambda. Rows beyond Nq and rows still at -inf do not vote (their d is -inf).
+__device__ __forceinline__ bool stage2_skip(float ml0, float ml1, float mn0, float mn1,
+                                            const Lanes& ln, float lambda) {
+  float diff = fmaxf((ln.valid0 && mn0 != kNegInf) ? ml0 - mn0 : kNegInf,
+                     (ln.valid1 && mn1 != kNegInf) ? ml1 - mn1 : kNegInf);
+#pragma unroll
+  for (int o = 4; o <= 16; o <<= 1) diff = fmaxf(diff, __shfl_xor_sync(0xffffffffu, diff, o));
+  return diff < lambda;  // lambda = -inf never skips
+}
+
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// P (fp32, accumulator layout) -> e4m3 A fragments, in place. This thread holds, per 8-column
+// chunk c, columns 8c + 2t, +1 of rows g (e = 0, 1) and g + 8 (e = 2, 3); v8 stores the tokens of
+// each 32-token k-step in the order that makes those pairs the A fragment's bytes 4t..4t+3
+// (chunks 0, 1) and 16 + 4t.. (chunks 2, 3) (kernels/params.h, v8_slot): no shuffles.
+__device__ __forceinline__ float as_f32(float v) { return v; }
+__device__ __forceinline__ float as_f32(int32_t v) { return __int_as_float(v); }
+template <typename T>  // float, or int32 holding float bits (in-place softmax)
+__device__ __forceinline__ void pack_p(const T (&xv)[64], uint32_t (&a)[4][4]) {
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {  // r = 0: row g; r = 1: row g + 8
+      const int c0 = 4 * (4 * kk + 0) + 2 * r, c1 = 4 * (4 * kk + 1) + 2 * r;
+      const int c2 = 4 * (4 * kk + 2) + 2 * r, c3 = 4 * (4 * kk + 3) + 2 * r;
+      a[kk][r] =
+          pack_e4m3x4(as_f32(xv[c0]), as_f32(xv[c0 + 1]), as_f32(xv[c1]), as_f32(xv[c1 + 1]));
+      a[kk][2 + r] =
+          pack_e4m3x4(as_f32(xv[c2]), as_f32(xv[c2 + 1]), as_f32(xv[c3]), as_f32(xv[c3 + 1]));
+    }
+  }
+}
+
+// P = 0 for a warp whose rows stage 2 skips while the rest of its warpgroup still runs P·V.
+__device__ __forceinline__ void clear_p(uint32_t (&a)[4][4]) {
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) a[kk][r] = 0u;
+  }
+}
+
+template <int kD>
+__device__ __forceinline__ void rescale(float (&acc)[kD / 2], float alpha0, float alpha1) {
+#pragma unroll
+  for (int i = 0; i < kD / 2; i += 4) {
+    acc[i] *= alpha0;
+    acc[i + 1] *= alpha0;
+    acc[i + 2] *= alpha1;
+    acc[i + 3] *= alpha1;
+  }
+}
+
+// One block's softmax statistics from the int32 logits: masks (sentinel), row maxima in the
+// integer domain (x = S · blk is monotone in S, blk > 0, so max x = float(max S) · blk exactly).
+// kMask is a template parameter: as a run-time flag the compiler if-converted the per-element
+// mask tests into every block (≈ 500 extra SASS instructions per block and warp, measured).
+template <bool kMask>
+__device__ __forceinline__ void block_max_int(int32_t (&s)[64], int j, const Lanes& ln,
+                                              const AttentionParams& p, float blk, float& ml0,
+                                              float& ml1) {
+  if constexpr (kMask) {
+#pragma unroll
+    for (int i = 0; i < 64; ++i) {
+      if (is_masked(i, j, ln, p)) s[i] = kMaskedS;
+    }
+  }
+  int32_t im0 = kMaskedS, im1 = kMaskedS;
+#pragma unroll
+  for (int i = 0; i < 64; i += 4) {
+    im0 = max(im0, max(s[i], s[i + 1]));
+    im1 = max(im1, max(s[i + 2], s[i + 3]));
+  }
+  im0 = quad_max(im0);
+  im1 = quad_max(im1);
+  ml0 = im0 == kMaskedS ? kNegInf : static_cast<float>(im0) * blk;
+  ml1 = im1 == kMaskedS ? kNegInf : static_cast<float>(im1) * blk;
+}
+
+// 2^x on the FMA/ALU pipes (x <= 8; x = -inf gives ~1e-38, which rounds to e4m3 zero): round
+// to the nearest integer n with the 1.5 * 2^23 trick, 2^f for f in [-0.5, 0.5] by a cubic
+// (least-squares fit, max relative error 1.4e-4, far below e4m3's 2^-4 step), n into the exponent.
+// Used for a fraction of the elements to offload the SFU (16 EX2 per clock per SM).
+__device__ __forceinline__ float poly_exp2(float x) {
+  x = fmaxf(x, -126.0f);
+  const float t = x + 12582912.0f;
+  const float f = x - (t - 12582912.0f);
+  const float q = fmaf(fmaf(fmaf(0.05502927f, f, 0.24225698f), f, 0.69325305f), f, 0.99995134f);
+  return __int_as_float(__float_as_int(q) + (__float_as_int(t) << 23));
+}
+
+// p = exp2(x - m_new + 8) with x = S · blk: I2FP + FFMA + EX2 per element; l += Σ p.
+// kPolyEvery = n > 0: every n-th element (n even) goes through poly_exp2 instead of the SFU.
+__device__ __forceinline__ void store_f32(float& d, float v) { d = v; }
+__device__ __forceinline__ void store_f32(int32_t& d, float v) { d = __float_as_int(v); }
+// x may alias s (T = int32_t: p's bits replace S in place, saving 64 registers).
+template <bool kMask, int kPolyEvery = 0, typename T>
+__device__ __forceinline__ void block_exp_int(const int32_t (&s)[64], float blk, float mn0,
+                                              float mn1, T (&x)[64], float& l0, float& l1) {
+  const float c0 = mn0 == kNegInf ? kNegInf : 8.0f - mn0;  // rows with m_new = -inf: p = 0
+  const float c1 = mn1 == kNegInf ? kNegInf : 8.0f - mn1;
+#pragma unroll
+  for (int i = 0; i < 64; i += 2) {
+    const float c = (i % 4) < 2 ? c0 : c1;
+    const float a0 = fmaf(static_cast<float>(s[i]), blk, c);
+    const float a1 = fmaf(static_cast<float>(s[i + 1]), blk, c);
+    float p0 = fast_exp2(a0);
+    float p1 =
+        (kPolyEvery > 0 && (i + 1) % kPolyEvery == kPolyEvery - 1) ? poly_exp2(a1) : fast_exp2(a1);
+    if constexpr (kMask) {
+      if (s[i] == kMaskedS) p0 = 0.f;
+      if (s[i + 1] == kMaskedS) p1 = 0.f;
+    }
+    if ((i % 4) < 2) {
+      l0 += p0 + p1;
+    } else {
+      l1 += p0 + p1;
+    }
+    store_f32(x[i], p0);
+    store_f32(x[i + 1], p1);
+  }
+}
+
+// Share of exp2 on the FMA pipe (block_exp_int's kPolyEvery). Variant 6: every 16th element,
+// the best of 0 / 1/32 / 1/16 / 1/8 / 1/4 measured at both head dims (kernels/NOTES.md runs
+// 10-12; each poly element trades one MUFU for ~8 issue slots, and issue is the tighter
+// resource). Variant 4 keeps the 1/8 it was measured with.
+inline constexpr int kPolyEveryV4 = 8;
+inline constexpr int kPolyEveryV6 = 16;
+
+template <int kD, typename OutT>
+__device__ __forceinline__ void store_out(const float (&acc)[kD / 2], float l0, float l1,
+                                          const Lanes& ln, const AttentionParams& p, int b, int h,
+                                          int64_t bhkv) {
+  // One IEEE reciprocal per row instead of a division per element (64 divisions per thread sat
+  // on every tile's critical path; the result differs from acc / l by at most an ulp or two).
+  const float r0 = l0 == 0.f ? 0.f : 1.f / l0, r1 = l1 == 0.f ? 0.f : 1.f / l1;
+  const float* v_scale = p.v_scale + bhkv * kD;
+  OutT* out = static_cast<OutT*>(p.o) + b * p.o_stride_b + h * p.o_stride_h;
+#pragma unroll
+  for (int i = 0; i < kD / 2; i += 4) {
+    const int d = 8 * (i / 4) + 2 * ln.t;
+    const float vs0 = v_scale[d], vs1 = v_scale[d + 1];
+    if (ln.valid0) {
+      OutTraits<OutT>::store2(out + ln.row0 * p.o_stride_n + d, acc[i] * r0 * vs0,
+                              acc[i + 1] * r0 * vs1);
+    }
+    if (ln.valid1) {
+      OutTraits<OutT>::store2(out + ln.row1 * p.o_stride_n + d, acc[i + 2] * r1 * vs0,
+                              acc[i + 3] * r1 * vs1);
+    }
+  }
+}
+
+// Position g in a ring of kSlots buffers (shared-memory stages or Q slots): the buffer, and the
+// mbarrier phase parity of this pass over the ring. g counts over the CTA's whole life (all its
+// tiles), so it is unsigned: % and / by the power-of-two kSlots are a mask and a shift (signed
+// arithmetic on the GEMM-issue path cost 4 % at D = 128, NOTES run 17).
+template <int kSlots>
+__device__ __forceinline__ int ring_slot(uint32_t g) {
+  static_assert(kSlots > 0 && (kSlots & (kSlots - 1)) == 0);
+  return static_cast<int>(g % kSlots);
+}
+template <int kSlots>
+__device__ __forceinline__ uint32_t ring_phase(uint32_t g) {
+  return (g / kSlots) & 1;
+}
+
+// One tile: a CTA's pass over one (b, h, q block) row of the LUT.
+struct Tile {
+  int b, h, qb;
+  int64_t bhkv;
+  int64_t row_idx;         // (b, h, qb) index of lut_len / q_scale / pv_executed
+  int num_iters;           // K blocks visited
+  const int32_t* lut_row;  // nullptr: dense mode (every causally valid block)
+};
+
+// Tile t of the B · H · nq tiles. The q block varies fastest, so the CTAs in flight share one
+// head's K/V in L2; causal: within a head the last q blocks (the most K blocks) come first.
+__device__ __forceinline__ Tile make_tile(const AttentionParams& p, int t) {
+  const int nq = p.num_q_blocks, nk = p.num_k_blocks;
+  const int x = t % nq, bh = t / nq;
+  Tile w;
+  w.b = bh / p.heads;
+  w.h = bh % p.heads;
+  w.qb = p.causal ? nq - 1 - x : x;
+  w.bhkv = static_cast<int64_t>(w.b) * p.kv_heads + w.h / (p.heads / p.kv_heads);
+  w.row_idx = static_cast<int64_t>(bh) * nq + w.qb;
+  w.lut_row = p.lut ? p.lut + w.row_idx * nk : nullptr;
+  if (p.lut) {
+    w.num_iters = p.lut_len[w.row_idx];
+  } else {
+    w.num_iters = nk;
+    if (p.causal) {
+      const int tq_max = min(p.seq_q - 1, w.qb * kBlockQ + kBlockQ - 1);
+      w.num_iters = min(nk, (tq_max + p.causal_offset) / kBlockK + 1);
+    }
+  }
+  return w;
+}
+
+// What one consumer warpgroup needs of the tile it is working on, besides the Tile itself.
+struct TileCtx {
+  Tile w;
+  int slot;       // its Q slot
+  float lambda;   // stage-2 threshold of its head (log2 units); -inf = stage 2 off
+  float q_scale;  // INT8 scale of its q block
+  uint64_t dq;    // wgmma descriptor of this consumer's 64 rows of Q in the slot
+};
+
+// The query tokens of this thread's accumulator rows in tile w (consumer warpgroup cw).
+__device__ __forceinline__ void set_rows(Lanes& ln, const Tile& w, int cw,
+                                         const AttentionParams& p) {
+  ln.row0 = w.qb * kBlockQ + cw * kRowsPerWarpgroup + ln.warp * 16 + ln.lane / 4;
+  ln.row1 = ln.row0 + 8;
+  ln.valid0 = ln.row0 < p.seq_q;
+  ln.valid1 = ln.row1 < p.seq_q;
+}
+
+// Tile w's rows of the output (ln holds them), in the launch's output dtype.
+template <int kD>
+__device__ __forceinline__ void store_any(const float (&acc)[kD / 2], float l0, float l1,
+                                          const Lanes& ln, const AttentionParams& p,
+                                          const Tile& w) {
+  switch (p.o_dtype) {
+    case DType::kFloat16:
+      store_out<kD, __half>(acc, l0, l1, ln, p, w.b, w.h, w.bhkv);
+      break;
+    case DType::kBFloat16:
+      store_out<kD, __nv_bfloat16>(acc, l0, l1, ln, p, w.b, w.h, w.bhkv);
+      break;
+    case DType::kFloat32:
+      store_out<kD, float>(acc, l0, l1, ln, p, w.b, w.h, w.bhkv);
+      break;
+  }
+}
+
+#endif  // SPARGE_SM90A_DEVICE
+
+}  // namespace sparge::kernels::sm90
