@@ -32,6 +32,14 @@ SM90 = [(d, v) for d in (64, 128) for v in (4, 6, 9, 10)]
 SIGNATURE = "(const AttentionParams&, cudaStream_t)"
 
 
+def compiled_names(names):
+    """The kCompiledNames declaration, broken where clang-format (100 columns) breaks it."""
+    one_line = f'inline constexpr const char* kCompiledNames = "{names}";'
+    if len(one_line) <= 100:
+        return one_line + "\n\n"
+    return f'inline constexpr const char* kCompiledNames =\n    "{names}";\n\n'
+
+
 def path_files(path, kernel_header, decl, fields, entries):
     """The instance .cu files and the table header of one path (sm80 or sm90).
 
@@ -67,7 +75,7 @@ def path_files(path, kernel_header, decl, fields, entries):
         + "};\n"
         + "// clang-format on\n\n"
         + "// The names above, for the dispatcher's error when a combination is not compiled.\n"
-        + f'inline constexpr const char* kCompiledNames = "{", ".join(e[2] for e in entries)}";\n\n'
+        + compiled_names(", ".join(e[2] for e in entries))
         + f"}}  // namespace {ns}\n"
     )
     return files

@@ -42,6 +42,7 @@ inline constexpr Instance kInstances[] = {
 // clang-format on
 
 // The names above, for the dispatcher's error when a combination is not compiled.
-inline constexpr const char* kCompiledNames = "d64/v4, d64/v6, d64/v9, d64/v10, d128/v4, d128/v6, d128/v9, d128/v10";
+inline constexpr const char* kCompiledNames =
+    "d64/v4, d64/v6, d64/v9, d64/v10, d128/v4, d128/v6, d128/v9, d128/v10";
 
 }  // namespace sparge::kernels::sm90

@@ -193,9 +193,8 @@ std::string variant_note(const BenchComparison& cmp) {
 }
 
 std::string env_line(const bench::Environment& e) {
-  return fmt::format("git {}{} · {} · CUDA {} (driver {}) · torch {} · {} · {}", e.git,
-                     bench::variant_tag(e), e.gpu_name(),
-                     e.cuda_runtime.empty() ? "?" : e.cuda_runtime,
+  return fmt::format("git {} · {} · CUDA {} (driver {}) · torch {} · {} · {}", build_name(e),
+                     e.gpu_name(), e.cuda_runtime.empty() ? "?" : e.cuda_runtime,
                      e.driver.empty() ? "?" : e.driver, e.torch.empty() ? "?" : e.torch,
                      e.host.empty() ? "?" : e.host, e.date.empty() ? "?" : e.date);
 }
