@@ -79,17 +79,23 @@ __device__ __forceinline__ void issue_qk(int32_t (&s)[64], uint64_t dq, uint64_t
                                   kk > 0 ? 1 : 0);
   }
 }
-// O += P · V8: (64 × 128) · (D × 128)ᵀ, 4 k-steps of 32 tokens.
+// pv = P · V8 of one block: (64 × 128) · (D × 128)ᵀ, 4 k-steps of 32 tokens, into a fresh
+// accumulator (the first k-step does not read pv). Why not straight into O: Hopper's e4m3 wgmma
+// adds into its accumulator with about 13 mantissa bits (truncating), so accumulating a whole
+// row of blocks there loses every block whose contribution sits below 2^-13 of the running sum.
+// On attention with a dominant local peak and a long tail (real images) that cost 3-5x the
+// contract's error over 139 blocks (kernels/NOTES.md, "FP22 accumulation"). One block's sum
+// (128 products) stays within ~2^-13 of itself; merge() adds it to O in fp32.
 template <int kD>
-__device__ __forceinline__ void issue_pv(float (&acc)[kD / 2], const uint32_t (&a)[4][4],
-                                         uint64_t dv) {
+__device__ __forceinline__ void issue_pv_block(float (&pv)[kD / 2], const uint32_t (&a)[4][4],
+                                               uint64_t dv) {
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk) {
     const uint64_t db = desc_advance(dv, kk * 32);
     if constexpr (kD == 128) {
-      wgmma_m64n128k32_f32_e4m3_rs(acc, a[kk], db, 1);
+      wgmma_m64n128k32_f32_e4m3_rs(pv, a[kk], db, kk > 0 ? 1 : 0);
     } else {
-      wgmma_m64n64k32_f32_e4m3_rs(acc, a[kk], db, 1);
+      wgmma_m64n64k32_f32_e4m3_rs(pv, a[kk], db, kk > 0 ? 1 : 0);
     }
   }
 }
@@ -154,14 +160,18 @@ __device__ __forceinline__ void clear_p(uint32_t (&a)[4][4]) {
   }
 }
 
+// O = O · alpha + pv in fp32: the online-softmax rescale of O for the block whose P·V is in pv,
+// fused with the second level of the accumulation (issue_pv_block). alpha0 / alpha1 are the
+// factors of rows row0 / row1 (accumulator entries e = 0, 1 / e = 2, 3).
 template <int kD>
-__device__ __forceinline__ void rescale(float (&acc)[kD / 2], float alpha0, float alpha1) {
+__device__ __forceinline__ void merge(float (&acc)[kD / 2], const float (&pv)[kD / 2], float alpha0,
+                                      float alpha1) {
 #pragma unroll
   for (int i = 0; i < kD / 2; i += 4) {
-    acc[i] *= alpha0;
-    acc[i + 1] *= alpha0;
-    acc[i + 2] *= alpha1;
-    acc[i + 3] *= alpha1;
+    acc[i] = fmaf(acc[i], alpha0, pv[i]);
+    acc[i + 1] = fmaf(acc[i + 1], alpha0, pv[i + 1]);
+    acc[i + 2] = fmaf(acc[i + 2], alpha1, pv[i + 2]);
+    acc[i + 3] = fmaf(acc[i + 3], alpha1, pv[i + 3]);
   }
 }
 

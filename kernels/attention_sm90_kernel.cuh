@@ -10,7 +10,8 @@
 // consumers, 64 query rows each:
 //   S = Q8·K8ᵀ (wgmma s8, both operands from shared memory) -> fp32 logits in log2 units,
 //   masks, online softmax (fp32 m, l), stage-2 skip per warp (16 rows), P -> e4m3 in registers,
-//   O += P·V8 (wgmma e4m3, P as the register A operand, V8ᵀ tile as the shared B operand).
+//   pv = P·V8 (wgmma e4m3, P as the register A operand, V8ᵀ tile as the shared B operand) into
+//   a fresh accumulator per block, then O = O·alpha + pv in fp32 (issue_pv_block, merge).
 #pragma once
 
 #include <cuda.h>  // CUtensorMap and the driver enums only: libcuda is reached through cudart
@@ -165,7 +166,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     // State of the tile in hand: its facts (cur), this warpgroup's output accumulator, the
     // online-softmax statistics of its rows, and P of the block whose P·V is issued next.
     TileCtx cur{};
-    float acc[kD / 2];
+    float acc[kD / 2];  // O in fp32, all blocks merged so far
+    float pv[kD / 2];   // P·V of one block, the wgmma accumulator (issue_pv_block, merge)
     float m0, m1, l0, l1;
     int pv_count;
     uint32_t a[4][4];  // P in e4m3, the A operand of the 4 k-steps (32 tokens each)
@@ -266,10 +268,10 @@ __global__ void __launch_bounds__(kThreads, 1)
           }
           const float mn0 = fmaxf(m0, ml0), mn1 = fmaxf(m1, ml1);
           const bool skip = stage2 && stage2_skip(ml0, ml1, mn0, mn1, ln, cur.lambda);
+          float alpha0 = 1.f, alpha1 = 1.f;  // a skipping warp leaves acc as it is
           if (!skip) {
-            const float alpha0 = mn0 == kNegInf ? 1.f : exp2f(m0 - mn0);
-            const float alpha1 = mn1 == kNegInf ? 1.f : exp2f(m1 - mn1);
-            rescale<kD>(acc, alpha0, alpha1);
+            alpha0 = mn0 == kNegInf ? 1.f : exp2f(m0 - mn0);
+            alpha1 = mn1 == kNegInf ? 1.f : exp2f(m1 - mn1);
             l0 *= alpha0;
             l1 *= alpha1;
             if (bi.mask) {
@@ -290,10 +292,11 @@ __global__ void __launch_bounds__(kThreads, 1)
           mbar_wait(&v_full[stage], phase);  // always: a stage is refilled only after it landed
           if (any) {
             wgmma_fence();
-            issue_pv<kD>(acc, a, v_desc_of(stage));
+            issue_pv_block<kD>(pv, a, v_desc_of(stage));
             wgmma_commit();
             wgmma_wait<0>();
-            fence_operands(acc);
+            fence_operands(pv);
+            merge<kD>(acc, pv, alpha0, alpha1);  // pv = 0 for a skipping warp (P cleared)
           }
           release(stage);
         }
@@ -332,13 +335,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       const uint32_t bar_own = kSchedBarrier + cw, bar_peer = kSchedBarrier + (cw ^ 1);
       constexpr uint32_t kPair = 2 * 128;
       int32_t s[64];
-      float alpha0 = 1.f, alpha1 = 1.f;  // acc's rescale for the next P·V (FA3 order)
-      bool any_rescale = false;          // some row of this warp has alpha != 1
+      float alpha0 = 1.f, alpha1 = 1.f;  // acc's rescale for the block whose P is in `a`
       // Softmax of one block of the tile in hand, in place (p's fp32 bits replace S); returns
-      // this warp's stage-2 skip and sets the factors acc must be rescaled by before its P·V is
-      // issued (1 on a skip). Once the row maxima settle, most blocks leave every alpha of a
-      // warp at exactly 1: the warp then skips the D / 2 multiplies (exact: x · 1 = x), which
-      // sit between the QKᵀ(it+1) and P·V(it) issues, i.e. on the path that releases the peer.
+      // this warp's stage-2 skip and sets the factors acc must be rescaled by when that block's
+      // P·V is merged into it (1 on a skip).
       auto softmax_inplace = [&](const BlockInfo& bi) {
         float ml0, ml1;
         if (bi.mask) {
@@ -363,7 +363,6 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
         m0 = mn0;
         m1 = mn1;
-        any_rescale = __any_sync(0xffffffffu, alpha0 != 1.f || alpha1 != 1.f);
         return skip;
       };
       auto set_a = [&](bool skip) {
@@ -399,6 +398,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int stage = stage_of(it);
         const uint32_t phase = phase_of(it);
         const int next_stage = stage_of(it + 1);  // ring position g + it + 1 in either case
+        // Block it's rescale: softmax(it + 1) below overwrites alpha before P·V(it) is merged.
+        const float merge0 = alpha0, merge1 = alpha1;
         BlockInfo bi{};
         if constexpr (kKind != Phase::kLast) {
           mbar_wait(&k_full[next_stage], phase_of(it + 1));
@@ -411,11 +412,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           issue_qk<kD>(s, kKind == Phase::kBridge ? nxt.dq : cur.dq, k_desc(next_stage));
           wgmma_commit();
         }
-        // FA3's order: acc is rescaled for block it while QKᵀ(it+1) runs, so the rescale
-        // is off the softmax -> pack -> next phase chain.
-        if (any_rescale) rescale<kD>(acc, alpha0, alpha1);
-        wgmma_fence();  // acc was just written by ordinary instructions
-        issue_pv<kD>(acc, a, v_desc_of(stage));
+        issue_pv_block<kD>(pv, a, v_desc_of(stage));
         wgmma_commit();
         if (kKind != Phase::kLast || cw == 0) named_barrier_arrive(bar_peer, kPair);
         bool skip_next = false;
@@ -424,9 +421,12 @@ __global__ void __launch_bounds__(kThreads, 1)
           fence_operands(s);
           skip_next = softmax_inplace(bi);
         }
-        wgmma_wait<0>();  // P·V(it) retired: acc and a are ours again, stage `it` is free
-        fence_operands(acc);
+        wgmma_wait<0>();  // P·V(it) retired: pv and a are ours again, stage `it` is free
+        fence_operands(pv);
         release(stage);
+        // After the peer was released and off the softmax chain: the FMAs overlap the peer's
+        // GEMMs, which this warpgroup waits for at its next phase anyway.
+        merge<kD>(acc, pv, merge0, merge1);
         if constexpr (kKind == Phase::kBridge) {
           fence_operands(s);
           finish(cur);
@@ -453,7 +453,6 @@ __global__ void __launch_bounds__(kThreads, 1)
         set_rows(ln, cur.w, cw, p);
         if (cur.w.num_iters > 0) {
           alpha0 = alpha1 = 1.f;
-          any_rescale = false;
           fill();
           for (;;) {
 #pragma unroll 1

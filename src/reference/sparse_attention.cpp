@@ -26,6 +26,10 @@
 //  * Not bit-exact by nature (documented for the kernels' tolerance): exp2 (here Sleef, on the
 //    GPU ex2.approx), fp32 sums over c of p and of the P·V products (order unspecified), and
 //    the sm90 output as acc · (1 / l) · v_scale (one reciprocal per row).
+//  * "fp32 accumulation" is per kept block, not only per row: Hopper's e4m3 wgmma keeps about 13
+//    mantissa bits in its accumulator (truncating), so the sm90 kernel sums one block's 128
+//    products there and adds that block sum to acc in fp32. Accumulating a whole row in the
+//    tensor core broke this contract by 3-5x on real-image tensors (kernels/NOTES.md).
 //
 // Implementation: all (b, h, i) block rows advance together, one kept block per step (step t
 // processes the t-th kept block of every row that has one), so each step is a few batched tensor
