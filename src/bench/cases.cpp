@@ -27,6 +27,10 @@ cases:
   - {shape: [1, 32, 32768, 64], causal: true, densities: [1.0]}
   - {shape: [2, 30, 17776, 64], causal: true, densities: [1.0]}
   - {shape: [1, 32, 8192, 128], causal: true, densities: [1.0]}
+# Accuracy of the kernel at the dense mask on real-image tensors (python -m sparge_realdata,
+# needs scikit-image; `--no-real-data` skips) beside N(0, 1) tensors of the same shape.
+real_data: {size: full, kind: video, images: [astronaut, coffee, chelsea], heads: 8,
+            head_dims: [64, 128], seed: 0}
 )";
 
 std::string Shape::str() const {
@@ -155,8 +159,11 @@ Suite parse_suite(const std::string& yaml_text, const std::string& source) {
       return out;
     };
     if (root["densities"]) default_densities = read_densities(root["densities"], "densities");
-    const YAML::Node cases = root["cases"];
-    if (!cases || !cases.IsSequence() || cases.size() == 0) bad("cases", "expected a list");
+    // A suite of accuracy rows alone (real_data, no cases) is allowed.
+    const YAML::Node cases = root["cases"] ? root["cases"] : YAML::Node(YAML::NodeType::Sequence);
+    if (!cases.IsSequence() || (cases.size() == 0 && !root["real_data"])) {
+      bad("cases", "expected a list");
+    }
     for (size_t i = 0; i < cases.size(); ++i) {
       const std::string where = fmt::format("cases[{}]", i);
       const YAML::Node& n = cases[i];
@@ -185,6 +192,48 @@ Suite parse_suite(const std::string& yaml_text, const std::string& source) {
         suite.cases.push_back(c);
       }
     }
+    if (const YAML::Node rd = root["real_data"]) {
+      if (!rd.IsMap()) bad("real_data", "expected a mapping {size: full, head_dims: [64, 128]}");
+      RealDataSpec spec;
+      for (const auto& kv : rd) {
+        const std::string key = kv.first.as<std::string>();
+        const YAML::Node& v = kv.second;
+        const std::string where = "real_data." + key;
+        if (key == "size") {
+          spec.size = v.as<std::string>();
+          if (spec.size != "tiny" && spec.size != "full") bad(where, "expected tiny or full");
+        } else if (key == "kind") {
+          spec.kind = v.as<std::string>();
+          if (spec.kind != "video" && spec.kind != "text") bad(where, "expected video or text");
+        } else if (key == "images") {
+          if (!v.IsSequence() || v.size() == 0) bad(where, "expected a non-empty list of names");
+          spec.images.clear();
+          for (const auto& x : v) {
+            const std::string name = x.as<std::string>();
+            if (name.empty() || name.find_first_of(", /") != std::string::npos) {
+              bad(where, fmt::format("'{}' is not an image name", name));
+            }
+            spec.images.push_back(name);
+          }
+        } else if (key == "heads") {
+          spec.heads = v.as<int64_t>();
+          if (spec.heads <= 0) bad(where, "expected a positive integer");
+        } else if (key == "head_dims") {
+          if (!v.IsSequence() || v.size() == 0) bad(where, "expected a list, e.g. [64, 128]");
+          spec.head_dims.clear();
+          for (const auto& x : v) {
+            const int64_t d = x.as<int64_t>();
+            if (d != 64 && d != 128) bad(where, fmt::format("head dim {}: expected 64 or 128", d));
+            spec.head_dims.push_back(d);
+          }
+        } else if (key == "seed") {
+          spec.seed = v.as<uint64_t>();
+        } else {
+          bad(where, "unknown key (size, kind, images, heads, head_dims, seed)");
+        }
+      }
+      suite.real_data = spec;
+    }
     return suite;
   } catch (const YAML::Exception& e) {
     fail(ExitCode::kConfigError, "{}: {}", source, e.what());
@@ -200,5 +249,14 @@ Suite load_suite(const std::filesystem::path& path) {
 }
 
 Suite default_suite() { return parse_suite(kDefaultSuiteYaml, "default"); }
+
+RealDataSpec real_data_of_size(const std::string& size) {
+  if (size != "tiny" && size != "full") {
+    fail(ExitCode::kUsage, "--real-data '{}': expected tiny, full or an existing dump file", size);
+  }
+  RealDataSpec spec;
+  spec.size = size;
+  return spec;
+}
 
 }  // namespace sparge::bench

@@ -12,6 +12,8 @@ namespace sparge::bench {
 
 using nlohmann::json;
 
+std::string Row::label() const { return data == "uniform" ? variant : variant + " [" + data + "]"; }
+
 double Row::dense_flops() const {
   const Shape& s = shape;
   const double f = 4.0 * double(s.batch) * double(s.heads) * double(s.seq_q) * double(s.seq_k) *
@@ -93,6 +95,7 @@ json to_json(const Results& r) {
               {"density", row.density},
               {"dtype", row.dtype},
               {"mask", row.mask},
+              {"data", row.data},
               {"seed", row.seed},
               {"device", row.device},
               {"time_ms", stats_json(row.time)},
@@ -120,7 +123,10 @@ json to_json(const Results& r) {
               {"notes", row.notes},
               {"command", row.command}};
     if (row.rel_l1 || row.cosine) {
-      j["accuracy"] = {{"rel_l1", opt(row.rel_l1)}, {"cosine", opt(row.cosine)}};
+      j["accuracy"] = {{"rel_l1", opt(row.rel_l1)},
+                       {"cosine", opt(row.cosine)},
+                       {"reference", row.accuracy_reference}};
+      if (row.rel_l1_mean) j["accuracy"]["rel_l1_mean"] = *row.rel_l1_mean;
     }
     rows.push_back(std::move(j));
   }
@@ -199,9 +205,9 @@ Results results_from_json(const json& j, const std::string& source) {
     rd.bad("schema", fmt::format("'{}', expected '{}'", schema, kBenchSchema));
   }
   const int64_t version = rd.integer(j, "schema_version", "");
-  if (version != kBenchSchemaVersion) {
-    rd.bad("schema_version",
-           fmt::format("{} not supported (this sparge reads {})", version, kBenchSchemaVersion));
+  if (version < kBenchSchemaOldestRead || version > kBenchSchemaVersion) {
+    rd.bad("schema_version", fmt::format("{} not supported (this sparge reads {} to {})", version,
+                                         kBenchSchemaOldestRead, kBenchSchemaVersion));
   }
   Results r;
   const json& env = rd.at(j, "environment", "");
@@ -262,6 +268,7 @@ Results results_from_json(const json& j, const std::string& source) {
     row.density = rd.num(x, "density", p);
     row.dtype = rd.opt_str(x, "dtype", "fp16");
     row.mask = rd.opt_str(x, "mask", "random");
+    row.data = rd.opt_str(x, "data", "uniform");  // absent in version 1: U(-1, 1) inputs
     row.seed = x.value("seed", uint64_t{0});
     row.device = x.value("device", 0);
     const json& t = rd.at(x, "time_ms", p);
@@ -291,6 +298,10 @@ Results results_from_json(const json& j, const std::string& source) {
     row.flash_ms = rd.opt_num(x, "baselines_ms", "sdpa_flash", p);
     row.rel_l1 = rd.opt_num(x, "accuracy", "rel_l1", p);
     row.cosine = rd.opt_num(x, "accuracy", "cosine", p);
+    row.rel_l1_mean = rd.opt_num(x, "accuracy", "rel_l1_mean", p);
+    if (auto acc = x.find("accuracy"); acc != x.end() && acc->is_object()) {
+      row.accuracy_reference = rd.opt_str(*acc, "reference", "sdpa_cudnn");
+    }
     if (auto n = x.find("notes"); n != x.end() && n->is_array()) {
       for (const auto& note : *n) {
         if (note.is_string()) row.notes.push_back(note.get<std::string>());
@@ -322,6 +333,74 @@ std::string fmt_opt(const std::optional<double>& v, const char* spec) {
 
 }  // namespace
 
+namespace {
+
+// Markdown or aligned text (first two columns left-aligned, the rest right-aligned).
+std::string render_cells(const std::vector<std::string>& header,
+                         const std::vector<std::vector<std::string>>& cells, TableFormat format) {
+  std::string out;
+  if (format == TableFormat::kMarkdown) {
+    out += "| " + fmt::format("{}", fmt::join(header, " | ")) + " |\n|";
+    for (size_t i = 0; i < header.size(); ++i) out += "---|";
+    out += "\n";
+    for (const auto& line : cells) out += "| " + fmt::format("{}", fmt::join(line, " | ")) + " |\n";
+    return out;
+  }
+  std::vector<size_t> width(header.size());
+  for (size_t i = 0; i < header.size(); ++i) width[i] = header[i].size();
+  for (const auto& line : cells) {
+    for (size_t i = 0; i < line.size(); ++i) width[i] = std::max(width[i], line[i].size());
+  }
+  auto emit = [&](const std::vector<std::string>& line) {
+    for (size_t i = 0; i < line.size(); ++i) {
+      out += i < 2 ? fmt::format("{:<{}}", line[i], width[i])
+                   : fmt::format("{:>{}}", line[i], width[i]);
+      out += i + 1 < line.size() ? "  " : "\n";
+    }
+  };
+  emit(header);
+  for (const auto& line : cells) emit(line);
+  return out;
+}
+
+// The accuracy rows (rel-L1 vs fp64 per (batch, head)): each real-data row beside its N(0, 1)
+// twin (same variant and shape), with the ratio of their worst heads.
+std::string accuracy_section(const Results& r, TableFormat format) {
+  std::vector<const Row*> rows;
+  for (const Row& row : r.rows) {
+    if (row.accuracy_reference == "fp64" && row.rel_l1) rows.push_back(&row);
+  }
+  if (rows.empty()) return "";
+  auto twin = [&](const Row& x) -> const Row* {
+    for (const Row* o : rows) {
+      if (o->data == "normal" && o->variant == x.variant && o->shape == x.shape &&
+          o->causal == x.causal) {
+        return o;
+      }
+    }
+    return nullptr;
+  };
+  const std::vector<std::string> header{"variant", "data",          "shape B,H,Nq,Nk,D",
+                                        "heads",   "rel-L1 worst",  "rel-L1 mean",
+                                        "cosine",  "worst x N(0,1)"};
+  std::vector<std::vector<std::string>> cells;
+  for (const Row* x : rows) {
+    const Row* n = x->data == "normal" ? nullptr : twin(*x);
+    cells.push_back({x->variant, x->data, x->shape.str(),
+                     std::to_string(x->shape.batch * x->shape.heads), fmt_opt(x->rel_l1, "{:.4f}"),
+                     fmt_opt(x->rel_l1_mean, "{:.4f}"), fmt_opt(x->cosine, "{:.5f}"),
+                     n && *n->rel_l1 > 0 ? fmt::format("{:.2f}", *x->rel_l1 / *n->rel_l1) : "-"});
+  }
+  const char* title =
+      "accuracy at the dense mask: rel-L1 of the kernel vs dense fp64 attention per (sample, "
+      "head), worst and mean over them";
+  std::string out = format == TableFormat::kMarkdown ? fmt::format("\n### {}\n\n", title)
+                                                     : fmt::format("\n# {}\n", title);
+  return out + render_cells(header, cells, format);
+}
+
+}  // namespace
+
 std::string format_table(const Results& r, TableFormat format) {
   const std::vector<std::string> header{
       "variant", "shape B,H,Nq,Nk,D", "causal",   "density", "sparsity",    "ms",
@@ -330,7 +409,7 @@ std::string format_table(const Results& r, TableFormat format) {
   std::vector<std::vector<std::string>> cells;
   for (const Row& row : r.rows) {
     cells.push_back(
-        {row.variant, row.shape.str(), row.causal ? "yes" : "no", fmt::format("{:g}", row.density),
+        {row.label(), row.shape.str(), row.causal ? "yes" : "no", fmt::format("{:g}", row.density),
          fmt_opt(row.sparsity_stage1, "{:.3f}"), fmt::format("{:.4g}", row.time.median),
          fmt::format("{:.1f}%", 100 * row.time.rel_spread()),
          fmt::format("{:.0f}", row.effective_tops()), fmt_opt(row.actual_tops(), "{:.0f}"),
@@ -343,6 +422,7 @@ std::string format_table(const Results& r, TableFormat format) {
   }
   std::string out;
   if (format == TableFormat::kCsv) {
+    // One table (the accuracy rows are in it: rel-L1 = their worst head; JSON has the rest).
     auto csv_cell = [](const std::string& c) {
       if (c.find_first_of(",\"") == std::string::npos) return c;
       std::string quoted(1, '"');  // shapes contain commas
@@ -364,28 +444,12 @@ std::string format_table(const Results& r, TableFormat format) {
   if (format == TableFormat::kMarkdown) {
     out += fmt::format("## sparge bench — {} — git {}{} — {}\n\n", r.env.gpu_name(), r.env.git,
                        variant_tag(r.env), r.env.date);
-    out += "| " + fmt::format("{}", fmt::join(header, " | ")) + " |\n|";
-    for (size_t i = 0; i < header.size(); ++i) out += "---|";
-    out += "\n";
-    for (const auto& line : cells) out += "| " + fmt::format("{}", fmt::join(line, " | ")) + " |\n";
-    return out;
+  } else {
+    out += fmt::format("# {} | git {}{} | {}\n", r.env.gpu_name(), r.env.git, variant_tag(r.env),
+                       r.env.date);
   }
-  std::vector<size_t> width(header.size());
-  for (size_t i = 0; i < header.size(); ++i) width[i] = header[i].size();
-  for (const auto& line : cells) {
-    for (size_t i = 0; i < line.size(); ++i) width[i] = std::max(width[i], line[i].size());
-  }
-  auto emit = [&](const std::vector<std::string>& line) {
-    for (size_t i = 0; i < line.size(); ++i) {
-      out += i < 2 ? fmt::format("{:<{}}", line[i], width[i])
-                   : fmt::format("{:>{}}", line[i], width[i]);
-      out += i + 1 < line.size() ? "  " : "\n";
-    }
-  };
-  out += fmt::format("# {} | git {}{} | {}\n", r.env.gpu_name(), r.env.git, variant_tag(r.env),
-                     r.env.date);
-  emit(header);
-  for (const auto& line : cells) emit(line);
+  out += render_cells(header, cells, format);
+  out += accuracy_section(r, format);
   return out;
 }
 

@@ -1,5 +1,10 @@
 // Bench results: the rows and environment of one `sparge bench` run, their JSON form (schema
-// "sparge.bench", version 1, docs/bench.md) and the text / Markdown / CSV tables.
+// "sparge.bench", version 2, docs/bench.md) and the text / Markdown / CSV tables.
+//
+// Version 2 added rows on other inputs than U(-1, 1) (`data`: the real-image accuracy rows and
+// their N(0, 1) twins) and rows are matched with `data` in their key, so a version-1 reader
+// would pair them wrongly: hence a major bump, which such a reader refuses with a clear error.
+// This reader reads version 1 too (every v1 row is `data: uniform`, accuracy vs cuDNN).
 #pragma once
 
 #include <filesystem>
@@ -14,7 +19,8 @@
 namespace sparge::bench {
 
 inline constexpr const char* kBenchSchema = "sparge.bench";
-inline constexpr int kBenchSchemaVersion = 1;
+inline constexpr int kBenchSchemaVersion = 2;
+inline constexpr int kBenchSchemaOldestRead = 1;
 
 struct GpuInfo {
   int index = 0;
@@ -59,6 +65,9 @@ struct Row {
   double density = 1.0;  // requested
   std::string dtype = "fp16";
   std::string mask = "random";  // "random" | "dense" | "predicted"
+  // Inputs: "uniform" (U(-1, 1), every shape case), "normal" (N(0, 1)), "real-video" /
+  // "real-text" (generated from photographs), "dump:<file>" (a user's dump, --real-data FILE).
+  std::string data = "uniform";
   uint64_t seed = 0;
   int device = 0;
   SampleStats time;  // of the variant's own timed region (kernel only, or the SDPA call)
@@ -70,11 +79,18 @@ struct Row {
   // runtime::prepare (quantisation and prediction overlapped as end-to-end runs them).
   std::optional<double> prepare_ms;
   std::optional<double> dense_ms, cudnn_ms, flash_ms;  // baselines of the same (shape, causal)
-  std::optional<double> rel_l1, cosine;  // vs cuDNN SDPA output (dense-mask rows only)
+  // Accuracy of our output (dense-mask rows only) against `accuracy_reference`: "sdpa_cudnn"
+  // (the cuDNN output on the same fp16 inputs; rel_l1 over the whole tensor) or "fp64" (dense
+  // attention in fp64 of the stored values; rel_l1 = worst over (batch, head) of the per-head
+  // rel-L1, rel_l1_mean = their mean: the accuracy rows).
+  std::optional<double> rel_l1, cosine, rel_l1_mean;
+  std::string accuracy_reference = "sdpa_cudnn";
   std::vector<std::string> notes;
   std::string command;  // `sparge bench ...` that reproduces the row
 
   // Dense-equivalent FLOPs: 4 B H Nq Nk D, halved when causal (the usual convention).
+  // The variant, with " [data]" for inputs other than U(-1, 1): how tables name the row.
+  std::string label() const;
   double dense_flops() const;
   double effective_tops() const;              // dense_flops / time
   std::optional<double> actual_tops() const;  // over executed blocks (sparse rows)

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <ctime>
 #include <exception>
@@ -363,6 +364,164 @@ std::vector<Row> run_group(const Suite& suite, const Group& g, const RunOptions&
   return rows;
 }
 
+// softmax(q kᵀ · scale) v in fp64 for one (batch, head): q [Nq, D], k, v [Nk, D] on the GPU, any
+// float dtype -> [Nq, D] fp64. Query rows in chunks so one score block stays <= 512 MiB.
+at::Tensor dense_fp64_head(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                           double scale, bool causal) {
+  const int64_t nq = q.size(0), nk = k.size(0);
+  const at::Tensor qd = q.to(at::kDouble), kd = k.to(at::kDouble), vd = v.to(at::kDouble);
+  at::Tensor out = at::empty_like(qd);
+  const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 26) / std::max<int64_t>(nk, 1));
+  for (int64_t r0 = 0; r0 < nq; r0 += chunk) {
+    const int64_t rn = std::min(chunk, nq - r0);
+    at::Tensor sc = at::matmul(qd.narrow(0, r0, rn), kd.transpose(0, 1)) * scale;
+    if (causal) {
+      const at::Tensor tq = at::arange(r0, r0 + rn, sc.options().dtype(at::kLong)).view({-1, 1});
+      const at::Tensor tk = at::arange(nk, sc.options().dtype(at::kLong)).view({1, -1});
+      sc.masked_fill_(tk > tq + (nk - nq), -INFINITY);
+    }
+    out.narrow(0, r0, rn).copy_(at::matmul(at::softmax(sc, -1), vd));
+  }
+  return out;
+}
+
+struct HeadErrors {
+  at::Tensor rel_l1;  // fp64 [B, H] on the CPU: sum |o - ref| / sum |ref| per (batch, head)
+  double cosine = 0;  // over the whole tensor
+};
+
+// Per (batch, head) rel-L1 of o [B, H, Nq, D] against dense fp64 attention of q [B, H, Nq, D],
+// k, v [B, Hkv, Nk, D] (query head h reads kv head h / (H / Hkv)). One head at a time: the fp64
+// reference of a 17776-token head is 9 MB, of all heads at once gigabytes.
+HeadErrors head_errors(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                       const at::Tensor& o, double scale, bool causal) {
+  const int64_t B = q.size(0), H = q.size(1), group = H / k.size(1);
+  HeadErrors e;
+  e.rel_l1 = at::zeros({B, H}, at::kDouble);
+  auto acc = e.rel_l1.accessor<double, 2>();
+  double dot = 0, oo = 0, rr = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t h = 0; h < H; ++h) {
+      const at::Tensor ref =
+          dense_fp64_head(q[b][h], k[b][h / group], v[b][h / group], scale, causal);
+      const at::Tensor od = o[b][h].to(at::kDouble);
+      const at::Tensor s = at::stack({(od - ref).abs().sum(), ref.abs().sum(), (od * ref).sum(),
+                                      (od * od).sum(), (ref * ref).sum()})
+                               .cpu();
+      const auto a = s.accessor<double, 1>();
+      acc[b][h] = a[1] > 0 ? a[0] / a[1] : 0.0;
+      dot += a[2];
+      oo += a[3];
+      rr += a[4];
+    }
+  }
+  e.cosine = dot / std::max(std::sqrt(oo * rr), 1e-300);
+  return e;
+}
+
+// The accuracy rows of one input: every sample of the dump's first layer stacked on the batch
+// axis (q [S, H, N, D], k/v [S, Hkv, N, D]), run by the kernel at the dense mask (the sparse
+// kernel with every block in its LUT, as the density-1 rows), then N(0, 1) tensors of the same
+// shape. Per row: the kernel-only time and the per-(sample, head) rel-L1 vs dense fp64
+// attention, worst (rel_l1) and mean.
+std::vector<Row> run_accuracy(const AccuracyInput& in, const RunOptions& opt, int device,
+                              GpuTimer& timer) {
+  io::DumpReader dump(in.dump);
+  const io::DumpInfo& info = dump.info();
+  if (info.layers.empty() || info.layers.front().samples.empty()) {
+    fail(ExitCode::kDataError, "{}: no layer with samples", in.dump.string());
+  }
+  const io::LayerInfo& L = info.layers.front();
+  std::vector<at::Tensor> qs, ks, vs;
+  for (const io::SampleInfo& si : L.samples) {
+    const io::SampleInfo& s0 = L.samples.front();
+    if (si.q_shape != s0.q_shape || si.kv_shape != s0.kv_shape) {
+      fail(ExitCode::kDataError,
+           "{}: layer {} sample {} has another shape than sample {} (the accuracy rows stack the "
+           "samples of the first layer on the batch axis)",
+           in.dump.string(), L.index, si.index, s0.index);
+    }
+    qs.push_back(dump.read(L.index, si.index, "q"));
+    ks.push_back(dump.read(L.index, si.index, "k"));
+    vs.push_back(dump.read(L.index, si.index, "v"));
+  }
+  const auto dev = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(device));
+  // fp32 dumps run as fp16 (as the CUDA oracle does); fp16 / bf16 as stored.
+  const at::ScalarType dtype =
+      qs.front().scalar_type() == at::kBFloat16 ? at::kBFloat16 : at::kHalf;
+  const at::Tensor q_real = at::cat(qs, 0).to(dev, dtype).contiguous();
+  const at::Tensor k_real = at::cat(ks, 0).to(dev, dtype).contiguous();
+  const at::Tensor v_real = at::cat(vs, 0).to(dev, dtype).contiguous();
+  const Shape shape{q_real.size(0), q_real.size(1), k_real.size(1),
+                    q_real.size(2), k_real.size(2), q_real.size(3)};
+
+  const std::string variant = runtime::resolve_variant(opt.variant);
+  const ref::Geometry geom = ref::geometry_by_name(variant);
+  runtime::Options ropt;
+  ropt.causal = info.causal;
+  if (info.scale) ropt.scale = *info.scale;
+  const int64_t nq = (shape.seq_q + geom.block_q - 1) / geom.block_q;
+  const int64_t nk = (shape.seq_k + geom.block_k - 1) / geom.block_k;
+  const int64_t valid =
+      causal_valid_blocks(shape.seq_q, shape.seq_k, geom.block_q, geom.block_k, ropt.causal)
+          .sum()
+          .item<int64_t>() *
+      shape.batch * shape.heads;
+
+  auto measure = [&](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const std::string& data, uint64_t seed, const std::string& inputs) {
+    const at::Tensor mask =
+        at::ones({shape.batch, shape.heads, nq, nk}, at::TensorOptions(at::kBool).device(dev));
+    const runtime::Prepared p = runtime::prepare_with_mask(q, k, v, mask, geom, ropt);
+    at::Tensor o = at::empty({shape.batch, shape.heads, shape.seq_q, p.head_dim}, q.options());
+    const KernelLaunch kernel(p, o, at::Tensor(), variant, /*dense=*/false);
+    kernel();
+    const HeadErrors err =
+        head_errors(q, k, v, o.narrow(3, 0, shape.head_dim), p.scale, ropt.causal);
+    Row r;
+    r.variant = kernel_name(geom, p.head_dim);
+    r.shape = shape;
+    r.causal = ropt.causal;
+    r.density = 1.0;
+    r.dtype = dtype == at::kBFloat16 ? "bf16" : "fp16";
+    r.mask = "dense";
+    r.data = data;
+    r.seed = seed;
+    r.device = device;
+    const Timing t = timer.measure(kernel);
+    r.time = t.stats;
+    add_notes(r, t);
+    r.sparsity_stage1 = 0.0;
+    r.valid_blocks = valid;
+    r.executed_blocks = valid;
+    const int64_t worst = err.rel_l1.argmax().item<int64_t>();
+    r.rel_l1 = err.rel_l1.max().item<double>();
+    r.rel_l1_mean = err.rel_l1.mean().item<double>();
+    r.cosine = err.cosine;
+    r.accuracy_reference = "fp64";
+    r.notes.push_back("inputs: " + inputs);
+    r.notes.push_back(fmt::format("worst head: sample {} head {} of {}", worst / shape.heads,
+                                  worst % shape.heads, shape.batch * shape.heads));
+    r.command = in.command;
+    return r;
+  };
+
+  std::vector<Row> rows;
+  rows.push_back(measure(q_real, k_real, v_real, in.data, in.seed,
+                         fmt::format("{} (layer {} of {})", in.source, L.index, in.dump.string())));
+  // The N(0, 1) twin: what random-input accuracy figures show for the same shape and kernel.
+  const uint64_t nseed = case_seed(opt.seed ^ 0x6e6f726d616cull, Case{shape, ropt.causal, 1.0});
+  auto gen = at::cuda::detail::createCUDAGenerator(static_cast<c10::DeviceIndex>(device));
+  gen.set_current_seed(nseed);
+  const at::TensorOptions topts = q_real.options();
+  const at::Tensor qn = at::empty(q_real.sizes(), topts).normal_(0.0, 1.0, gen);
+  const at::Tensor kn = at::empty(k_real.sizes(), topts).normal_(0.0, 1.0, gen);
+  const at::Tensor vn = at::empty(v_real.sizes(), topts).normal_(0.0, 1.0, gen);
+  rows.push_back(measure(qn, kn, vn, "normal", nseed,
+                         fmt::format("N(0, 1), seed {}, the shape of {}", nseed, in.data)));
+  return rows;
+}
+
 void require_devices(const std::vector<int>& devices) {
   const int count = visible_devices();
   if (count == 0) fail(ExitCode::kNoDevice, "no CUDA device visible");
@@ -422,6 +581,17 @@ Results run_suite(const Suite& suite, const RunOptions& opt) {
   }
   for (auto& rows : per_group) {
     for (auto& r : rows) results.rows.push_back(std::move(r));
+  }
+  if (!opt.accuracy.empty()) {
+    const int device = opt.devices[0];
+    c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
+    auto stream = c10::cuda::getStreamFromPool(false, static_cast<c10::DeviceIndex>(device));
+    c10::cuda::CUDAStreamGuard stream_guard(stream);
+    GpuTimer timer(stream.stream(), opt.timer);
+    for (const AccuracyInput& in : opt.accuracy) {
+      log::info("bench: device {}: accuracy on {} ({})", device, in.data, in.dump.string());
+      for (auto& r : run_accuracy(in, opt, device, timer)) results.rows.push_back(std::move(r));
+    }
   }
   return results;
 }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "bench/cases.hpp"
+#include "bench/realdata.hpp"
 #include "bench/results.hpp"
 #include "bench/timer.hpp"
 
@@ -29,6 +30,9 @@ struct RunOptions {
   std::optional<std::filesystem::path> dump, config;
   std::vector<int> layers;  // empty = every layer in the config
   int sample = 0;
+  // Accuracy rows (after the suite's cases, on the first device): per input, the kernel at the
+  // dense mask on its real tensors and on N(0, 1) tensors of the same shape.
+  std::vector<AccuracyInput> accuracy;
 };
 
 // Visible CUDA devices (0 without a driver). Never throws.
@@ -40,8 +44,8 @@ Environment capture_environment(const std::vector<int>& devices, const std::stri
 
 // Throws Error(kNoDevice) without a GPU or when the kernel variant cannot run; CUDA failures
 // are Error(kSoftware). Rows come back in suite order whatever the device split.
-Results run_suite(const Suite& suite, const RunOptions& options);
-Results run_predicted(const RunOptions& options);  // --dump + --config
+Results run_suite(const Suite& suite, const RunOptions& options);  // + options.accuracy rows
+Results run_predicted(const RunOptions& options);                  // --dump + --config
 
 // The `sparge bench ...` command that reproduces one case (no --devices, no -o).
 std::string repro_command(const Case& c, const std::string& dtype, uint64_t seed,

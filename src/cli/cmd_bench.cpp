@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "bench/cases.hpp"
+#include "bench/realdata.hpp"
 #include "bench/results.hpp"
 #include "bench/runner.hpp"
 #include "cli/commands.hpp"
@@ -38,6 +39,8 @@ struct BenchArgs {
   std::string dump, config;
   std::vector<int> layers;
   int sample = 0;
+  std::vector<std::string> real_data;  // tiny | full | dump files ("" = full)
+  bool no_real_data = false;
 };
 
 std::vector<std::string> split_commas(const std::vector<std::string>& items) {
@@ -64,13 +67,38 @@ std::string command_text(const BenchArgs& a) {
     if (!a.densities.empty()) c += " --density " + fmt::format("{}", fmt::join(a.densities, ","));
     if (a.causal) c += " --causal";
     c += " --dtype " + a.dtype;
-  } else {
+  } else if (!a.suite.empty() || a.real_data.empty()) {
     c += " --suite " + (a.suite.empty() ? std::string("default") : a.suite);
   }
+  for (const auto& r : a.real_data) c += " --real-data " + (r.empty() ? std::string("full") : r);
+  if (a.no_real_data) c += " --no-real-data";
   c += fmt::format(" --variant {} --seed {} --devices {}", a.variant, a.seed, a.devices);
   if (a.min_samples != 30) c += fmt::format(" --min-samples {}", a.min_samples);
   if (a.no_baselines) c += " --no-baselines";
   return c;
+}
+
+// --real-data arguments: at most one size (tiny / full; a bare flag is full), any number of dump
+// files. The size replaces the suite's real_data spec, files add dumps of real tensors.
+struct RealDataArgs {
+  std::optional<bench::RealDataSpec> spec;
+  std::vector<std::filesystem::path> dumps;
+};
+
+RealDataArgs parse_real_data(const std::vector<std::string>& items) {
+  RealDataArgs out;
+  for (const auto& item : items) {
+    const std::string v = item.empty() ? std::string("full") : item;
+    if (v == "tiny" || v == "full") {
+      if (out.spec) fail(ExitCode::kUsage, "--real-data: give one size (tiny or full), not two");
+      out.spec = bench::real_data_of_size(v);
+    } else if (std::filesystem::exists(v)) {
+      out.dumps.push_back(v);
+    } else {
+      fail(ExitCode::kUsage, "--real-data '{}': expected tiny, full or an existing dump file", v);
+    }
+  }
+  return out;
 }
 
 void run_bench(const BenchArgs& a) {
@@ -89,10 +117,21 @@ void run_bench(const BenchArgs& a) {
     fail(ExitCode::kUsage, "--density/--causal/--kv-heads apply to --shape cases");
   }
   if (a.min_samples < 1) fail(ExitCode::kUsage, "--min-samples must be >= 1");
+  if (!a.real_data.empty() && a.no_real_data) {
+    fail(ExitCode::kUsage, "--real-data and --no-real-data are exclusive");
+  }
+  if (!a.dump.empty() && (!a.real_data.empty() || a.no_real_data)) {
+    fail(ExitCode::kUsage,
+         "--real-data does not go with --dump/--config (--real-data FILE takes a dump of real "
+         "tensors for the accuracy rows)");
+  }
+  const RealDataArgs real = parse_real_data(a.real_data);
 
   Suite suite;
   if (a.dump.empty()) {
-    if (!a.shapes.empty()) {
+    if (a.shapes.empty() && a.suite.empty() && !a.real_data.empty()) {
+      suite.name = "real-data";  // --real-data alone: the accuracy rows only
+    } else if (!a.shapes.empty()) {
       std::vector<Shape> shapes;
       for (const auto& text : a.shapes) {
         Shape s = parse_shape(text);
@@ -109,10 +148,33 @@ void run_bench(const BenchArgs& a) {
     } else {
       suite = load_suite(a.suite);
     }
+    if (!a.real_data.empty()) suite.real_data = real.spec;  // the flag replaces the suite's
+    if (a.no_real_data) suite.real_data.reset();
   }
+  // The command that reproduces the accuracy rows of the suite's spec.
+  const bool spec_is_default_of_size =
+      suite.real_data && *suite.real_data == real_data_of_size(suite.real_data->size);
+  const std::string spec_command =
+      !suite.real_data          ? std::string()
+      : spec_is_default_of_size ? real_data_command(*suite.real_data, a.seed, a.variant)
+                                : fmt::format("sparge bench --suite {} --seed {} --variant {}",
+                                              a.suite, a.seed, a.variant);
   if (a.list) {
     for (const Case& c : suite.cases) {
       fmt::print("{}\n", repro_command(c, suite.dtype, a.seed, a.variant));
+    }
+    if (suite.real_data) {
+      for (int64_t d : suite.real_data->head_dims) {
+        fmt::print("{}  # accuracy, D = {}: {} kind {} images {} and N(0, 1)\n", spec_command, d,
+                   suite.real_data->size, suite.real_data->kind,
+                   fmt::join(suite.real_data->images, ","));
+      }
+    }
+    for (const auto& f : real.dumps) {
+      fmt::print(
+          "sparge bench --real-data {} --seed {} --variant {}  # accuracy on {} and "
+          "N(0, 1)\n",
+          f.string(), a.seed, a.variant, f.string());
     }
     return;
   }
@@ -129,6 +191,19 @@ void run_bench(const BenchArgs& a) {
   opt.baselines = !a.no_baselines;
   opt.devices = parse_devices(a.devices, count);
   opt.command = command_text(a);
+  // Real tensors after the device check (generating them takes a while) and before any case.
+  if (suite.real_data) {
+    for (AccuracyInput in : real_data_inputs(*suite.real_data, realdata_cache_dir())) {
+      in.command = spec_command;
+      opt.accuracy.push_back(std::move(in));
+    }
+  }
+  for (const auto& f : real.dumps) {
+    AccuracyInput in = dump_input(f);
+    in.command = fmt::format("sparge bench --real-data {} --seed {} --variant {}", f.string(),
+                             a.seed, a.variant);
+    opt.accuracy.push_back(std::move(in));
+  }
   Results results;
   if (!a.dump.empty()) {
     opt.dump = a.dump;
@@ -137,8 +212,8 @@ void run_bench(const BenchArgs& a) {
     opt.sample = a.sample;
     results = run_predicted(opt);
   } else {
-    log::info("bench: {} case(s) of suite '{}' on device(s) {}", suite.cases.size(), suite.name,
-              a.devices);
+    log::info("bench: {} case(s) of suite '{}' and {} accuracy input(s) on device(s) {}",
+              suite.cases.size(), suite.name, opt.accuracy.size(), a.devices);
     results = run_suite(suite, opt);
   }
   if (!a.output.empty()) {
@@ -164,7 +239,8 @@ void register_bench(CLI::App& app, Context&) {
       "bench",
       "Time the block-sparse kernels against dense baselines on one GPU or several.\n"
       "Without --shape/--suite it runs the default suite (the TARGETS.md shapes, densities "
-      "1/0.5/0.25/0.1, causal dense). Per case: kernel-only time (inputs already quantised, LUT "
+      "1/0.5/0.25/0.1, causal dense, and the real-data accuracy rows). Per case: kernel-only time "
+      "(inputs already quantised, LUT "
       "prebuilt), quantisation and prediction time, end-to-end time, and in the same run our "
       "dense mode, PyTorch SDPA cuDNN and flash; effective TOPS = 4*B*H*Nq*Nk*D / time (/2 "
       "causal). Tables on stdout, progress on stderr; -o writes the JSON (docs/bench.md).");
@@ -204,11 +280,27 @@ void register_bench(CLI::App& app, Context&) {
   sub->add_option("--layer", args->layers, "Layers of --dump to bench (repeatable; default all)");
   sub->add_option("--sample", args->sample, "Sample of each layer to bench")
       ->check(CLI::NonNegativeNumber);
+  sub->add_option("--real-data", args->real_data,
+                  "Accuracy rows on real-image tensors: tiny or full (generated once by python -m "
+                  "sparge_realdata, cached) or a dump FILE of real tensors (repeatable); per head "
+                  "dim, rel-L1 vs dense fp64 of the kernel at the dense mask, worst and mean over "
+                  "(sample, head), beside N(0, 1) of the same shape. Replaces the suite's "
+                  "real_data; alone, runs only these rows")
+      ->type_name("SIZE|FILE")
+      ->expected(0, 1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  sub->add_flag("--no-real-data", args->no_real_data,
+                "Skip the suite's real-data accuracy rows (they need scikit-image)");
   sub->footer(
       "Environment: SPARGE_SM90_VARIANT=4|6|9|10 runs another Hopper kernel variant than the "
       "default 9 (A/B runs; kernels/attention_sm90.cuh says what each is). The JSON and the "
       "table headers record the variant in effect, and `sparge report` says so when two results "
-      "differ in it.");
+      "differ in it.\n"
+      "Real data: the generator runs with $SPARGE_PYTHON, else <source>/.venv/bin/python3 when "
+      "present, else python3, with PYTHONPATH=<source>/python; it needs numpy, h5py, torch and "
+      "scikit-image. Dumps are cached in $SPARGE_CACHE_DIR (default "
+      "<tmp>/sparge-realdata). A missing interpreter, generator or scikit-image stops the run "
+      "(exit 69) and says which; nothing is skipped silently.");
   sub->callback([args] { run_bench(*args); });
 }
 

@@ -1,5 +1,6 @@
 // `sparge eval DUMP.h5 TUNED.yaml`: error and sparsity of a tuned config per layer and head on
-// (possibly held-out) samples; exit 1 when a head misses its budget.
+// (possibly held-out) samples; exit 1 when a head misses its budget. With --check-kernel, the
+// kernel self-check instead (src/tune/kernel_check.hpp): CPU reference vs CUDA kernels per head.
 #include <fmt/format.h>
 
 #include <nlohmann/json.hpp>
@@ -8,6 +9,7 @@
 #include "common/error.hpp"
 #include "common/log.hpp"
 #include "config/tuned.hpp"
+#include "tune/kernel_check.hpp"
 #include "tune/masks.hpp"
 #include "tune/table.hpp"
 #include "tune/tuner.hpp"
@@ -18,7 +20,37 @@ namespace {
 struct EvalArgs {
   std::string dump, tuned, samples, layers, format = "text", save_masks, backend = "cpu", kernel;
   int jobs = 0;
+  bool check_kernel = false, dense = false;
 };
+
+// --check-kernel: both backends on the same heads, kernel error against the contract's bound.
+void run_check(const EvalArgs& a, const CLI::App& sub, Context& ctx) {
+  if (sub.count("--backend") > 0) {
+    fail(ExitCode::kUsage, "--check-kernel runs both backends (cpu and cuda): drop --backend");
+  }
+  if (!a.save_masks.empty())
+    fail(ExitCode::kUsage, "--save-masks does not apply to --check-kernel");
+  if (a.dense != a.tuned.empty()) {
+    fail(ExitCode::kUsage, "{}",
+         a.dense ? "--dense replaces TUNED.yaml: give one or the other"
+                 : "--check-kernel needs TUNED.yaml, or --dense (every head dense, no config)");
+  }
+  tune::KernelCheckRequest rq;
+  rq.eval.dump = a.dump;
+  rq.eval.jobs = a.jobs;
+  rq.dense = a.dense;
+  rq.kernel = a.kernel;
+  if (!a.samples.empty()) rq.eval.samples = tune::parse_index_list(a.samples, "--samples");
+  if (!a.layers.empty()) rq.eval.layers = tune::parse_index_list(a.layers, "--layers");
+  if (!a.dense) {
+    std::optional<ref::Geometry> want;
+    if (!a.kernel.empty()) want = ref::geometry_by_name(a.kernel);
+    rq.eval.config = config::read_tuned(a.tuned, want);
+  }
+  const auto out = tune::run_kernel_check(std::move(rq));
+  fmt::print("{}", tune::render_kernel_check(out, a.format, a.dump, a.tuned));
+  if (!out.all_pass) ctx.exit_code = 1;
+}
 
 std::string num(double v) { return fmt::format("{:.4f}", v); }
 
@@ -31,9 +63,19 @@ void register_eval(CLI::App& app, Context& ctx) {
       "Check a tuned config on a dump: per layer and head, stage-1 sparsity and error (tau, "
       "theta) and stage 1+2 (with lambda), worst over the samples, against the config's budgets.\n"
       "Use held-out samples (--samples) to see how the thresholds generalise. Exit 1 if any "
-      "head misses l1 at stage 1 or l2 at stage 1+2.");
+      "head misses l1 at stage 1 or l2 at stage 1+2.\n"
+      "--check-kernel: the kernel self-check, to trust a new GPU, driver or build on your own "
+      "dump. Every head is evaluated with the same thresholds and block geometry by the CPU "
+      "reference (the numerics contract) and by the CUDA kernels; both errors are rel-L1 vs "
+      "dense fp64 attention, worst over the samples. A head passes when the kernel's error is "
+      "<= max(1.1 x cpu, cpu + 0.002) at stage 1 and at stage 1+2; the stage-1 sparsities of "
+      "both are shown and flagged (DIFFER, a warning) when they differ by more than max(0.01, "
+      "one block). Exit 1 if any head fails, 69 without a CUDA device. The budget is not "
+      "checked in this mode. --dense checks every head of the dump dense without a config (the "
+      "quantised attention alone).");
   sub->add_option("dump", args->dump, "Q/K/V dump (HDF5)")->required();
-  sub->add_option("tuned", args->tuned, "Tuned config (YAML, schema sparge.tuned)")->required();
+  sub->add_option("tuned", args->tuned,
+                  "Tuned config (YAML, schema sparge.tuned); not with --check-kernel --dense");
   sub->add_option("--samples", args->samples, "Samples to evaluate, e.g. 2 or 0-3 [default: all]");
   sub->add_option("--layers", args->layers, "Layers to evaluate [default: all in the config]");
   sub->add_option("--format", args->format, "Output: text, json, md, csv")
@@ -48,9 +90,18 @@ void register_eval(CLI::App& app, Context& ctx) {
                   "Require the config to be tuned for this kernel geometry (sm90, sm80)")
       ->check(CLI::IsMember({"sm90", "sm80"}));
   sub->add_option("--jobs", args->jobs, "Heads evaluated in parallel [default: hardware threads]");
+  sub->add_flag("--check-kernel", args->check_kernel,
+                "Kernel self-check: CPU reference vs CUDA kernels per head; FAIL when the "
+                "kernel's rel-L1 > max(1.1 x cpu, cpu + 0.002) (exit 1; 69 without a GPU)");
+  sub->add_flag("--dense", args->dense,
+                "With --check-kernel and no TUNED.yaml: every head dense (--kernel picks the "
+                "geometry, default the one that runs on this GPU)");
 
-  sub->callback([args, &ctx] {
+  sub->callback([args, sub, &ctx] {
     const auto& a = *args;
+    if (a.check_kernel) return run_check(a, *sub, ctx);
+    if (a.dense) fail(ExitCode::kUsage, "--dense goes with --check-kernel");
+    if (a.tuned.empty()) fail(ExitCode::kUsage, "eval needs DUMP and TUNED.yaml");
     std::optional<ref::Geometry> want;
     if (!a.kernel.empty()) want = ref::geometry_by_name(a.kernel);
     tune::EvalRequest rq;

@@ -2,6 +2,7 @@
 // stdout, optional HTML; exit 1 on a regression.
 #include <fstream>
 #include <iostream>
+#include <tuple>
 
 #include "bench/results.hpp"
 #include "cli/commands.hpp"
@@ -17,6 +18,7 @@ namespace {
 struct ReportArgs {
   std::string base, cur;
   std::string threshold = "5%";
+  std::string accuracy_threshold = "10%,0.002";
   std::string html;
   bool force = false;
   bool fail_on_noisy = false;
@@ -42,6 +44,7 @@ Kind kind_of(const std::string& path) {
 
 void run_report(const ReportArgs& a, Context& ctx) {
   const double threshold = report::parse_threshold(a.threshold);
+  report::parse_accuracy_threshold(a.accuracy_threshold);  // usage errors before any file
   const Kind kb = kind_of(a.base), kn = kind_of(a.cur);
   if (kb != kn) {
     fail(ExitCode::kUsage, "{} and {} are not the same kind (bench JSON vs tuned YAML)", a.base,
@@ -62,6 +65,8 @@ void run_report(const ReportArgs& a, Context& ctx) {
   opt.threshold = threshold;
   opt.force = a.force;
   opt.fail_on_noisy = a.fail_on_noisy;
+  std::tie(opt.accuracy_relative, opt.accuracy_absolute) =
+      report::parse_accuracy_threshold(a.accuracy_threshold);
   const auto cmp = report::compare_bench(base, cur, opt, a.base, a.cur);
   if (!a.html.empty()) write_file_atomic(a.html, report::render_html(cmp, opt));
   std::cout << report::render_markdown(cmp, opt);
@@ -76,13 +81,17 @@ void register_report(CLI::App& app, Context& ctx) {
   auto* sub = app.add_subcommand(
       "report",
       "Compare two runs: BASE.json NEW.json (sparge bench results; rows matched by variant, "
-      "shape, causal, density; noise-aware SLOW/FAST/SAME/NOISY) or OLD.yaml NEW.yaml (tuned "
-      "configs; per-layer sparsity and worst error). Markdown on stdout; exit 1 on a regression "
-      "(a SLOW row, a layer over budget or less sparse).");
+      "shape, causal, density, inputs; noise-aware SLOW/FAST/SAME/NOISY; a row whose rel-L1 "
+      "grew by more than max(10% of the base, 0.002) is LESS ACCURATE) or OLD.yaml NEW.yaml "
+      "(tuned configs; per-layer sparsity and worst error). Markdown on stdout; exit 1 on a "
+      "regression (a SLOW or LESS ACCURATE row, a layer over budget or less sparse).");
   sub->add_option("base", args->base, "Baseline: bench JSON or tuned YAML")->required();
   sub->add_option("new", args->cur, "New run, same kind as the baseline")->required();
   sub->add_option("--threshold", args->threshold,
                   "Change that counts (beyond the noise): 5% or 0.05 (default 5%)");
+  sub->add_option("--accuracy-threshold", args->accuracy_threshold,
+                  "REL[,ABS]: a bench row whose rel-L1 grows by more than max(REL x base, ABS) "
+                  "is LESS ACCURATE, a regression (default 10%,0.002)");
   sub->add_option("--html", args->html, "Also write a self-contained HTML page with charts");
   sub->add_flag("--force", args->force, "Compare runs from different GPU models anyway");
   sub->add_flag("--fail-on-noisy", args->fail_on_noisy, "NOISY rows fail too (exit 1)");

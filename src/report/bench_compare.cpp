@@ -38,8 +38,14 @@ int BenchComparison::count(Status s) const {
                                         [&](const RowComparison& r) { return r.status == s; }));
 }
 
+int BenchComparison::count_less_accurate() const {
+  return static_cast<int>(std::count_if(rows.begin(), rows.end(),
+                                        [](const RowComparison& r) { return r.less_accurate; }));
+}
+
 bool BenchComparison::failed(const CompareOptions& o) const {
-  return count(Status::kSlow) > 0 || (o.fail_on_noisy && count(Status::kNoisy) > 0);
+  return count(Status::kSlow) > 0 || count_less_accurate() > 0 ||
+         (o.fail_on_noisy && count(Status::kNoisy) > 0);
 }
 
 bool BenchComparison::has_accuracy() const {
@@ -63,6 +69,27 @@ double parse_threshold(const std::string& text) {
   return v;
 }
 
+std::pair<double, double> parse_accuracy_threshold(const std::string& text) {
+  const size_t comma = text.find(',');
+  const double rel = parse_threshold(text.substr(0, comma));
+  double abs = 0.002;
+  if (comma != std::string::npos) {
+    const std::string t = text.substr(comma + 1);
+    auto [ptr, ec] = std::from_chars(t.data(), t.data() + t.size(), abs);
+    if (t.empty() || ec != std::errc() || ptr != t.data() + t.size() || !(abs >= 0)) {
+      fail(ExitCode::kUsage,
+           "--accuracy-threshold '{}': expected REL[,ABS], e.g. 10%,0.002 (ABS a rel-L1 "
+           "difference >= 0)",
+           text);
+    }
+  }
+  return {rel, abs};
+}
+
+bool less_accurate(double base_rel_l1, double cur_rel_l1, double relative, double absolute) {
+  return cur_rel_l1 - base_rel_l1 > std::max(relative * base_rel_l1, absolute);
+}
+
 Status classify(double delta, double noise, double threshold) {
   if (std::abs(delta) > std::max(threshold, noise))
     return delta > 0 ? Status::kSlow : Status::kFast;
@@ -71,17 +98,20 @@ Status classify(double delta, double noise, double threshold) {
 
 namespace {
 
-using Key =
-    std::tuple<std::string, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, int64_t>;
+using Key = std::tuple<std::string, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool,
+                       int64_t, std::string>;
 Key key_of(const Row& r) {
   const auto& s = r.shape;
-  // Densities compared at 1e-6 resolution (they are written with full precision).
+  // Densities compared at 1e-6 resolution (they are written with full precision). The inputs
+  // (data) are part of the row: real-image and N(0, 1) rows of one shape are different rows.
   return {r.variant,  s.batch,  s.heads,
           s.kv_heads, s.seq_q,  s.seq_k,
-          s.head_dim, r.causal, std::llround(r.density * 1e6)};
+          s.head_dim, r.causal, std::llround(r.density * 1e6),
+          r.data};
 }
 
-int rank(Status s) { return static_cast<int>(s); }
+// Regressions first: SLOW and LESS ACCURATE rows, then the rest by status.
+int rank(const RowComparison& r) { return r.less_accurate ? 0 : static_cast<int>(r.status); }
 
 }  // namespace
 
@@ -114,6 +144,11 @@ BenchComparison compare_bench(const bench::Results& base, const bench::Results& 
       rc.delta = rc.cur->time.median / b.time.median - 1.0;
       rc.noise = std::hypot(b.time.rel_spread(), rc.cur->time.rel_spread());
       rc.status = classify(rc.delta, rc.noise, options.threshold);
+      // Only errors against the same reference compare (a v1 row vs cuDNN never against fp64).
+      if (b.rel_l1 && rc.cur->rel_l1 && b.accuracy_reference == rc.cur->accuracy_reference) {
+        rc.less_accurate = less_accurate(*b.rel_l1, *rc.cur->rel_l1, options.accuracy_relative,
+                                         options.accuracy_absolute);
+      }
     }
     cmp.rows.push_back(std::move(rc));
   }
@@ -124,10 +159,9 @@ BenchComparison compare_bench(const bench::Results& base, const bench::Results& 
     rc.status = Status::kNew;
     cmp.rows.push_back(std::move(rc));
   }
-  std::stable_sort(cmp.rows.begin(), cmp.rows.end(),
-                   [](const RowComparison& a, const RowComparison& b) {
-                     return rank(a.status) < rank(b.status);
-                   });
+  std::stable_sort(
+      cmp.rows.begin(), cmp.rows.end(),
+      [](const RowComparison& a, const RowComparison& b) { return rank(a) < rank(b); });
   return cmp;
 }
 
@@ -141,6 +175,12 @@ std::string tops(const std::optional<Row>& r) {
 }
 std::string acc(const std::optional<Row>& r) {
   return (r && r->rel_l1) ? fmt::format("{:.4f}", *r->rel_l1) : "-";
+}
+
+std::string status_cell(const RowComparison& r) {
+  std::string s = status_label(r.status);
+  if (r.less_accurate) s += " · 🔴 LESS ACCURATE";
+  return s;
 }
 
 struct Cells {
@@ -159,7 +199,7 @@ Cells table_cells(const BenchComparison& cmp) {
     const Row& any = r.any();
     const bool both = r.base && r.cur;
     std::optional<double> xdense = r.cur ? r.cur->speedup_vs(r.cur->dense_ms) : std::nullopt;
-    std::vector<std::string> line{any.variant,
+    std::vector<std::string> line{any.label(),
                                   any.shape.str(),
                                   any.causal ? "yes" : "no",
                                   fmt::format("{:g}", any.density),
@@ -171,9 +211,13 @@ Cells table_cells(const BenchComparison& cmp) {
                                   xdense ? fmt::format("{:.2f}", *xdense) : "-"};
     if (accuracy) {
       const bool any_acc = (r.base && r.base->rel_l1) || (r.cur && r.cur->rel_l1);
-      line.push_back(any_acc ? fmt::format("{}→{}", acc(r.base), acc(r.cur)) : "-");
+      std::string cell = any_acc ? fmt::format("{}→{}", acc(r.base), acc(r.cur)) : "-";
+      if (r.less_accurate) {
+        cell += fmt::format(" (+{:.0f}%)", 100 * (*r.cur->rel_l1 / *r.base->rel_l1 - 1));
+      }
+      line.push_back(cell);
     }
-    line.push_back(status_label(r.status));
+    line.push_back(status_cell(r));
     c.rows.push_back(std::move(line));
   }
   return c;
@@ -200,17 +244,27 @@ std::string env_line(const bench::Environment& e) {
 }
 
 std::string summary_line(const BenchComparison& cmp) {
-  return fmt::format("{} slower · {} faster · {} same · {} noisy · {} new · {} gone",
-                     cmp.count(Status::kSlow), cmp.count(Status::kFast), cmp.count(Status::kSame),
-                     cmp.count(Status::kNoisy), cmp.count(Status::kNew), cmp.count(Status::kGone));
+  std::string s =
+      fmt::format("{} slower · {} faster · {} same · {} noisy · {} new · {} gone",
+                  cmp.count(Status::kSlow), cmp.count(Status::kFast), cmp.count(Status::kSame),
+                  cmp.count(Status::kNoisy), cmp.count(Status::kNew), cmp.count(Status::kGone));
+  if (cmp.has_accuracy()) s += fmt::format(" · {} less accurate", cmp.count_less_accurate());
+  return s;
 }
 
-std::string rule_line(const CompareOptions& o) {
-  return fmt::format(
+std::string rule_line(const BenchComparison& cmp, const CompareOptions& o) {
+  std::string s = fmt::format(
       "Rule: a change beyond max(±{:g}%, noise) is SLOW/FAST; noise = √(spread_base² + "
       "spread_new²), spread = IQR/median of the samples; NOISY = within the noise but the noise "
       "exceeds {:g}%.",
       100 * o.threshold, 100 * o.threshold);
+  if (cmp.has_accuracy()) {
+    s += fmt::format(
+        " A rel-L1 grown by more than max({:g}% of the base, {:g}) is LESS ACCURATE (a "
+        "regression).",
+        100 * o.accuracy_relative, o.accuracy_absolute);
+  }
+  return s;
 }
 
 std::string escape_html(const std::string& s) {
@@ -245,7 +299,7 @@ std::string render_markdown(const BenchComparison& cmp, const CompareOptions& op
   out += fmt::format("- base `{}`: {}\n", cmp.base_name, env_line(cmp.base_env));
   out += fmt::format("- new `{}`: {}\n\n", cmp.new_name, env_line(cmp.new_env));
   if (const std::string note = variant_note(cmp); !note.empty()) out += note + "\n\n";
-  out += rule_line(options) + "\n\n";
+  out += rule_line(cmp, options) + "\n\n";
   out += fmt::format("**{}**{}\n\n", summary_line(cmp), cmp.failed(options) ? " — regression" : "");
   const Cells c = table_cells(cmp);
   out += "| " + fmt::format("{}", fmt::join(c.header, " | ")) + " |\n|";
@@ -339,7 +393,7 @@ std::string speedup_bars(const BenchComparison& cmp) {
   for (const RowComparison& r : cmp.rows) {
     if (!r.base || !r.cur) continue;
     const Row& a = *r.cur;
-    bars.emplace_back(fmt::format("{} {}{} d={:g}", a.variant, a.shape.str(),
+    bars.emplace_back(fmt::format("{} {}{} d={:g}", a.label(), a.shape.str(),
                                   a.causal ? " causal" : "", a.density),
                       r.base->time.median / a.time.median);
   }
@@ -393,7 +447,7 @@ std::string render_html(const BenchComparison& cmp, const CompareOptions& option
   out += fmt::format("<p>base <code>{}</code>: {}<br>new <code>{}</code>: {}</p>\n",
                      escape_html(cmp.base_name), escape_html(env_line(cmp.base_env)),
                      escape_html(cmp.new_name), escape_html(env_line(cmp.new_env)));
-  out += fmt::format("<p>{}</p>\n<p><b>{}</b></p>\n", escape_html(rule_line(options)),
+  out += fmt::format("<p>{}</p>\n<p><b>{}</b></p>\n", escape_html(rule_line(cmp, options)),
                      escape_html(summary_line(cmp)));
   out += tops_charts(cmp);
   out += speedup_bars(cmp);
@@ -403,7 +457,10 @@ std::string render_html(const BenchComparison& cmp, const CompareOptions& option
   out += "</tr></thead><tbody>\n";
   for (size_t i = 0; i < c.rows.size(); ++i) {
     const std::string label = status_label(cmp.rows[i].status);
-    out += fmt::format("<tr class=\"{}\">", label.substr(label.find(' ') + 1));
+    // A less accurate row is a regression: red like SLOW.
+    out += fmt::format("<tr class=\"{}\">", cmp.rows[i].less_accurate
+                                                ? std::string("SLOW")
+                                                : label.substr(label.find(' ') + 1));
     for (const auto& cell : c.rows[i]) out += "<td>" + escape_html(cell) + "</td>";
     out += "</tr>\n";
   }

@@ -6,10 +6,17 @@
 // |Δ| > max(threshold, noise) is SLOW or FAST; otherwise SAME, or NOISY when the noise alone
 // exceeds the threshold (the run cannot resolve a change of threshold size). SLOW fails the
 // report (exit 1); NOISY fails only with --fail-on-noisy.
+//
+// Accuracy is checked like speed: a matched row whose rel-L1 (against the same reference in
+// both runs) grew by more than max(accuracy_relative x base, accuracy_absolute) is LESS
+// ACCURATE and fails the report too, whatever its timing. The absolute floor keeps changes far
+// below any budget (quantisation rounding moving 0.0005) from failing; 10 % of the error is
+// what a numerics change that matters (the 3-5x Hopper bug) exceeds by far.
 #pragma once
 
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bench/results.hpp"
@@ -23,6 +30,8 @@ struct CompareOptions {
   double threshold = 0.05;  // relative
   bool force = false;       // compare across GPU models
   bool fail_on_noisy = false;
+  double accuracy_relative = 0.10;   // rel-L1 may grow by 10 % of the base value ...
+  double accuracy_absolute = 0.002;  // ... or by 0.002, whichever is larger
 };
 
 struct RowComparison {
@@ -30,6 +39,7 @@ struct RowComparison {
   double delta = 0;  // new/base - 1
   double noise = 0;  // combined relative spread
   Status status = Status::kSame;
+  bool less_accurate = false;  // rel-L1 grew beyond the accuracy threshold (a regression)
   const bench::Row& any() const { return cur ? *cur : *base; }
 };
 
@@ -38,12 +48,18 @@ struct BenchComparison {
   std::string base_name, new_name;  // file names, for the header
   std::vector<RowComparison> rows;  // regressions first
   int count(Status s) const;
+  int count_less_accurate() const;
   bool failed(const CompareOptions& o) const;
   bool has_accuracy() const;
 };
 
 // "5%", "5", "0.05" -> 0.05 ("5" means percent; a bare value < 1 is a ratio). Error(kUsage).
 double parse_threshold(const std::string& text);
+// --accuracy-threshold "REL[,ABS]": "10%,0.002" -> {0.10, 0.002}; REL as parse_threshold, ABS a
+// rel-L1 difference >= 0 (default 0.002 when omitted). Error(kUsage).
+std::pair<double, double> parse_accuracy_threshold(const std::string& text);
+// cur > base + max(relative x base, absolute): the accuracy regression rule.
+bool less_accurate(double base_rel_l1, double cur_rel_l1, double relative, double absolute);
 
 // Error(kUsage) when the GPU models differ and !options.force.
 BenchComparison compare_bench(const bench::Results& base, const bench::Results& cur,

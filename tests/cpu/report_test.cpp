@@ -173,7 +173,7 @@ TEST(ReportValidation, BadJsonFilesGiveOneLineErrors) {
       {"no_median", [](auto& j) { j["rows"][3]["time_ms"].erase("median"); },
        "rows[3].time_ms.median: missing"},
       {"wrong_schema", [](auto& j) { j["schema"] = "sparge.tuned"; }, "schema"},
-      {"future_major", [](auto& j) { j["schema_version"] = 2; }, "schema_version"},
+      {"future_major", [](auto& j) { j["schema_version"] = 3; }, "schema_version"},
       {"no_rows", [](auto& j) { j.erase("rows"); }, "rows: missing"},
       {"bad_type", [](auto& j) { j["rows"][0]["causal"] = "no"; }, "rows[0].causal"},
   };

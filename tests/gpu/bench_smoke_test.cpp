@@ -1,12 +1,15 @@
 // GPU smoke test of the bench path: the timer on a bandwidth-bound memset, then a tiny
-// `sparge bench` run end to end (JSON written, rows complete) and `sparge report` on it.
+// `sparge bench` run end to end (JSON written, rows complete) and `sparge report` on it; the
+// accuracy rows of `--real-data FILE` and `sparge eval --check-kernel --dense`.
 // Skips without a CUDA device.
 #include <c10/cuda/CUDAStream.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "bench/results.hpp"
@@ -94,4 +97,64 @@ TEST(BenchSmoke, TinyBenchWritesCompleteJsonAndReports) {
   EXPECT_GE(baselines, 1);  // at least our dense mode
   // Comparing a run with itself never reports a regression.
   EXPECT_EQ(run(bin + " report " + json.string() + " " + json.string() + " >/dev/null"), 0);
+}
+
+// `sparge bench --real-data FILE`: the accuracy rows on a dump (a synthetic one here, so the test
+// needs no scikit-image) and their N(0, 1) twin: rel-L1 vs fp64 per (sample, head), worst >= mean,
+// a quantisation-sized error, and a report of the run against itself passes.
+TEST(BenchSmoke, RealDataAccuracyRowsFromADump) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device visible";
+  const fs::path dump = tmp_dir() / "acc.h5";
+  const fs::path json = tmp_dir() / "acc.json";
+  fs::remove(json);
+  const std::string bin = SPARGE_BIN;
+  ASSERT_EQ(run(bin + " -q synth -o " + dump.string() +
+                " --kind video --grid 2,16,16 --text-prefix 32 --heads 4 --samples 2 --seed 5"),
+            0);
+  ASSERT_EQ(run(bin + " bench --real-data " + dump.string() +
+                " --min-samples 10 --warmup-ms 2 --format md -o " + json.string()),
+            0);
+  const Results r = load_results(json);
+  ASSERT_EQ(r.rows.size(), 2u);
+  EXPECT_EQ(r.rows[0].data, "dump:acc.h5");
+  EXPECT_EQ(r.rows[1].data, "normal");
+  for (const Row& row : r.rows) {
+    EXPECT_EQ(row.accuracy_reference, "fp64");
+    EXPECT_EQ(row.mask, "dense");
+    EXPECT_EQ(row.shape.batch, 2);  // the two samples stacked
+    EXPECT_EQ(row.shape.seq_q, 2 * 16 * 16 + 32);
+    ASSERT_TRUE(row.rel_l1 && row.rel_l1_mean && row.cosine);
+    EXPECT_GE(*row.rel_l1, *row.rel_l1_mean);
+    EXPECT_GT(*row.rel_l1_mean, 0.0);  // quantised: never exact
+    EXPECT_LT(*row.rel_l1, 0.1);       // INT8/FP8 error is a few percent
+    EXPECT_GT(*row.cosine, 0.99);
+    EXPECT_GT(row.time.median, 0.0);
+  }
+  EXPECT_EQ(run(bin + " report " + json.string() + " " + json.string() + " >/dev/null"), 0);
+}
+
+// `sparge eval --check-kernel --dense`: the kernels of this GPU within max(1.1 x cpu, cpu + 0.002)
+// of the CPU reference on every head, and (dense) both masks keep every block.
+TEST(CheckKernel, DenseHeadsWithinTheBoundOnThisGpu) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device visible";
+  const fs::path dump = tmp_dir() / "check.h5";
+  const fs::path out = tmp_dir() / "check.json";
+  const std::string bin = SPARGE_BIN;
+  ASSERT_EQ(run(bin + " -q synth -o " + dump.string() +
+                " --kind video --grid 2,16,16 --text-prefix 32 --heads 4 --samples 2 --seed 5"),
+            0);
+  const int rc = run(bin + " --no-progress eval " + dump.string() +
+                     " --check-kernel --dense --format json > " + out.string());
+  const auto j = nlohmann::json::parse(slurp(out));
+  EXPECT_EQ(rc, j["pass"].get<bool>() ? 0 : 1);
+  EXPECT_EQ(rc, 0) << slurp(out);
+  ASSERT_EQ(j["heads"].size(), 4u);
+  for (const auto& h : j["heads"]) {
+    const double cpu = h["stage1"]["cpu_error"], cuda = h["stage1"]["cuda_error"];
+    EXPECT_GT(cpu, 0.0);
+    EXPECT_LE(cuda, std::max(1.1 * cpu, cpu + 0.002)) << h.dump();
+    EXPECT_EQ(h["sparsity_stage1"]["cpu"], 0.0);
+    EXPECT_EQ(h["sparsity_stage1"]["cuda"], 0.0);
+    EXPECT_TRUE(h["masks_agree"].get<bool>());
+  }
 }
