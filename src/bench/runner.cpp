@@ -16,6 +16,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -28,6 +29,7 @@
 #include "io/dump.hpp"
 #include "kernels/attention_api.h"
 #include "kernels/device_info.h"
+#include "runtime/permute.hpp"
 #include "runtime/runtime.hpp"
 
 namespace sparge::bench {
@@ -621,16 +623,40 @@ Results run_predicted(const RunOptions& opt) {
   if (layers.empty()) {
     for (const auto& l : cfg.layers) layers.push_back(l.layer);
   }
+  // A config tuned in the Hilbert order runs in it: Q/K/V gathered before prediction, the output
+  // put back after, both on the device and inside the timed prepare / end-to-end figures.
+  std::optional<runtime::TokenPermutation> order;
+  if (cfg.permutation.hilbert()) {
+    const io::DumpInfo& info = dump.info();
+    config::Permutation have;
+    if (info.grid && !info.causal) {
+      have.order = "hilbert";
+      have.grid = *info.grid;
+      have.text_prefix = info.text_prefix;
+      have.text_suffix = info.text_suffix;
+    }
+    config::check_permutation(cfg.permutation, have, opt.config->string());
+    const auto& g = cfg.permutation.grid;
+    order = runtime::TokenPermutation::hilbert(g[0], g[1], g[2], cfg.permutation.text_prefix,
+                                               cfg.permutation.text_suffix, dev);
+  }
   for (int li : layers) {
     const config::TunedLayer* tl = cfg.find_layer(li);
     if (!tl) fail(ExitCode::kConfigError, "{}: no layer {}", opt.config->string(), li);
-    auto q = dump.read(li, opt.sample, "q").to(dev);
-    auto k = dump.read(li, opt.sample, "k").to(dev);
-    auto v = dump.read(li, opt.sample, "v").to(dev);
+    // q_in, k_in, v_in [B, H(kv), N, D] in the dump's order; q, k, v in the tuned order.
+    const auto q_in = dump.read(li, opt.sample, "q").to(dev);
+    const auto k_in = dump.read(li, opt.sample, "k").to(dev);
+    const auto v_in = dump.read(li, opt.sample, "v").to(dev);
+    const bool permuted = order && q_in.size(2) == order->tokens() && k_in.size(2) == q_in.size(2);
+    auto to_order = [&](const at::Tensor& x) {
+      return permuted ? runtime::permute_tokens(x, *order) : x;
+    };
+    const auto q = to_order(q_in), k = to_order(k_in), v = to_order(v_in);
     ref::Thresholds rt;
     rt.tau = tl->tau;
     rt.theta = tl->theta;
     rt.lambda = tl->lambda;
+    rt.topk = tl->topk;
     auto th = runtime::Thresholds::from_ref(rt, dev);
     runtime::Options ropt;
     ropt.causal = cfg.kernel.causal;
@@ -667,26 +693,34 @@ Results run_predicted(const RunOptions& opt) {
           static_cast<double>(r.valid_blocks), static_cast<double>(r.executed_blocks), executed);
     }
     r.quantisation_ms = timer.measure([&] { runtime::quantize(q, k, v, geom, ropt); }).stats.median;
-    r.prepare_ms = timer.measure([&] { runtime::prepare(q, k, v, geom, th, ropt); }).stats.median;
+    r.prepare_ms =
+        timer
+            .measure([&] {
+              runtime::prepare(to_order(q_in), to_order(k_in), to_order(v_in), geom, th, ropt);
+            })
+            .stats.median;
     runtime::Prepared pp = p;
     r.prediction_ms = timer.measure([&] { runtime::predict(pp, th, ropt); }).stats.median;
     r.end_to_end_ms = timer
                           .measure([&] {
-                            runtime::Prepared x = runtime::prepare(q, k, v, geom, th, ropt);
+                            runtime::Prepared x = runtime::prepare(to_order(q_in), to_order(k_in),
+                                                                   to_order(v_in), geom, th, ropt);
                             runtime::run_attention(x, o, th.lambda, variant);
+                            if (permuted) runtime::unpermute_tokens(o, *order);
                           })
                           .stats.median;
     try {
       r.cudnn_ms = timer
                        .measure([&] {
-                         at::_scaled_dot_product_cudnn_attention(q, k, v, std::nullopt, false, 0.0,
-                                                                 ropt.causal);
+                         at::_scaled_dot_product_cudnn_attention(q_in, k_in, v_in, std::nullopt,
+                                                                 false, 0.0, ropt.causal);
                        })
                        .stats.median;
     } catch (const c10::Error&) {
       r.notes.push_back("sdpa_cudnn unavailable for this shape");
     }
     r.notes.push_back(fmt::format("layer {} sample {} of {}", li, opt.sample, opt.dump->string()));
+    if (permuted) r.notes.push_back("hilbert token order (in prepare and end-to-end times)");
     r.command =
         fmt::format("sparge bench --dump {} --config {} --layer {} --sample {} --variant {}",
                     opt.dump->string(), opt.config->string(), li, opt.sample, opt.variant);

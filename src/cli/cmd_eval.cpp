@@ -107,6 +107,7 @@ void register_eval(CLI::App& app, Context& ctx) {
     tune::EvalRequest rq;
     rq.dump = a.dump;
     rq.config = config::read_tuned(a.tuned, want);
+    rq.config_source = a.tuned;
     rq.backend = a.backend;
     rq.jobs = a.jobs;
     if (!a.samples.empty()) rq.samples = tune::parse_index_list(a.samples, "--samples");

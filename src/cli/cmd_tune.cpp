@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "cli/commands.hpp"
+#include "common/atomic_file.hpp"
 #include "common/error.hpp"
 #include "common/log.hpp"
 #include "config/preset.hpp"
@@ -73,8 +74,10 @@ std::pair<int, int> parse_shard(const std::string& text) {
 
 struct TuneArgs {
   std::string dump, output, preset, theta_grid, lambda_range, layers, samples, shard,
-      granularity = "head", backend = "cpu", kernel = "sm90", state_dir, format = "text";
-  double l1 = 0.05, l2 = 0.06, min_sparsity = 0.05, margin = 0.0;
+      granularity = "head", backend = "cpu", kernel = "sm90", state_dir, format = "text",
+      holdout = "spread", trace, mode = "cdf";
+  double l1 = 0.05, l2 = 0.06, min_sparsity = 0.05, margin = 0.0, spread_k = 2.0;
+  bool no_hilbert = false;
   float tau_tol = 0.001f, lambda_tol = 0.125f;
   bool no_lambda = false, resume = false, timestamp = false;
   std::optional<bool> causal, sink;
@@ -92,6 +95,12 @@ void register_tune(CLI::App& app, Context& ctx) {
       "Per head: theta on a grid; for each theta, bisection on tau for the sparsest mask whose "
       "relative L1 error on every calibration sample is <= l1; then bisection on lambda for the "
       "most P.V skipping with error <= l2. Only evaluated, passing points are written.\n"
+      "Generalisation (--holdout spread, default): a point passes when its worst calibration "
+      "error plus K x its spread across the samples is within the budget, so held-out samples "
+      "keep headroom; --holdout edge is the sparsest point that passes the calibration samples.\n"
+      "Token order: a dump with a token grid (video/image) is tuned in Hilbert order (text tokens "
+      "in place; the YAML records it and eval follows it); --no-hilbert keeps the dump's order. "
+      "Causal dumps are never permuted.\n"
       "Prints a per-layer summary on stdout. Exit 1 if some head misses l1 even with a dense "
       "mask (quantisation error alone).");
   sub->add_option("dump", args->dump, "Q/K/V dump (HDF5, sparge.qkv-dump)")->required();
@@ -126,6 +135,27 @@ void register_tune(CLI::App& app, Context& ctx) {
                       "YAML keeps l1/l2 as the budget `sparge eval` checks, e.g. 0.1")
           ->check(CLI::Range(0.0, 0.5))
           ->capture_default_str();
+  sub->add_option("--holdout", args->holdout,
+                  "How held-out error is predicted from the calibration samples: spread = worst "
+                  "+ K x (worst - best) per head, kept within the budget (needs >= 2 samples); "
+                  "edge = the worst calibration error (sparsest, at the edge of the budget: "
+                  "held-out samples can miss it)")
+      ->check(CLI::IsMember({"spread", "edge"}))
+      ->capture_default_str();
+  sub->add_option("--mode", args->mode,
+                  "Stage-1 parametrisation: cdf (tau = TopCdf mass, SpargeAttn's) or topk (the "
+                  "fraction of K blocks each row keeps: the same sparsity on every input)")
+      ->check(CLI::IsMember({"cdf", "topk"}))
+      ->capture_default_str();
+  sub->add_option("--spread-k", args->spread_k, "K of --holdout spread")
+      ->check(CLI::Range(0.0, 10.0))
+      ->capture_default_str();
+  sub->add_flag("--no-hilbert", args->no_hilbert,
+                "Keep the dump's token order (default for a dump with a token grid: reorder the "
+                "visual tokens along a Hilbert curve before prediction; recorded in the YAML)");
+  sub->add_option("--trace", args->trace,
+                  "Write every candidate the search evaluated, per head (tau, theta, lambda, "
+                  "error per sample, sparsity, pass) as JSON to this file");
   sub->add_option("--layers", args->layers, "Layers to tune, e.g. 0,2,5-7 [default: all]");
   sub->add_option("--shard", args->shard,
                   "I/N: tune only every N-th selected layer starting at I (one task of a job "
@@ -190,6 +220,10 @@ void register_tune(CLI::App& app, Context& ctx) {
     if (o_mins->count()) s.min_sparsity = a.min_sparsity;
     if (o_margin->count()) s.margin = a.margin;
     s.tune_lambda = !a.no_lambda;
+    s.holdout = a.holdout;
+    s.mode = a.mode;
+    s.spread_k = a.spread_k;
+    rq.hilbert = !a.no_hilbert;
     if (!a.layers.empty()) rq.layers = tune::parse_index_list(a.layers, "--layers");
     if (!a.samples.empty()) rq.samples = tune::parse_index_list(a.samples, "--samples");
     if (!a.shard.empty()) rq.shard = parse_shard(a.shard);
@@ -208,23 +242,27 @@ void register_tune(CLI::App& app, Context& ctx) {
     const auto& cfg = out.config;
     tune::Table t;
     t.columns = {"layer",           "module",           "heads",        "dense_heads",
-                 "stage1_sparsity", "stage12_sparsity", "worst_err_l1", "worst_err_l2"};
+                 "stage1_sparsity", "stage12_sparsity", "worst_err_l1", "worst_err_l2",
+                 "expect_l1",       "expect_l2"};
     nlohmann::json j = nlohmann::json::array();
     for (const auto& l : cfg.layers) {
-      double s1 = 0, s12 = 0, e1 = 0, e12 = 0;
+      double s1 = 0, s12 = 0, e1 = 0, e12 = 0, x1 = 0, x12 = 0;
       std::vector<int> dense;
       for (int h = 0; h < l.heads(); ++h) {
         s1 += l.sparsity_stage1[h] / l.heads();
         s12 += l.sparsity_stage12[h] / l.heads();
         e1 = std::max<double>(e1, l.error_stage1[h]);
         e12 = std::max<double>(e12, l.error_stage12[h]);
+        x1 = std::max<double>(x1, l.expected_stage1[h]);
+        x12 = std::max<double>(x12, l.expected_stage12[h]);
         if (!l.sparse[h]) dense.push_back(h);
       }
       std::string dense_txt = dense.empty() ? "-" : fmt::format("{}", fmt::join(dense, " "));
       t.rows.push_back({std::to_string(l.layer), l.module.empty() ? "-" : l.module,
                         std::to_string(l.heads()), dense_txt, fmt::format("{:.4f}", s1),
                         fmt::format("{:.4f}", s12), fmt::format("{:.4f}", e1),
-                        fmt::format("{:.4f}", e12)});
+                        fmt::format("{:.4f}", e12), fmt::format("{:.4f}", x1),
+                        fmt::format("{:.4f}", x12)});
       j.push_back({{"layer", l.layer},
                    {"module", l.module},
                    {"heads", l.heads()},
@@ -232,16 +270,45 @@ void register_tune(CLI::App& app, Context& ctx) {
                    {"sparsity_stage1_mean", s1},
                    {"sparsity_stage12_mean", s12},
                    {"error_stage1_worst", e1},
-                   {"error_stage12_worst", e12}});
+                   {"error_stage12_worst", e12},
+                   {"expected_heldout_stage1_worst", x1},
+                   {"expected_heldout_stage12_worst", x12}});
     }
     if (a.format == "json") {
       nlohmann::json doc = {{"output", a.output},
                             {"budget", {{"l1", cfg.budget.l1}, {"l2", cfg.budget.l2}}},
+                            {"holdout", cfg.search.holdout},
+                            {"permutation", cfg.permutation.order},
                             {"layers", j},
+                            {"heads", out.trace},
                             {"infeasible", out.infeasible}};
       fmt::print("{}\n", doc.dump(2));
     } else {
       fmt::print("{}", t.render(a.format));
+      if (a.format == "text") {
+        fmt::print(
+            "expect_l1/l2: the worst held-out error predicted per layer ({}); check with "
+            "`sparge eval {} {} --samples <held-out>`\n",
+            cfg.search.holdout == "edge"
+                ? "--holdout edge: the calibration error itself, no headroom"
+                : fmt::format("calibration worst + {} x spread across samples",
+                              cfg.search.spread_k),
+            a.dump, a.output);
+      }
+    }
+    if (!a.trace.empty()) {
+      nlohmann::json doc = {{"schema", "sparge.tune-trace"},
+                            {"schema_version", 1},
+                            {"dump", a.dump},
+                            {"tuned", a.output},
+                            {"budget", {{"l1", cfg.budget.l1}, {"l2", cfg.budget.l2}}},
+                            {"holdout", cfg.search.holdout},
+                            {"spread_k", cfg.search.spread_k},
+                            {"margin", cfg.search.margin},
+                            {"permutation", cfg.permutation.order},
+                            {"heads", out.trace}};
+      write_file_atomic(a.trace, doc.dump(1) + "\n");
+      log::info("wrote the search trace to {}", a.trace);
     }
     log::info("wrote {}", a.output);
     if (!out.infeasible.empty()) {

@@ -21,6 +21,21 @@ const TunedLayer* TunedConfig::find_layer(int layer) const {
   return nullptr;
 }
 
+std::string describe(const Permutation& p) {
+  if (!p.hilbert()) return p.order;
+  return fmt::format("{} grid {}x{}x{}, text {}+{}", p.order, p.grid[0], p.grid[1], p.grid[2],
+                     p.text_prefix, p.text_suffix);
+}
+
+void check_permutation(const Permutation& tuned, const Permutation& run,
+                       const std::string& source) {
+  if (tuned == run) return;
+  fail(ExitCode::kConfigError,
+       "{}: permutation: tuned with token order '{}', but this run uses '{}': masks do not "
+       "transfer between token orders; retune (sparge tune{})",
+       source, describe(tuned), describe(run), tuned.hilbert() ? "" : " --no-hilbert");
+}
+
 std::string pv_numerics_name(ref::PvNumerics pv) {
   return pv == ref::PvNumerics::kFp8 ? "fp8" : "half";
 }
@@ -98,16 +113,28 @@ std::string to_yaml(const TunedConfig& c) {
   const auto& s = c.search;
   line(fmt::format(
       "search: {{granularity: {}, theta_grid: {}, tau_tol: {}, lambda_range: [{}, {}], "
-      "lambda_tol: {}, tune_lambda: {}, min_sparsity: {}, margin: {}}}",
+      "lambda_tol: {}, tune_lambda: {}, min_sparsity: {}, margin: {}, holdout: {}, spread_k: "
+      "{}, mode: {}}}",
       s.granularity, floats(s.theta_grid), format_float(s.tau_tol), format_float(s.lambda_min),
       format_float(s.lambda_max), format_float(s.lambda_tol), s.tune_lambda,
-      format_double(s.min_sparsity), format_double(s.margin)));
+      format_double(s.min_sparsity), format_double(s.margin), s.holdout, format_double(s.spread_k),
+      s.mode));
+  const auto& perm = c.permutation;
+  if (perm.hilbert()) {
+    line(
+        fmt::format("permutation: {{order: hilbert, grid: [{}, {}, {}], text_prefix: {}, "
+                    "text_suffix: {}}}",
+                    perm.grid[0], perm.grid[1], perm.grid[2], perm.text_prefix, perm.text_suffix));
+  } else {
+    line("permutation: {order: none}");
+  }
   line("layers:");
   for (const auto& l : c.layers) {
     line(fmt::format("  - layer: {}", l.layer));
     line(fmt::format("    module: {}", quote(l.module)));
     line(fmt::format("    heads: {}", l.heads()));
     line(fmt::format("    tau: {}", floats(l.tau)));
+    if (!l.topk.empty()) line(fmt::format("    topk: {}", floats(l.topk)));
     line(fmt::format("    theta: {}", floats(l.theta)));
     line(fmt::format("    lambda: {}", floats(l.lambda)));
     line(fmt::format("    sparse: {}", bools(l.sparse)));
@@ -115,6 +142,10 @@ std::string to_yaml(const TunedConfig& c) {
                      floats(l.sparsity_stage12)));
     line(fmt::format("    error: {{stage1: {}, stage12: {}}}", floats(l.error_stage1),
                      floats(l.error_stage12)));
+    if (!l.expected_stage1.empty() || !l.expected_stage12.empty()) {
+      line(fmt::format("    expected: {{stage1: {}, stage12: {}}}", floats(l.expected_stage1),
+                       floats(l.expected_stage12)));
+    }
   }
   return y;
 }
@@ -281,8 +312,39 @@ TunedConfig parse_tuned(const std::string& text, const std::string& source,
     if (s["min_sparsity"])
       ss.min_sparsity = p.scalar<double>(s["min_sparsity"], "search.min_sparsity", "a number");
     if (s["margin"]) ss.margin = p.scalar<double>(s["margin"], "search.margin", "a number");
+    if (s["mode"]) ss.mode = p.scalar<std::string>(s["mode"], "search.mode", "a string");
+    if (ss.mode != "cdf" && ss.mode != "topk")
+      p.bad("search.mode", fmt::format("'{}': expected cdf or topk", ss.mode));
+    if (s["holdout"])
+      ss.holdout = p.scalar<std::string>(s["holdout"], "search.holdout", "a string");
+    if (ss.holdout != "spread" && ss.holdout != "edge")
+      p.bad("search.holdout", fmt::format("'{}': expected spread or edge", ss.holdout));
+    if (s["spread_k"]) ss.spread_k = p.scalar<double>(s["spread_k"], "search.spread_k", "a number");
+    if (!(ss.spread_k >= 0 && ss.spread_k <= 10))
+      p.bad("search.spread_k", fmt::format("{}: expected a number in [0, 10]", ss.spread_k));
     if (!(ss.margin >= 0 && ss.margin <= 0.5))
       p.bad("search.margin", fmt::format("{}: expected a number in [0, 0.5]", ss.margin));
+  }
+
+  if (auto n = root["permutation"]) {
+    if (!n.IsMap()) p.bad("permutation", "expected a mapping {order: hilbert|none, ...}");
+    auto& pm = c.permutation;
+    pm.order =
+        p.scalar<std::string>(p.need(n, "order", "permutation"), "permutation.order", "a string");
+    if (pm.order != "none" && pm.order != "hilbert")
+      p.bad("permutation.order", fmt::format("'{}': expected hilbert or none", pm.order));
+    if (pm.hilbert()) {
+      auto g = p.seq<int>(p.need(n, "grid", "permutation"), "permutation.grid", "an integer");
+      if (g.size() != 3 || g[0] < 1 || g[1] < 1 || g[2] < 1)
+        p.bad("permutation.grid", "expected [T, H, W] with every size >= 1");
+      pm.grid = {g[0], g[1], g[2]};
+      if (n["text_prefix"])
+        pm.text_prefix = p.scalar<int>(n["text_prefix"], "permutation.text_prefix", "an integer");
+      if (n["text_suffix"])
+        pm.text_suffix = p.scalar<int>(n["text_suffix"], "permutation.text_suffix", "an integer");
+      if (pm.text_prefix < 0 || pm.text_suffix < 0)
+        p.bad("permutation", "text_prefix / text_suffix must be >= 0");
+    }
   }
 
   auto layers = p.need(root, "layers", "");
@@ -336,6 +398,15 @@ TunedConfig parse_tuned(const std::string& text, const std::string& source,
         p.bad(at + "." + key, fmt::format("{} values, expected {} (heads)", got, heads));
     };
     check_len(l.theta.size(), theirs ? "simthreshd1" : "theta");
+    if (n["topk"]) {
+      if (theirs) p.bad(at + ".topk", "not with SpargeAttn's spelling");
+      l.topk = p.seq<float>(n["topk"], at + ".topk", "a number");
+      check_len(l.topk.size(), "topk");
+      for (size_t h = 0; h < heads; ++h) {
+        if (!(l.topk[h] >= 0.0f && l.topk[h] <= 1.0f))
+          p.bad(fmt::format("{}.topk[{}]", at, h), fmt::format("{} is outside [0, 1]", l.topk[h]));
+      }
+    }
     check_len(l.lambda.size(), theirs ? "pvthreshd" : "lambda");
     const char* sparse_key = n["sparse"] ? "sparse" : (n["is_sparse"] ? "is_sparse" : nullptr);
     if (sparse_key) {
@@ -356,6 +427,7 @@ TunedConfig parse_tuned(const std::string& text, const std::string& source,
     };
     opt_pair("sparsity", l.sparsity_stage1, l.sparsity_stage12);
     opt_pair("error", l.error_stage1, l.error_stage12);
+    opt_pair("expected", l.expected_stage1, l.expected_stage12);
     for (size_t h = 0; h < heads; ++h) {
       if (!(l.tau[h] >= 0.0f && l.tau[h] <= 1.0f)) {
         p.bad(fmt::format("{}.{}[{}]", at, theirs ? "cdfthreshd" : "tau", h),

@@ -4,6 +4,7 @@
 // runtime and the Python loader.
 #pragma once
 
+#include <array>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -43,7 +44,31 @@ struct SearchSpace {
   bool tune_lambda = true;
   double min_sparsity = 0.05;
   double margin = 0.0;  // the search targeted (1 - margin) x budget (see tune/search.hpp)
+  // Held-out rule (tune/search.hpp SearchOptions::holdout): "spread" or "edge". Configs written
+  // before issue 16 have no key: they were tuned at the edge.
+  std::string holdout = "edge";
+  double spread_k = 0.0;
+  // Stage-1 parametrisation: "cdf" (TopCdf mass τ) or "topk" (kept fraction per row, the
+  // layers' `topk` arrays). Absent before issue 16: cdf.
+  std::string mode = "cdf";
 };
+
+// Token order the thresholds were tuned in (issue 16): "hilbert" = the visual tokens of a
+// T x H x W grid reordered along ref::hilbert_permutation (text tokens in place) before
+// prediction and kernel, the output put back after; "none" = the dump's order. A mask predicted
+// in one order means other blocks in the other, so a run in the other order rejects the config.
+struct Permutation {
+  std::string order = "none";  // "none" or "hilbert"
+  std::array<int, 3> grid{0, 0, 0};
+  int text_prefix = 0, text_suffix = 0;
+  bool hilbert() const { return order == "hilbert"; }
+  friend bool operator==(const Permutation&, const Permutation&) = default;
+};
+// "hilbert grid 6x16x24, text 64+0" / "none", for messages.
+std::string describe(const Permutation& p);
+// Throws Error(kConfigError) "<source>: permutation: tuned with X, but this run uses Y: ..."
+// when `run` differs from what the config records.
+void check_permutation(const Permutation& tuned, const Permutation& run, const std::string& source);
 
 struct Kernel {
   ref::Geometry geometry;  // name, block_q, block_k, warp_rows, pv
@@ -55,12 +80,18 @@ struct TunedLayer {
   int layer = 0;
   std::string module;
   // One entry per query head.
-  std::vector<float> tau;     // [0, 1]
+  std::vector<float> tau;  // [0, 1]; 1 for every head when topk is given
+  // Top-k mode (search.mode topk): fraction of K blocks each Q block row keeps, in [0, 1];
+  // empty = TopCdf mode. A consumer that ignores it sees τ = 1 and keeps every block.
+  std::vector<float> topk;
   std::vector<float> theta;   // [-1, 1]
   std::vector<float> lambda;  // <= 0 or -inf
   std::vector<bool> sparse;   // false: run the head dense (tau = 1, theta = 1 are written too)
   std::vector<float> sparsity_stage1, sparsity_stage12;  // achieved on the calibration samples
   std::vector<float> error_stage1, error_stage12;        // worst rel-L1 over those samples
+  // Held-out error the tuner predicts at these thresholds (SearchSpace::holdout); empty in
+  // configs written before issue 16.
+  std::vector<float> expected_stage1, expected_stage12;
   int heads() const { return static_cast<int>(tau.size()); }
 };
 
@@ -70,6 +101,7 @@ struct TunedConfig {
   Kernel kernel;
   Budget budget;
   SearchSpace search;
+  Permutation permutation;  // absent in configs written before issue 16: "none"
   std::vector<TunedLayer> layers;
   bool imported = false;  // read from SpargeAttn spellings (cdfthreshd, ...): not yet evaluated
   const TunedLayer* find_layer(int layer) const;

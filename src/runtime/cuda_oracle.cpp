@@ -143,7 +143,15 @@ class CudaHeadOracle final : public tune::HeadOracle {
     Prepared p = replicate(st.base, n);
     Options o = opts_;
     o.return_mask = true;
-    predict(p, Thresholds{vec(tau), vec(theta), at::Tensor(), at::Tensor()}, o);
+    // Top-k candidates carry the kept fraction in tau (tune::Candidate); a batch is one mode.
+    const bool topk = n > 0 && cands[0].topk;
+    for (int64_t i = 0; i < n; ++i) {
+      SPARGE_ASSERT(cands[i].topk == topk, "cuda oracle: top-k and TopCdf candidates in one batch");
+    }
+    predict(p,
+            topk ? Thresholds{vec(tau), vec(theta), at::Tensor(), vec(tau)}
+                 : Thresholds{vec(tau), vec(theta), at::Tensor(), at::Tensor()},
+            o);
     const at::Tensor mask = p.mask.cpu().contiguous();  // [B, n, nq, nk]
     const int64_t per = mask.numel() / mask.size(0) / n;
 

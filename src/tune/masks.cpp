@@ -9,6 +9,7 @@
 #include "io/dump.hpp"
 #include "io/h5.hpp"
 #include "tune/oracle.hpp"
+#include "tune/token_order.hpp"
 
 namespace sparge::tune {
 
@@ -37,6 +38,9 @@ void save_masks(const std::filesystem::path& dump, const config::TunedConfig& cf
   attention.sink = cfg.kernel.sink;
   attention.scale = reader.info().scale.value_or(0.0);
   const auto& g = cfg.kernel.geometry;
+  // The masks the kernel would use: in the config's token order (block i of a Hilbert config
+  // covers tokens perm[i * block_q ...], not the dump's rows).
+  const TokenOrder order = config_token_order(cfg, reader.info(), "tuned config");
 
   produce_file_atomic(out, [&](const std::filesystem::path& tmp) {
     std::lock_guard lock(io::h5::h5_mutex());
@@ -48,7 +52,8 @@ void save_masks(const std::filesystem::path& dump, const config::TunedConfig& cf
               io::h5::write_int_attr(file.get(), "block_q", g.block_q) &&
               io::h5::write_int_attr(file.get(), "block_k", g.block_k) &&
               io::h5::write_string_attr(file.get(), "kernel", g.name) &&
-              io::h5::write_int_attr(file.get(), "causal", attention.causal ? 1 : 0),
+              io::h5::write_int_attr(file.get(), "causal", attention.causal ? 1 : 0) &&
+              io::h5::write_string_attr(file.get(), "permutation", cfg.permutation.order),
           out, "root attributes");
     auto layers_g = group(file.get(), "layers", out);
     for (int id : layers) {
@@ -62,6 +67,7 @@ void save_masks(const std::filesystem::path& dump, const config::TunedConfig& cf
         thr.tau.push_back(sp ? tl->tau[static_cast<size_t>(h)] : kDenseCandidate.tau);
         thr.theta.push_back(sp ? tl->theta[static_cast<size_t>(h)] : kDenseCandidate.theta);
         thr.lambda.push_back(tl->lambda[static_cast<size_t>(h)]);
+        if (!tl->topk.empty()) thr.topk.push_back(sp ? tl->topk[static_cast<size_t>(h)] : 1.0f);
       }
       auto lg = group(layers_g.get(), fmt::format("{:03d}", id), out);
       auto sg = group(lg.get(), "samples", out);
@@ -73,8 +79,8 @@ void save_masks(const std::filesystem::path& dump, const config::TunedConfig& cf
       }
       for (int s : ids) {
         // q [B, H, Nq, D], k [B, Hkv, Nk, D] -> mask [B, H, nq, nk] as uint8 for h5py/numpy.
-        at::Tensor q = reader.read(id, s, "q");
-        at::Tensor k = reader.read(id, s, "k");
+        at::Tensor q = permute_tokens(reader.read(id, s, "q"), order);
+        at::Tensor k = permute_tokens(reader.read(id, s, "k"), order);
         at::Tensor mask =
             ref::predict_block_mask(q, k, g, thr, attention).to(at::kByte).contiguous();
         auto ng = group(sg.get(), fmt::format("{:04d}", s), out);

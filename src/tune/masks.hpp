@@ -2,7 +2,9 @@
 // and sample, for inspection (h5py) and for benchmarking kernels at real densities.
 //
 //   /layers/NNN/samples/NNNN/mask   uint8 [B, H, nq, nk]  (1 = the Q·Kᵀ block product is computed)
-//   root attributes: schema "sparge.masks", schema_version 1, block_q, block_k, kernel, causal
+//   root attributes: schema "sparge.masks", schema_version 1, block_q, block_k, kernel, causal,
+//   permutation ("hilbert": blocks of the Hilbert-ordered sequence, as the kernel sees them;
+//   "none": of the dump's order)
 //   each mask: attributes block_q, block_k
 #pragma once
 

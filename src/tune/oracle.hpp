@@ -34,10 +34,16 @@ inline constexpr float kNoSkip =
 
 // One point of the search space. tau in [0, 1], theta in [-1, 1] (sim > theta = similar),
 // lambda <= 0 in natural-log units or -inf (stage 2 off).
+//
+// topk = true (SearchOptions::mode "topk", issue 16): `tau` is instead the fraction of causally
+// valid K blocks each Q block row keeps (ref::Thresholds::topk), the same ordering (a larger
+// value keeps a superset), so the search is unchanged. A fixed fraction keeps the same sparsity
+// on every input; a fixed TopCdf mass does not (it keeps more blocks of a flatter map).
 struct Candidate {
   float tau = 1.0f;
   float theta = 1.0f;
   float lambda = kNoSkip;
+  bool topk = false;
   friend bool operator==(const Candidate&, const Candidate&) = default;
 };
 
@@ -55,6 +61,9 @@ struct Evaluation {
   double sparsity_stage12_mean = 0;      // mean over samples, stage 1 + stage-2 skipped P·V
   std::vector<double> sparsity_stage1_per_sample;
   std::vector<double> sparsity_stage12_per_sample;
+  // 0: the per-sample vectors are one head's samples. n > 0: consecutive groups of n entries are
+  // different heads (a per-layer combined oracle), and a spread is measured within a group.
+  int group_size = 0;
 
   // Appends one calibration sample's outcome; error_worst follows.
   void add_sample(double error, double stage1, double stage12);

@@ -40,15 +40,33 @@ void SearchOptions::validate() const {
     fail(ExitCode::kUsage, "--min-sparsity {}: must be in [0, 1)", min_sparsity);
   if (!(margin >= 0 && margin <= 0.5))
     fail(ExitCode::kUsage, "--margin {}: must be in [0, 0.5]", margin);
+  if (mode != "cdf" && mode != "topk")
+    fail(ExitCode::kUsage, "--mode '{}': expected cdf or topk", mode);
+  if (holdout != "spread" && holdout != "edge")
+    fail(ExitCode::kUsage, "--holdout '{}': expected spread or edge", holdout);
+  if (!(spread_k >= 0 && spread_k <= 10))
+    fail(ExitCode::kUsage, "--spread-k {}: must be in [0, 10]", spread_k);
+}
+
+double predicted_error(const Evaluation& e, const SearchOptions& o) {
+  const auto& v = e.error_per_sample;
+  if (o.holdout == "edge" || v.size() < 2) return e.error_worst;
+  const size_t n = e.group_size > 0 ? static_cast<size_t>(e.group_size) : v.size();
+  double out = e.error_worst;
+  for (size_t g = 0; g + n <= v.size(); g += n) {  // per head: its own samples' spread
+    const auto [lo, hi] = std::minmax_element(v.begin() + g, v.begin() + g + n);
+    out = std::max(out, *hi + o.spread_k * (*hi - *lo));
+  }
+  return out;
 }
 
 namespace {
 
 // Exact-bits key so the memo never merges distinct floats (and -inf is a normal key).
-using Key = std::tuple<uint32_t, uint32_t, uint32_t>;
+using Key = std::tuple<uint32_t, uint32_t, uint32_t, bool>;
 Key key_of(const Candidate& c) {
   return {std::bit_cast<uint32_t>(c.tau), std::bit_cast<uint32_t>(c.theta),
-          std::bit_cast<uint32_t>(c.lambda)};
+          std::bit_cast<uint32_t>(c.lambda), c.topk};
 }
 
 // Memoises the oracle so a candidate asked for twice (τ = 1 at several θ after the dense check,
@@ -68,7 +86,10 @@ class Memo {
       auto evals = oracle_.evaluate(missing);
       SPARGE_ASSERT(evals.size() == missing.size(), "oracle returned {} evaluations for {}",
                     evals.size(), missing.size());
-      for (size_t i = 0; i < missing.size(); ++i) cache_.emplace(key_of(missing[i]), evals[i]);
+      for (size_t i = 0; i < missing.size(); ++i) {
+        cache_.emplace(key_of(missing[i]), evals[i]);
+        order_.push_back(missing[i]);
+      }
     }
     std::vector<Evaluation> out;
     out.reserve(cands.size());
@@ -77,10 +98,22 @@ class Memo {
   }
   Evaluation evaluate(const Candidate& c) { return evaluate(std::vector<Candidate>{c}).front(); }
   long count() const { return static_cast<long>(cache_.size()); }
+  // Every evaluated candidate in first-evaluation order (deterministic: see search_head).
+  std::vector<TracePoint> trace(const SearchOptions& opt) const {
+    std::vector<TracePoint> out;
+    for (const auto& c : order_) {
+      TracePoint t{c, cache_.at(key_of(c))};
+      t.predicted = predicted_error(t.e, opt);
+      t.pass = t.predicted <= (std::isinf(c.lambda) ? opt.target_l1() : opt.target_l2());
+      out.push_back(std::move(t));
+    }
+    return out;
+  }
 
  private:
   HeadOracle& oracle_;
   std::map<Key, Evaluation> cache_;
+  std::vector<Candidate> order_;
 };
 
 struct Point {
@@ -120,17 +153,18 @@ std::optional<Point> search_stage1(Memo& memo, const SearchOptions& opt) {
   }
   std::optional<Point> best;
   auto consider = [&](const Point& p) {
-    if (p.e.error_worst <= opt.target_l1() && (!best || better_stage1(p, *best))) best = p;
+    if (predicted_error(p.e, opt) <= opt.target_l1() && (!best || better_stage1(p, *best)))
+      best = p;
   };
 
   // τ = 1 on every line: a line that fails there has nothing to offer.
   {
     std::vector<Candidate> cands;
-    for (const auto& l : lines) cands.push_back({1.0f, l.theta, kNoSkip});
+    for (const auto& l : lines) cands.push_back({1.0f, l.theta, kNoSkip, opt.topk()});
     auto evals = memo.evaluate(cands);
     for (size_t i = 0; i < lines.size(); ++i) {
       Point p{cands[i], evals[i]};
-      if (p.e.error_worst <= opt.target_l1()) {
+      if (predicted_error(p.e, opt) <= opt.target_l1()) {
         consider(p);
       } else {
         lines[i].alive = false;
@@ -154,14 +188,14 @@ std::optional<Point> search_stage1(Memo& memo, const SearchOptions& opt) {
         continue;
       }
       active.push_back(i);
-      cands.push_back({(l.lo + l.hi) * 0.5f, l.theta, kNoSkip});
+      cands.push_back({(l.lo + l.hi) * 0.5f, l.theta, kNoSkip, opt.topk()});
     }
     if (active.empty()) break;
     auto evals = memo.evaluate(cands);
     for (size_t j = 0; j < active.size(); ++j) {
       auto& l = lines[active[j]];
       Point p{cands[j], evals[j]};
-      if (p.e.error_worst <= opt.target_l1()) {
+      if (predicted_error(p.e, opt) <= opt.target_l1()) {
         consider(p);
         l.hi = p.c.tau;
       } else {
@@ -182,7 +216,7 @@ Point search_stage2(Memo& memo, const SearchOptions& opt, const Point& base) {
     return Point{c, memo.evaluate(c)};
   };
   auto consider = [&](const Point& p) {
-    bool pass = p.e.error_worst <= opt.target_l2();
+    bool pass = predicted_error(p.e, opt) <= opt.target_l2();
     if (pass && better_stage2(p, best)) best = p;
     return pass;
   };
@@ -219,7 +253,9 @@ HeadResult search_head(HeadOracle& oracle, const SearchOptions& opt) {
       r.sparsity_stage1 = base.e.sparsity_stage1_mean;
       r.sparsity_stage12 = base.e.sparsity_stage12_mean;
       r.error_stage1 = r.error_stage12 = base.e.error_worst;
+      r.expected_stage1 = r.expected_stage12 = predicted_error(base.e, opt);
       r.evaluations = memo.count();
+      r.trace = memo.trace(opt);
       return r;
     }
   }
@@ -229,7 +265,10 @@ HeadResult search_head(HeadOracle& oracle, const SearchOptions& opt) {
   r.error_stage1 = base.e.error_worst;
   r.sparsity_stage12 = fin.e.sparsity_stage12_mean;
   r.error_stage12 = fin.e.error_worst;
+  r.expected_stage1 = predicted_error(base.e, opt);
+  r.expected_stage12 = predicted_error(fin.e, opt);
   r.evaluations = memo.count();
+  r.trace = memo.trace(opt);
   return r;
 }
 
@@ -258,6 +297,7 @@ class CombinedOracle final : public HeadOracle {
         o.sparsity_stage12_per_sample.insert(o.sparsity_stage12_per_sample.end(),
                                              p.sparsity_stage12_per_sample.begin(),
                                              p.sparsity_stage12_per_sample.end());
+        o.group_size = static_cast<int>(p.error_per_sample.size());
         o.sparsity_stage1_mean += p.sparsity_stage1_mean / static_cast<double>(heads_.size());
         o.sparsity_stage12_mean += p.sparsity_stage12_mean / static_cast<double>(heads_.size());
       }

@@ -42,6 +42,21 @@ struct SearchOptions {
   // budget written to the YAML (and checked by `sparge eval`) stays l1 / l2; the dense fallback
   // is judged against l1 itself, since no threshold can do better than keeping every block.
   double margin = 0.0;
+  // How a candidate's error on unseen samples is predicted from its calibration samples (the
+  // point must keep the *prediction* within target_l1 / target_l2):
+  //   "spread" (default): worst + spread_k x (worst - best) over the samples: a head whose error
+  //     at a threshold differs between the calibration samples is expected to differ as much
+  //     again on a new one, so it keeps that much headroom (issue 16: edge-of-budget thresholds
+  //     missed the budget on held-out samples). With one sample it is the worst error (nothing
+  //     to measure a spread on; the tuner warns).
+  //   "edge": the worst calibration error (the sparsest point that passes every sample, right at
+  //     the edge of the budget; the behaviour before issue 16).
+  std::string holdout = "spread";
+  // Stage-1 parametrisation: "cdf" (τ = TopCdf mass, SpargeAttn's) or "topk" (the bisected
+  // value is the kept fraction of K blocks per row, Candidate::topk). See docs/tuned-config.md.
+  std::string mode = "cdf";
+  bool topk() const { return mode == "topk"; }
+  double spread_k = 2.0;
 
   double target_l1() const { return l1 * (1.0 - margin); }
   double target_l2() const { return l2 * (1.0 - margin); }
@@ -53,6 +68,17 @@ struct SearchOptions {
   void validate() const;
 };
 
+// The held-out error the rule predicts for an evaluation (see SearchOptions::holdout).
+double predicted_error(const Evaluation& e, const SearchOptions& options);
+
+// One candidate the search evaluated, for `sparge tune --trace` / `--format json`.
+struct TracePoint {
+  Candidate c;
+  Evaluation e;
+  double predicted = 0;  // predicted_error(e)
+  bool pass = false;     // predicted <= the target of its stage (l1 at λ = -inf, l2 otherwise)
+};
+
 struct HeadResult {
   Candidate chosen = kDenseCandidate;  // what is written (λ from stage 2)
   bool sparse = false;                 // false: dense head (chosen τ = 1, θ = 1)
@@ -62,6 +88,9 @@ struct HeadResult {
   double error_stage1 = 0;             // worst over samples at (τ, θ, λ = -inf)
   double error_stage12 = 0;            // worst over samples at (τ, θ, λ)
   long evaluations = 0;                // distinct candidates evaluated
+  // Predicted held-out error at the chosen point (stage 1 at λ = -inf, stage 1+2 at λ).
+  double expected_stage1 = 0, expected_stage12 = 0;
+  std::vector<TracePoint> trace;  // every distinct candidate evaluated, in evaluation order
 };
 
 HeadResult search_head(HeadOracle& oracle, const SearchOptions& options);

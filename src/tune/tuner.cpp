@@ -123,9 +123,12 @@ std::vector<int> select_samples(const io::DumpReader& reader, const io::LayerInf
   return *wanted;
 }
 
+// The one place tune and eval (and so the kernel self-check) read a head's samples: the token
+// order is applied here, so every oracle backend predicts and runs on the permuted sequence
+// (why comparing against the dense reference in permuted order is exact: token_order.hpp).
 HeadRequest load_head(const io::DumpReader& reader, const io::LayerInfo& layer, int head,
                       const std::vector<int>& samples, const ref::Geometry& geometry,
-                      const ref::AttentionOptions& attention) {
+                      const ref::AttentionOptions& attention, const TokenOrder& order) {
   // q: this query head; k, v: the KV head it reads under GQA/MQA (H % Hkv == 0 is checked by
   // the reader). Each [B, 1, N, D].
   const int group = layer.num_q_heads / std::max(1, layer.num_kv_heads);
@@ -140,9 +143,28 @@ HeadRequest load_head(const io::DumpReader& reader, const io::LayerInfo& layer, 
     hs.q = reader.read(layer.index, s, "q", std::make_pair(head, head + 1));
     hs.k = reader.read(layer.index, s, "k", std::make_pair(kv, kv + 1));
     hs.v = reader.read(layer.index, s, "v", std::make_pair(kv, kv + 1));
+    hs.q = permute_tokens(hs.q, order);
+    hs.k = permute_tokens(hs.k, order);
+    hs.v = permute_tokens(hs.v, order);
     req.samples.push_back(std::move(hs));
   }
   return req;
+}
+
+// A layer none of whose sequences is on the grid runs in natural order: say so once per layer.
+void warn_off_grid(const io::DumpInfo& info, const std::vector<const io::LayerInfo*>& layers,
+                   const TokenOrder& order) {
+  for (const auto* l : layers) {
+    if (l->samples.empty()) continue;
+    const auto& s = l->samples.front();
+    if (s.q_shape.size() == 4 && s.kv_shape.size() == 4 && s.q_shape[2] != order.tokens() &&
+        s.kv_shape[2] != order.tokens()) {
+      log::warn(
+          "layer {}: {} query / {} key tokens, the grid of {} has {}: this layer is not "
+          "permuted",
+          l->index, s.q_shape[2], s.kv_shape[2], info.model_id, order.tokens());
+    }
+  }
 }
 
 bool attr_true(const io::DumpInfo& info, std::initializer_list<const char*> keys) {
@@ -162,6 +184,8 @@ struct HeadRecord {
   Candidate c;
   bool sparse = false, meets = true;
   double s1 = 0, s12 = 0, e1 = 0, e12 = 0;
+  double x1 = 0, x12 = 0;  // predicted held-out error (SearchOptions::holdout)
+  nlohmann::json trace = nlohmann::json::array();  // trace_json of the search
 };
 
 nlohmann::json to_json(const HeadRecord& r) {
@@ -170,6 +194,7 @@ nlohmann::json to_json(const HeadRecord& r) {
   j["head"] = r.head;
   j["tau"] = r.c.tau;
   j["theta"] = r.c.theta;
+  j["topk"] = r.c.topk;
   j["lambda"] = std::isinf(r.c.lambda) ? nlohmann::json(nullptr) : nlohmann::json(r.c.lambda);
   j["sparse"] = r.sparse;
   j["meets"] = r.meets;
@@ -177,6 +202,9 @@ nlohmann::json to_json(const HeadRecord& r) {
   j["s12"] = r.s12;
   j["e1"] = r.e1;
   j["e12"] = r.e12;
+  j["x1"] = r.x1;
+  j["x12"] = r.x12;
+  j["trace"] = r.trace;
   return j;
 }
 
@@ -186,6 +214,7 @@ HeadRecord from_json(const nlohmann::json& j) {
   r.head = j.at("head").get<int>();
   r.c.tau = j.at("tau").get<float>();
   r.c.theta = j.at("theta").get<float>();
+  r.c.topk = j.at("topk").get<bool>();
   r.c.lambda = j.at("lambda").is_null() ? kNoSkip : j.at("lambda").get<float>();
   r.sparse = j.at("sparse").get<bool>();
   r.meets = j.at("meets").get<bool>();
@@ -193,7 +222,35 @@ HeadRecord from_json(const nlohmann::json& j) {
   r.s12 = j.at("s12").get<double>();
   r.e1 = j.at("e1").get<double>();
   r.e12 = j.at("e12").get<double>();
+  r.x1 = j.at("x1").get<double>();
+  r.x12 = j.at("x12").get<double>();
+  r.trace = j.at("trace");
   return r;
+}
+
+nlohmann::json candidate_json(const Candidate& c) {
+  return {{"mode", c.topk ? "topk" : "cdf"},
+          {"tau", c.tau},
+          {"theta", c.theta},
+          {"lambda", std::isinf(c.lambda) ? nlohmann::json(nullptr) : nlohmann::json(c.lambda)}};
+}
+
+// The search's explored points: one object per evaluated candidate.
+nlohmann::json trace_json(const std::vector<TracePoint>& trace) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& t : trace) {
+    nlohmann::json p = candidate_json(t.c);
+    p["stage"] = std::isinf(t.c.lambda) ? "stage1" : "stage12";
+    p["error"] = t.e.error_per_sample;
+    p["error_worst"] = t.e.error_worst;
+    p["predicted"] = t.predicted;
+    p["sparsity_stage1"] = t.e.sparsity_stage1_mean;
+    p["sparsity_stage12"] = t.e.sparsity_stage12_mean;
+    p["sparsity_stage1_per_sample"] = t.e.sparsity_stage1_per_sample;
+    p["pass"] = t.pass;
+    out.push_back(std::move(p));
+  }
+  return out;
 }
 
 // Append-only JSON-lines journal. Each record is one write(2) of one line followed by fsync, so
@@ -345,6 +402,31 @@ TuneOutcome run_tune(const TuneRequest& rq) {
   std::map<int, std::vector<int>> samples;
   for (const auto* l : layers) samples[l->index] = select_samples(reader, *l, rq.samples);
 
+  if (rq.search.holdout == "spread") {
+    for (const auto& [l, smp] : samples) {
+      if (smp.size() < 2) {
+        log::warn(
+            "layer {}: one calibration sample: no spread to measure, so the held-out "
+            "error cannot be predicted (tune on 2 or more samples, or add --margin)",
+            l);
+        break;
+      }
+    }
+  }
+
+  std::string no_hilbert_why;
+  const TokenOrder order = tune_token_order(info, attention.causal, rq.hilbert, &no_hilbert_why);
+  if (!no_hilbert_why.empty()) {
+    log::warn(
+        "{}: has a token grid, but the Hilbert permutation is not applied ({}); tuning in "
+        "the dump's order",
+        rq.dump.string(), no_hilbert_why);
+  } else if (order.active()) {
+    log::info("token order: {} (--no-hilbert for the dump's order)",
+              config::describe(order.record));
+    warn_off_grid(info, layers, order);
+  }
+
   // Provenance and the journal fingerprint: everything that changes the result.
   config::TunedConfig cfg;
   cfg.provenance.version = SPARGE_VERSION_STRING;
@@ -370,6 +452,10 @@ TuneOutcome run_tune(const TuneRequest& rq) {
   cfg.search.tune_lambda = rq.search.tune_lambda;
   cfg.search.min_sparsity = rq.search.min_sparsity;
   cfg.search.margin = rq.search.margin;
+  cfg.search.holdout = rq.search.holdout;
+  cfg.search.mode = rq.search.mode;
+  cfg.search.spread_k = rq.search.holdout == "edge" ? 0.0 : rq.search.spread_k;
+  cfg.permutation = order.record;
 
   std::string fingerprint;
   {
@@ -430,7 +516,7 @@ TuneOutcome run_tune(const TuneRequest& rq) {
     std::vector<HeadRecord> recs;
     if (u.head >= 0) {
       std::vector<HeadRequest> reqs;
-      reqs.push_back(load_head(reader, L, u.head, smp, rq.geometry, attention));
+      reqs.push_back(load_head(reader, L, u.head, smp, rq.geometry, attention, order));
       auto oracles = backend->make_oracles(std::move(reqs));
       HeadResult r = search_head(*oracles.at(0), rq.search);
       log::debug(
@@ -439,11 +525,12 @@ TuneOutcome run_tune(const TuneRequest& rq) {
           L.index, u.head, r.evaluations, oracles[0]->evaluations(), r.chosen.tau, r.chosen.theta,
           r.chosen.lambda, r.sparsity_stage1, r.sparsity_stage12, r.error_stage1, r.error_stage12);
       recs.push_back({L.index, u.head, r.chosen, r.sparse, r.meets_budget, r.sparsity_stage1,
-                      r.sparsity_stage12, r.error_stage1, r.error_stage12});
+                      r.sparsity_stage12, r.error_stage1, r.error_stage12, r.expected_stage1,
+                      r.expected_stage12, trace_json(r.trace)});
     } else {
       std::vector<HeadRequest> reqs;
       for (int h = 0; h < L.num_q_heads; ++h) {
-        reqs.push_back(load_head(reader, L, h, smp, rq.geometry, attention));
+        reqs.push_back(load_head(reader, L, h, smp, rq.geometry, attention, order));
       }
       auto oracles = backend->make_oracles(std::move(reqs));
       std::vector<HeadOracle*> ptrs;
@@ -454,10 +541,13 @@ TuneOutcome run_tune(const TuneRequest& rq) {
       Candidate c1 = r.chosen;
       c1.lambda = kNoSkip;
       std::vector<Candidate> both{c1, r.chosen};
+      // The layer's trace is kept once, on its head 0 (the points are per layer).
       for (int h = 0; h < L.num_q_heads; ++h) {
         auto ev = oracles[static_cast<size_t>(h)]->evaluate(both);
         recs.push_back({L.index, h, r.chosen, r.sparse, r.meets_budget, ev[0].sparsity_stage1_mean,
-                        ev[1].sparsity_stage12_mean, ev[0].error_worst, ev[1].error_worst});
+                        ev[1].sparsity_stage12_mean, ev[0].error_worst, ev[1].error_worst,
+                        predicted_error(ev[0], rq.search), predicted_error(ev[1], rq.search),
+                        h == 0 ? trace_json(r.trace) : nlohmann::json::array()});
       }
     }
     journal.append(recs);
@@ -479,7 +569,10 @@ TuneOutcome run_tune(const TuneRequest& rq) {
     tl.module = l->module_path;
     for (int h = 0; h < l->num_q_heads; ++h) {
       const HeadRecord& r = done.at({l->index, h});
-      tl.tau.push_back(r.c.tau);
+      // Top-k: the fraction goes to `topk`, τ = 1 (a reader that ignores topk keeps every
+      // block); dense heads keep fraction 1 (θ = 1 forces every block anyway).
+      tl.tau.push_back(rq.search.topk() ? 1.0f : r.c.tau);
+      if (rq.search.topk()) tl.topk.push_back(r.sparse ? r.c.tau : 1.0f);
       tl.theta.push_back(r.c.theta);
       tl.lambda.push_back(r.c.lambda);
       tl.sparse.push_back(r.sparse);
@@ -487,6 +580,15 @@ TuneOutcome run_tune(const TuneRequest& rq) {
       tl.sparsity_stage12.push_back(static_cast<float>(r.s12));
       tl.error_stage1.push_back(static_cast<float>(r.e1));
       tl.error_stage12.push_back(static_cast<float>(r.e12));
+      tl.expected_stage1.push_back(static_cast<float>(r.x1));
+      tl.expected_stage12.push_back(static_cast<float>(r.x12));
+      out.trace.push_back({{"layer", r.layer},
+                           {"head", r.head},
+                           {"sparse", r.sparse},
+                           {"chosen", candidate_json(r.c)},
+                           {"expected_stage1", r.x1},
+                           {"expected_stage12", r.x12},
+                           {"points", r.trace}});
       if (!r.meets) {
         out.infeasible.push_back(fmt::format("layer {} head {} (dense error {:.4f} > l1 {})",
                                              l->index, h, r.e1, rq.search.l1));
@@ -508,6 +610,8 @@ EvalOutcome run_eval(const EvalRequest& rq) {
   attention.causal = cfg.kernel.causal;
   attention.sink = cfg.kernel.sink;
   attention.scale = reader.info().scale.value_or(0.0);
+  // Eval follows the config's token order; a dump that cannot provide it is refused (exit 78).
+  const TokenOrder order = config_token_order(cfg, reader.info(), rq.config_source);
 
   struct Unit {
     const io::LayerInfo* layer;
@@ -548,14 +652,16 @@ EvalOutcome run_eval(const EvalRequest& rq) {
     const size_t h = static_cast<size_t>(u.head);
     std::vector<HeadRequest> reqs;
     reqs.push_back(load_head(reader, *u.layer, u.head, samples.at(u.layer->index),
-                             cfg.kernel.geometry, attention));
+                             cfg.kernel.geometry, attention, order));
     auto oracles = backend->make_oracles(std::move(reqs));
     EvalHead e;
     e.layer = u.layer->index;
     e.head = u.head;
     e.sparse = u.tuned->sparse[h];
-    Candidate c1 =
-        e.sparse ? Candidate{u.tuned->tau[h], u.tuned->theta[h], kNoSkip} : kDenseCandidate;
+    const bool topk = !u.tuned->topk.empty();
+    Candidate c1 = e.sparse ? Candidate{topk ? u.tuned->topk[h] : u.tuned->tau[h],
+                                        u.tuned->theta[h], kNoSkip, topk}
+                            : kDenseCandidate;
     Candidate c12 = c1;
     c12.lambda = u.tuned->lambda[h];
     e.candidate = c12;

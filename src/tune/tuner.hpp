@@ -4,12 +4,14 @@
 #pragma once
 
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "config/tuned.hpp"
 #include "tune/search.hpp"
+#include "tune/token_order.hpp"
 
 namespace sparge::tune {
 
@@ -27,9 +29,12 @@ struct TuneRequest {
   std::string backend = "cpu";
   ref::Geometry geometry = ref::hopper_geometry();
   std::optional<bool> causal, sink;  // default: the dump's attributes
-  int jobs = 0;                      // heads tuned concurrently; 0 = hardware concurrency
-  bool resume = false;               // continue from the journal (must match inputs and flags)
-  bool timestamp = false;            // add provenance.created_utc (breaks byte identity)
+  // Reorder the visual tokens of a gridded, non-causal dump along the Hilbert curve before
+  // prediction and kernel (tune/token_order.hpp); recorded in the config. --no-hilbert: false.
+  bool hilbert = true;
+  int jobs = 0;            // heads tuned concurrently; 0 = hardware concurrency
+  bool resume = false;     // continue from the journal (must match inputs and flags)
+  bool timestamp = false;  // add provenance.created_utc (breaks byte identity)
   bool progress = true;
 };
 
@@ -37,6 +42,12 @@ struct TuneOutcome {
   config::TunedConfig config;
   std::vector<std::string> infeasible;  // "layer 3 head 5 (dense error 0.071 > l1 0.05)"
   long heads_resumed = 0;
+  // Per head, layer-major: {layer, head, sparse, chosen {tau, theta, lambda}, expected_stage1,
+  // expected_stage12, points: [every evaluated candidate: tau, theta, lambda (null = -inf),
+  // stage, error (per calibration sample), error_worst, predicted, sparsity_stage1,
+  // sparsity_stage12, sparsity_stage1_per_sample, pass]}. With --granularity layer the layer's
+  // points are on its head 0. Schema in docs/tuned-config.md ("Search trace").
+  nlohmann::json trace = nlohmann::json::array();
 };
 
 // Tunes, writes request.output atomically and removes the journal. Throws sparge::Error.
@@ -53,6 +64,8 @@ struct EvalRequest {
   std::string backend = "cpu";
   int jobs = 0;
   bool progress = true;
+  // Names the config in errors (a token order the dump cannot provide: exit 78).
+  std::string config_source = "tuned config";
 };
 
 struct EvalHead {

@@ -158,7 +158,7 @@ TEST(TunedConfig, RejectsBadFiles) {
                  "kernel: {name: \"sm80\", block_q: 128, block_k: 64, ", "tuned for sm80",
                  ref::hopper_geometry());
   expect_invalid("kernel: {", "kernelx: {", "kernel: missing");
-  expect_invalid("margin: 0.1}", "margin: 0.7}",
+  expect_invalid("margin: 0.1,", "margin: 0.7,",
                  "search.margin: 0.7: expected a number in [0, 0.5]");
   expect_invalid("layers:\n  - layer: 0", "layers:\n  - layer: 2", "layer 2 appears twice");
   expect_invalid("    tau: [", "    tau: [nope, ", "is not a number");

@@ -52,6 +52,14 @@ class SyntheticOracle final : public HeadOracle {
   int samples_;
 };
 
+// These closed-form tests pin the pre-issue-16 rule (worst calibration error <= budget); the
+// held-out rule that is now the default has its own tests (tune_holdout_test.cpp).
+SearchOptions edge() {
+  SearchOptions o;
+  o.holdout = "edge";
+  return o;
+}
+
 constexpr double kA = 0.5;  // stage-1 error slope: error = kA (1 - τ) on sample 0
 // Stage-1 sparsity (1 - τ) B(θ), B peaks at θ = 0.25 (on the default grid).
 double B(float theta) { return 1.0 - (theta - 0.25) * (theta - 0.25); }
@@ -83,7 +91,7 @@ const Evaluation* find_seen(const SyntheticOracle& o, const Candidate& c) {
 
 TEST(TuneSearch, FindsKnownOptimumOfMonotoneOracle) {
   SyntheticOracle oracle(monotone_model(), 2);
-  SearchOptions opt;  // l1 0.05, l2 0.06
+  SearchOptions opt = edge();  // l1 0.05, l2 0.06
   HeadResult r = search_head(oracle, opt);
   // Worst sample (k = 1) error 1.1 (kA (1 - τ) + 0.001) = l1 at the optimum.
   const double tau_star = 1.0 - (opt.l1 / 1.1 - 0.001) / kA;
@@ -106,7 +114,7 @@ TEST(TuneSearch, FindsKnownOptimumOfMonotoneOracle) {
 
 TEST(TuneSearch, WrittenPointWasEvaluatedAndPasses) {
   SyntheticOracle oracle(monotone_model(), 3);
-  HeadResult r = search_head(oracle, SearchOptions{});
+  HeadResult r = search_head(oracle, edge());
   Candidate s1 = r.chosen;
   s1.lambda = kNoSkip;
   const Evaluation* e1 = find_seen(oracle, s1);
@@ -132,7 +140,7 @@ TEST(TuneSearch, NonMonotoneOracleNeverWritesFailingPoint) {
       return base.error(c) + std::uniform_real_distribution<double>(-0.03, 0.03)(g);
     };
     SyntheticOracle oracle(m, 2);
-    SearchOptions opt;
+    SearchOptions opt = edge();
     HeadResult r = search_head(oracle, opt);
     ASSERT_TRUE(r.meets_budget) << "seed " << seed;
     Candidate s1 = r.chosen;
@@ -165,7 +173,7 @@ TEST(TuneSearch, DenseFallbackKeepsLambda) {
     return std::isinf(c.lambda) ? s1 : s1 + (1.0 - s1) * 0.5 * std::exp(c.lambda / 8.0);
   };
   SyntheticOracle oracle(m, 2);
-  SearchOptions opt;
+  SearchOptions opt = edge();
   HeadResult r = search_head(oracle, opt);
   EXPECT_FALSE(r.sparse);
   EXPECT_TRUE(r.meets_budget);
@@ -179,7 +187,7 @@ TEST(TuneSearch, InfeasibleHeadIsReported) {
   Model m = monotone_model();
   m.error = [](const Candidate&) { return 0.2; };  // quantisation alone misses every budget
   SyntheticOracle oracle(m, 2);
-  HeadResult r = search_head(oracle, SearchOptions{});
+  HeadResult r = search_head(oracle, edge());
   EXPECT_FALSE(r.meets_budget);
   EXPECT_FALSE(r.sparse);
   EXPECT_TRUE(std::isinf(r.chosen.lambda));
@@ -187,7 +195,7 @@ TEST(TuneSearch, InfeasibleHeadIsReported) {
 }
 
 TEST(TuneSearch, DeterministicAcrossRuns) {
-  SearchOptions opt;
+  SearchOptions opt = edge();
   opt.l1 = 0.07;
   opt.l2 = 0.08;
   SyntheticOracle a(monotone_model(), 2), b(monotone_model(), 2);
@@ -206,7 +214,7 @@ TEST(TuneSearch, CombinedOracleUsesWorstHead) {
   m1.error = [base](const Candidate& c) { return 2.0 * base.error(c); };
   SyntheticOracle h0(m0, 2), h1(m1, 2);
   auto combined = make_combined_oracle({&h0, &h1});
-  SearchOptions opt;
+  SearchOptions opt = edge();
   opt.tune_lambda = false;
   opt.min_sparsity = 0.01;  // the optimum's sparsity (about 0.043) is below the default 0.05
   HeadResult r = search_head(*combined, opt);
@@ -221,9 +229,9 @@ TEST(TuneSearch, MarginTightensTheTargetNotTheBudget) {
   // With margin m the written point passes (1 - m) l1 and (1 - m) l2 on the calibration samples,
   // and the stage-1 optimum moves to the τ* of the tightened target.
   SyntheticOracle plain(monotone_model(), 2), tight(monotone_model(), 2);
-  SearchOptions opt;
+  SearchOptions opt = edge();
   opt.margin = 0.2;
-  HeadResult r0 = search_head(plain, SearchOptions{});
+  HeadResult r0 = search_head(plain, edge());
   HeadResult r = search_head(tight, opt);
   EXPECT_DOUBLE_EQ(opt.target_l1(), 0.8 * opt.l1);
   EXPECT_LE(r.error_stage1, 0.8 * opt.l1);
@@ -245,7 +253,7 @@ TEST(TuneSearch, MarginTightensTheTargetNotTheBudget) {
 }
 
 TEST(TuneSearch, OptionsValidated) {
-  SearchOptions opt;
+  SearchOptions opt = edge();
   opt.l2 = 0.01;  // below l1
   try {
     opt.validate();
@@ -253,10 +261,10 @@ TEST(TuneSearch, OptionsValidated) {
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ExitCode::kUsage);
   }
-  opt = SearchOptions{};
+  opt = edge();
   opt.theta_grid = {0.5f, 1.5f};
   EXPECT_THROW(opt.validate(), Error);
-  opt = SearchOptions{};
+  opt = edge();
   opt.margin = 0.6;  // above 0.5: the search target would be under half the budget
   EXPECT_THROW(opt.validate(), Error);
 }
