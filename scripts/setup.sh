@@ -36,18 +36,19 @@ if ! command -v nvcc >/dev/null; then
   else say "error: nvcc not found: install the CUDA Toolkit 13 (/usr/local/cuda)"; exit 1; fi
 fi
 
-# --- Python with torch==2.11.0 (its libtorch is what we link), h5py, numpy, pytest, scikit-image
+# --- Python with torch==2.11.0 (its libtorch is what we link), h5py, numpy, pytest, scikit-image,
+# pyyaml (python/sparge reads tuned configs)
 PY=${SPARGE_PYTHON:-python3}
 py_ok() {
   "$1" - <<PYEOF 2>/dev/null
-import torch, h5py, numpy, pytest, skimage
+import torch, h5py, numpy, pytest, skimage, yaml
 assert torch.__version__.split("+")[0] == "$TORCH_VERSION", torch.__version__
 PYEOF
 }
 if ! py_ok "$PY"; then
-  [[ -n "${SPARGE_SKIP_DEPS:-}" ]] && { say "error: $PY lacks torch==$TORCH_VERSION/h5py/numpy/pytest/scikit-image"; exit 1; }
+  [[ -n "${SPARGE_SKIP_DEPS:-}" ]] && { say "error: $PY lacks torch==$TORCH_VERSION/h5py/numpy/pytest/scikit-image/pyyaml"; exit 1; }
   PIP_ARGS=(-q --disable-pip-version-check install "torch==$TORCH_VERSION" h5py numpy pytest
-            scikit-image)
+            scikit-image pyyaml)
   if "$PY" -m pip "${PIP_ARGS[@]}" 2>/tmp/sparge-pip.err; then :
   else
     # Debian's own python3 refuses system-wide pip installs (PEP 668): use a project venv.
