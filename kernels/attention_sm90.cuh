@@ -43,15 +43,13 @@ inline constexpr int kGroupsPerBlock = kBlockQ / kWarpRows;  // pv_executed entr
 //   9 (default since run 17): 6 on a persistent grid (one CTA per SM, tiles claimed with an
 //      atomic counter), so a tile's Q and first K/V blocks load while the previous tile is
 //      finishing; bit-identical to 6, +5-7 % at density 0.1, +36 % at 0.01, = dense.
-//   10 (experimental, written in session 11 without a GPU: compiled, not yet run): 9 with a
-//      CTA's tiles chained, the last phase of a tile issuing the next tile's QKᵀ(0) beside its
-//      P·V(last), so no QKᵀ is issued alone after the first tile and one consumer warpgroup's
-//      epilogue overlaps the other's GEMMs; bit-identical to 6 by construction (NOTES run 18).
+//   (10, a CTA's tiles chained, measured 1-5 % slower than 9 at every density on the H100 and
+//   removed in session 12: NOTES run 18 and issue 18; its code is in git history at 8eaa7e2.)
 // Every variant walks tiles (b, h, q block) the same way; 4 and 6 get one tile per CTA.
 inline constexpr int kDefaultVariant = 9;
-inline constexpr int kVariants[] = {4, 6, 9, 10};
+inline constexpr int kVariants[] = {4, 6, 9};
 constexpr int stages_of(int variant) { return variant == 4 ? 2 : 4; }
-constexpr bool is_persistent(int variant) { return variant == 9 || variant == 10; }
+constexpr bool is_persistent(int variant) { return variant == 9; }
 // Named barrier ids: 0 = __syncthreads, 1 + cw = consumer warpgroup cw's stage-2 vote (128
 // threads), kSchedBarrier + cw = variants 6/9's ping-pong turn of consumer cw (256 threads).
 inline constexpr int kSchedBarrier = 3;

@@ -1,13 +1,15 @@
 // Hopper (sm_90a) block-sparse quantised attention "i8f8": the kernel template and its launcher
-// (see attention_sm90.cuh for the design and kernels/NOTES.md "sm90 attention" for the
-// measurements). Included only by the generated instance files in kernels/instances/ (one
-// (head dim, variant) per translation unit); the dispatch lives in attention_sm90.cu, the
-// device-side building blocks (softmax, packing, epilogue, tile walk) in attention_sm90_device.cuh.
+// (design: docs/design.md, "Kernels"; constants and variants: attention_sm90.cuh; measurements:
+// kernels/NOTES.md "sm90 attention"). Included only by the generated instance files in
+// kernels/instances/ (one (head dim, variant) per translation unit); the dispatch lives in
+// attention_sm90.cu, the device-side building blocks (softmax, packing, epilogue, tile walk) in
+// attention_sm90_device.cuh.
 //
-// One CTA per (q block, head, batch): warpgroup 0 is the producer (one thread issues the TMA
-// loads: Q once, then K8/V8 tiles of the LUT's blocks into a kStages-deep ring guarded by
-// mbarriers; the warpgroup gives its registers away with setmaxnreg), warpgroups 1 and 2 are
-// consumers, 64 query rows each:
+// A CTA works on tiles (b, h, q block): one tile per CTA in variants 4 and 6; in variant 9
+// (persistent) one CTA per SM claims tiles from a counter. Warpgroup 0 is the producer (one
+// thread issues the TMA loads: each tile's Q into one of two Q slots, then the K8/V8 tiles of its
+// LUT blocks into a kStages-deep ring guarded by mbarriers; the warpgroup gives its registers
+// away with setmaxnreg), warpgroups 1 and 2 are consumers, 64 query rows each:
 //   S = Q8·K8ᵀ (wgmma s8, both operands from shared memory) -> fp32 logits in log2 units,
 //   masks, online softmax (fp32 m, l), stage-2 skip per warp (16 rows), P -> e4m3 in registers,
 //   pv = P·V8 (wgmma e4m3, P as the register A operand, V8ᵀ tile as the shared B operand) into
@@ -209,7 +211,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       return bi;
     };
 
-    // Output of tile c from acc and l (ln holds c's rows); pv_executed counts this warp's P·V.
+    // Output of tile c from acc and l (ln holds c's rows); pv_executed gets this warp's count of
+    // blocks stage 2 did not skip (P·V is issued for the others too, with P = 0, except in 4).
     auto finish = [&](const TileCtx& c) {
       l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
       l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
@@ -305,7 +308,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         g += cur.w.num_iters;
       }
     } else {
-      static_assert(kVariant == 6 || kVariant == 9 || kVariant == 10);
+      static_assert(kVariant == 6 || kVariant == 9);
       // kVariant 6 (9: the same, persistent): 4's softmax + FA3's inter-warpgroup ping-pong. Each
       // GEMM phase issues QKᵀ(it+1) and P·V(it) back to back; the two consumer warpgroups take
       // turns issuing (named barriers kSchedBarrier + cw), so one warpgroup's GEMMs run on the
@@ -313,17 +316,12 @@ __global__ void __launch_bounds__(kThreads, 1)
       // overlaps P·V(it) (wait_group 1), and P(it+1) is written over S in place (no second
       // register set).
       //
-      // kVariant 10: 9 with the tiles of a CTA chained: the last phase of a tile issues the next
-      // tile's QKᵀ(0) beside its P·V(last) (a "bridge" phase), so neither warpgroup ever issues
-      // a QKᵀ alone after the first tile, and one warpgroup's epilogue runs while the other's
-      // GEMMs do. Arithmetic per tile is 9's (bit-identical outputs).
-      //
       // Handshake: before issuing, a warpgroup waits on its own barrier (256 threads: its 128
       // bar.sync + the peer's 128 bar.arrive); right after issuing it arrives on the peer's.
       // Both walk the same tiles and LUT rows, so both have the same number of phases: per
-      // chain (a tile in 6 and 9, all of the CTA's tiles in 10), QKᵀ(0) alone, then one per
-      // block. Consumer 1 pre-arms consumer 0's barrier at the start of a chain and skips its
-      // arrival in the chain's last phase, which leaves both barriers balanced at exit.
+      // tile, QKᵀ(0) alone, then one per block. Consumer 1 pre-arms consumer 0's barrier at the
+      // start of a tile and skips its arrival in the tile's last phase, which leaves both
+      // barriers balanced at exit.
       //
       // Stage 2: a skipping warp feeds P = 0 (no exp2, no pack) but P·V is always issued, even
       // when all 4 warps skip. Any branch around a wgmma issued while another wgmma is in
@@ -331,7 +329,6 @@ __global__ void __launch_bounds__(kThreads, 1)
       // path"; tried: if, guard predicate, bra.uni inside the asm), and a serialised pipeline
       // costs far more than the 256 tensor-core clocks of a zero P·V, which overlaps the
       // softmax anyway. pv_executed still counts the warps' decisions.
-      constexpr bool kChain = kVariant == 10;
       const uint32_t bar_own = kSchedBarrier + cw, bar_peer = kSchedBarrier + (cw ^ 1);
       constexpr uint32_t kPair = 2 * 128;
       int32_t s[64];
@@ -373,7 +370,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           clear_p(a);
         }
       };
-      // The first phase of a chain: QKᵀ(0) of the tile in hand alone.
+      // The first phase of a tile: QKᵀ(0) alone.
       auto fill = [&] {
         if (cw == 1) named_barrier_arrive(kSchedBarrier, kPair);  // consumer 0 goes first
         mbar_wait(&k_full[stage_of(0)], phase_of(0));
@@ -382,41 +379,38 @@ __global__ void __launch_bounds__(kThreads, 1)
         wgmma_fence();
         issue_qk<kD>(s, cur.dq, k_desc(stage_of(0)));
         wgmma_commit();
-        named_barrier_arrive(bar_peer, kPair);  // a chain's first phase is never its last
+        named_barrier_arrive(bar_peer, kPair);  // a tile's first phase is never its last
         wgmma_wait<0>();
         fence_operands(s);
         set_a(softmax_inplace(b0));  // acc = 0, l = 0: the rescale is a no-op
       };
-      // One phase per block `it` of the tile in hand: P·V(it), and the QKᵀ of the next block:
-      //   kMid:    block it + 1 of this tile (its softmax overlaps P·V(it));
-      //   kBridge: block 0 of tile nxt (chained variants; the epilogue of this tile and nxt's
-      //            first softmax follow once both retired);
-      //   kLast:   none (the chain's last phase; consumer 1 does not arrive).
-      enum class Phase { kMid, kBridge, kLast };
-      auto body = [&](auto kind_tag, int it, const TileCtx& nxt) {
-        constexpr Phase kKind = decltype(kind_tag)::value;
+      // One phase per block `it` of the tile: P·V(it), and with kLast = false the QKᵀ of block
+      // it + 1, whose softmax overlaps P·V(it). The last phase issues P·V alone, and there
+      // consumer 1 does not arrive.
+      auto body = [&](auto last_tag, int it) {
+        constexpr bool kLast = decltype(last_tag)::value;
         const int stage = stage_of(it);
         const uint32_t phase = phase_of(it);
-        const int next_stage = stage_of(it + 1);  // ring position g + it + 1 in either case
+        const int next_stage = stage_of(it + 1);
         // Block it's rescale: softmax(it + 1) below overwrites alpha before P·V(it) is merged.
         const float merge0 = alpha0, merge1 = alpha1;
         BlockInfo bi{};
-        if constexpr (kKind != Phase::kLast) {
+        if constexpr (!kLast) {
           mbar_wait(&k_full[next_stage], phase_of(it + 1));
-          bi = block_info(next_stage, kKind == Phase::kBridge ? nxt : cur);
+          bi = block_info(next_stage, cur);
         }
         mbar_wait(&v_full[stage], phase);  // always: a stage is refilled only after it landed
         named_barrier_sync(bar_own, kPair);
         wgmma_fence();
-        if constexpr (kKind != Phase::kLast) {
-          issue_qk<kD>(s, kKind == Phase::kBridge ? nxt.dq : cur.dq, k_desc(next_stage));
+        if constexpr (!kLast) {
+          issue_qk<kD>(s, cur.dq, k_desc(next_stage));
           wgmma_commit();
         }
         issue_pv_block<kD>(pv, a, v_desc_of(stage));
         wgmma_commit();
-        if (kKind != Phase::kLast || cw == 0) named_barrier_arrive(bar_peer, kPair);
+        if (!kLast || cw == 0) named_barrier_arrive(bar_peer, kPair);
         bool skip_next = false;
-        if constexpr (kKind == Phase::kMid) {
+        if constexpr (!kLast) {
           wgmma_wait<1>();  // QKᵀ(it+1) retired; P·V(it) may still run
           fence_operands(s);
           skip_next = softmax_inplace(bi);
@@ -427,59 +421,26 @@ __global__ void __launch_bounds__(kThreads, 1)
         // After the peer was released and off the softmax chain: the FMAs overlap the peer's
         // GEMMs, which this warpgroup waits for at its next phase anyway.
         merge<kD>(acc, pv, merge0, merge1);
-        if constexpr (kKind == Phase::kBridge) {
-          fence_operands(s);
-          finish(cur);
-          g += cur.w.num_iters;
-          cur = nxt;
-          reset();
-          set_rows(ln, cur.w, cw, p);
-          skip_next = softmax_inplace(bi);
-        }
-        if constexpr (kKind != Phase::kLast) set_a(skip_next);
+        if constexpr (!kLast) set_a(skip_next);
       };
-      using MidTag = std::integral_constant<Phase, Phase::kMid>;
-      using BridgeTag = std::integral_constant<Phase, Phase::kBridge>;
-      using LastTag = std::integral_constant<Phase, Phase::kLast>;
 
-      // Chained: `ended` once take() has read the producer's end marker; `pending` when the tile
-      // after the chain's last one has no K block (it cannot be bridged to: the chain ends
-      // before it, and the next pass of the loop finishes it and starts a new chain).
-      bool ended = false, pending = false;
-      TileCtx nxt{};
-      while (pending || take(cur)) {  // one chain per pass (a tile in 6 and 9)
-        pending = false;
+      while (take(cur)) {
         reset();
         set_rows(ln, cur.w, cw, p);
         if (cur.w.num_iters > 0) {
           alpha0 = alpha1 = 1.f;
           fill();
-          for (;;) {
 #pragma unroll 1
-            for (int it = 0; it + 1 < cur.w.num_iters; ++it) body(MidTag{}, it, cur);
-            // The QKᵀ of the last block retired in the phase before (or in the fill), so Q is
-            // free: handed back before take() waits for the next Q, which may need this slot.
-            hand_back_q();
-            if constexpr (kChain) {
-              ended = !take(nxt);
-              if (!ended && nxt.w.num_iters > 0) {
-                body(BridgeTag{}, cur.w.num_iters - 1, nxt);
-                continue;
-              }
-              pending = !ended;
-            }
-            body(LastTag{}, cur.w.num_iters - 1, cur);
-            break;
-          }
+          for (int it = 0; it + 1 < cur.w.num_iters; ++it) body(std::false_type{}, it);
+          // The QKᵀ of the last block retired in the phase before (or in the fill), so Q is
+          // free: handed back before take() waits for the next Q, which may need this slot.
+          hand_back_q();
+          body(std::true_type{}, cur.w.num_iters - 1);
         } else {
           hand_back_q();  // no K block: no phase, the output is 0 (acc = 0, l = 0)
         }
         finish(cur);
         g += cur.w.num_iters;
-        if constexpr (kChain) {
-          if (ended) break;
-          if (pending) cur = nxt;
-        }
       }
     }
   }     // consumers

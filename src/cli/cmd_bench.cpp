@@ -292,7 +292,7 @@ void register_bench(CLI::App& app, Context&) {
   sub->add_flag("--no-real-data", args->no_real_data,
                 "Skip the suite's real-data accuracy rows (they need scikit-image)");
   sub->footer(
-      "Environment: SPARGE_SM90_VARIANT=4|6|9|10 runs another Hopper kernel variant than the "
+      "Environment: SPARGE_SM90_VARIANT=4|6|9 runs another Hopper kernel variant than the "
       "default 9 (A/B runs; kernels/attention_sm90.cuh says what each is). The JSON and the "
       "table headers record the variant in effect, and `sparge report` says so when two results "
       "differ in it.\n"
