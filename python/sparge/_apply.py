@@ -7,6 +7,8 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
+from sparge_capture import track_modules
+
 from ._config import Config, ConfigError, LayerConfig, load_config
 from ._ops import load_library
 
@@ -127,20 +129,8 @@ class Applied:
             return
         self._hooks.append(self.model.register_forward_pre_hook(self._begin_forward))
         self._hooks.append(self.model.register_forward_hook(self._end_forward))
-
-        def enter(name):
-            def hook(_module, _args):
-                self._module_stack.append(name)
-            return hook
-
-        def leave(_module, _args, _output):
-            if self._module_stack:
-                self._module_stack.pop()
-
-        for name, module in self.model.named_modules():
-            if name:
-                self._hooks.append(module.register_forward_pre_hook(enter(name)))
-                self._hooks.append(module.register_forward_hook(leave))
+        # Module paths the way sparge_capture recorded them.
+        self._hooks.extend(track_modules(self.model, self._module_stack))
 
     def uninstall(self) -> None:
         if self._orig_sdpa is not None:

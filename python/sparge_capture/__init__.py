@@ -12,8 +12,8 @@ forwards. The file follows docs/dump-format.md (schema "sparge.qkv-dump" v1) and
 ``sparge tune`` / ``sparge inspect`` read.
 """
 
-from ._capture import Capture, capture
+from ._capture import Capture, capture, track_modules
 from ._h5 import DumpFileWriter, fnv1a64
 
 __version__ = "0.1.0"
-__all__ = ["Capture", "capture", "DumpFileWriter", "fnv1a64", "__version__"]
+__all__ = ["Capture", "capture", "track_modules", "DumpFileWriter", "fnv1a64", "__version__"]

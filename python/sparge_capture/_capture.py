@@ -33,6 +33,29 @@ def _to_bhnd(t: torch.Tensor, layout: str) -> torch.Tensor:
     return t
 
 
+def track_modules(model: torch.nn.Module, stack: list[str]) -> list:
+    """Forward hooks on every submodule of ``model`` that keep ``stack`` = the paths of the modules
+    being run ("blocks.3.attn" innermost last), so an attention call knows where it comes from.
+    Returns the hook handles (remove them when done)."""
+    # Hooks must return None: a value returned by a hook replaces the module's input (pre-hook)
+    # or output (forward hook).
+    def enter(name):
+        def hook(_module, _args):
+            stack.append(name)
+        return hook
+
+    def leave(_module, _args, _output):
+        if stack:
+            stack.pop()
+
+    handles = []
+    for name, module in model.named_modules():
+        if name:
+            handles.append(module.register_forward_pre_hook(enter(name)))
+            handles.append(module.register_forward_hook(leave))
+    return handles
+
+
 class Capture:
     """Records the q, k, v (and optionally o) of attention calls into a sparge dump.
 
@@ -138,21 +161,7 @@ class Capture:
         F.scaled_dot_product_attention = self._sdpa
         if self._model is not None:
             self._hooks.append(self._model.register_forward_pre_hook(self._begin_forward))
-            # Hooks must return None: a value returned by a hook replaces the module's input
-            # (pre-hook) or output (forward hook).
-            def enter(name):
-                def hook(_module, _args):
-                    self._module_stack.append(name)
-                return hook
-
-            def leave(_module, _args, _output):
-                if self._module_stack:
-                    self._module_stack.pop()
-
-            for name, module in self._model.named_modules():
-                if name:
-                    self._hooks.append(module.register_forward_pre_hook(enter(name)))
-                    self._hooks.append(module.register_forward_hook(leave))
+            self._hooks.extend(track_modules(self._model, self._module_stack))
 
     def _uninstall(self) -> None:
         if self._orig_sdpa is not None:

@@ -8,8 +8,9 @@
 //     q [B, H, N, D], k, v [B, Hkv, N', D] (any strides with a contiguous last dim, so SDPA's
 //     HND tensors and NHD views alike), fp16/bf16 (CPU also fp32); tau, theta, lam [H] fp32 per
 //     query head (lam in natural-log units, -inf = stage 2 off), topk [H] or None (TopCdf).
-//     perm [N] int64 or None: the token order the config was tuned in (Hilbert); q, k, v are
-//     gathered by it and o is put back in the input order, so the caller never sees it.
+//     perm [Nq] int64 or None: the token order the config was tuned in (Hilbert); q (and k, v
+//     when Nk = Nq) are gathered by it and o is put back in the input order, so the caller never
+//     sees it.
 //     o is q's shape and dtype; counts int64 [2] on q's device = (kept, causally valid) block
 //     pairs of this call, summed over B and H, for realised sparsity without a host sync.
 //   hilbert_permutation(T, H, W, text_prefix, text_suffix) -> int64 [text_prefix + T·H·W +
@@ -17,6 +18,7 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -61,12 +63,31 @@ Checked check(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, con
     usage("sparge.attention: topk must be [H]");
   }
   if (perm) {
-    if (c.seq_q != c.seq_k) usage("sparge.attention: a token permutation needs Nq == Nk");
     if (perm->dim() != 1 || perm->size(0) != c.seq_q || perm->scalar_type() != at::kLong) {
       usage("sparge.attention: perm must be int64 [N] = [" + std::to_string(c.seq_q) + "]");
     }
   }
   return c;
+}
+
+// q, k, v [B, H(kv), N, D] in the token order the thresholds were tuned in: gathered by perm on
+// their device when one is given, as they are otherwise; restore() puts an output back.
+struct Ordered {
+  at::Tensor q, k, v;
+  std::optional<rt::TokenPermutation> order;
+  at::Tensor restore(const at::Tensor& o) const {
+    return order ? rt::unpermute_tokens(o, *order) : o;
+  }
+};
+Ordered in_tuned_order(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                       const std::optional<at::Tensor>& perm) {
+  if (!perm) return {q, k, v, std::nullopt};
+  const rt::TokenPermutation order = rt::TokenPermutation::from_device(perm->to(q.device()));
+  // Keys of another length (cross-attention to text) are not on the grid; softmax over keys does
+  // not depend on their order, and the tuner left them in place too (tune/token_order.hpp).
+  const bool kv_on_grid = k.size(2) == order.tokens();
+  return {rt::permute_tokens(q, order), kv_on_grid ? rt::permute_tokens(k, order) : k,
+          kv_on_grid ? rt::permute_tokens(v, order) : v, order};
 }
 
 std::tuple<at::Tensor, at::Tensor> attention_cuda(const at::Tensor& q_in, const at::Tensor& k_in,
@@ -78,14 +99,8 @@ std::tuple<at::Tensor, at::Tensor> attention_cuda(const at::Tensor& q_in, const 
                                                   const std::optional<at::Tensor>& perm) {
   check(q_in, k_in, v_in, tau, theta, lam, topk, perm);
   const at::Device dev = q_in.device();
-  at::Tensor q = q_in, k = k_in, v = v_in;
-  rt::TokenPermutation order;
-  if (perm) {
-    order = rt::TokenPermutation::from_device(perm->to(dev));
-    q = rt::permute_tokens(q, order);
-    k = rt::permute_tokens(k, order);
-    v = rt::permute_tokens(v, order);
-  }
+  const Ordered in = in_tuned_order(q_in, k_in, v_in, perm);
+  const at::Tensor &q = in.q, &k = in.k, &v = in.v;
   const std::string var = rt::resolve_variant(kernel);
   const ref::Geometry geometry = ref::geometry_by_name(var);
   rt::Options opts;
@@ -97,7 +112,7 @@ std::tuple<at::Tensor, at::Tensor> attention_cuda(const at::Tensor& q_in, const 
   at::Tensor o = at::empty({prep.batch, prep.heads, prep.seq_q, prep.head_dim}, q.options());
   rt::run_attention(prep, o, th.lambda, var);
   if (prep.head_dim != prep.head_dim_in) o = o.narrow(3, 0, prep.head_dim_in);
-  if (perm) o = rt::unpermute_tokens(o, order);
+  o = in.restore(o);
   const int64_t valid =
       ref::causal_block_mask(prep.seq_q, prep.seq_k, geometry, is_causal).sum().item<int64_t>() *
       prep.batch * prep.heads;
@@ -115,14 +130,8 @@ std::tuple<at::Tensor, at::Tensor> attention_cpu(const at::Tensor& q_in, const a
                                                  const std::string& kernel,
                                                  const std::optional<at::Tensor>& perm) {
   check(q_in, k_in, v_in, tau, theta, lam, topk, perm);
-  at::Tensor q = q_in, k = k_in, v = v_in;
-  rt::TokenPermutation order;
-  if (perm) {
-    order = rt::TokenPermutation::from_device(*perm);
-    q = rt::permute_tokens(q, order);
-    k = rt::permute_tokens(k, order);
-    v = rt::permute_tokens(v, order);
-  }
+  const Ordered in = in_tuned_order(q_in, k_in, v_in, perm);
+  const at::Tensor &q = in.q, &k = in.k, &v = in.v;
   // The CPU has no kernel: "auto" means the Hopper geometry, whose numerics the reference
   // emulates (a config names its kernel explicitly).
   const ref::Geometry geometry =
@@ -141,8 +150,7 @@ std::tuple<at::Tensor, at::Tensor> attention_cpu(const at::Tensor& q_in, const a
   opts.scale = scale.value_or(0.0);
   const at::Tensor mask = ref::predict_block_mask(q, k, geometry, th, opts);
   const ref::SparseResult r = ref::sparse_attention(q, k, v, mask, th.lambda, geometry, opts);
-  at::Tensor o = r.o.to(q_in.scalar_type());
-  if (perm) o = rt::unpermute_tokens(o, order);
+  const at::Tensor o = in.restore(r.o.to(q_in.scalar_type()));
   return {o.contiguous(), at::tensor({r.kept_blocks, r.valid_blocks}, at::kLong)};
 }
 
