@@ -3,7 +3,8 @@
 //
 // Shared conventions of both paths:
 //   - Inputs follow the layouts in kernels/params.h, padded with zeros to whole blocks of the
-//     kernel's geometry ("sm80": block_q 128, block_k 64; "sm90": see attention_sm90.cu).
+//     kernel's geometry ("sm80": block_q 128, block_k 64; "sm90": 128 x 128, see
+//     attention_sm90.cuh).
 //   - params.lut == nullptr selects the dense mode: every causally valid K block is visited, in
 //     ascending order (the same result as a full LUT, without building it).
 //   - A launch with parameters the kernel cannot run (head dim not compiled, inconsistent sizes,

@@ -1,7 +1,8 @@
-// Stage-1 block-mask prediction on the GPU (SPEC §2), from the block statistics of quant.cu:
-// compressed map -> softmax -> TopCdf / top-k -> forced rows and columns, causal, sink -> LUT.
-// The numerics contract is the CPU reference's (src/reference/reference.hpp); results differ only
-// where two scores tie within fp32 rounding (dot-product and exp summation order).
+// Stage-1 block-mask prediction on the GPU (docs/design.md, Stage 1), from the block statistics
+// of quant.cu: compressed map -> softmax -> TopCdf / top-k -> forced rows and columns, causal,
+// sink -> LUT. The numerics contract is the CPU reference's (src/reference/reference.hpp);
+// results differ only where two scores tie within fp32 rounding (dot-product and exp summation
+// order).
 //
 // One CTA = 8 warps = 8*R query-block rows of one (b, h). Phase A: the CTA streams the kv head's
 // pooled K in chunks of 32 blocks through shared memory and each warp computes its R rows x 32

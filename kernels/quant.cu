@@ -1,6 +1,7 @@
-// Quantisation + block statistics for stage-1 prediction (SPEC §2; numerics in kernels/params.h
-// and src/reference/reference.hpp). Bandwidth-bound: every global access is a 16-byte vector,
-// coalesced along D, and each thread issues all of its loads before using any of them.
+// Quantisation + block statistics for stage-1 prediction (docs/design.md, Stage 1 and Numerics
+// contract; layouts in kernels/params.h, numerics in src/reference/reference.hpp).
+// Bandwidth-bound: every global access is a 16-byte vector, coalesced along D, and each thread
+// issues all of its loads before using any of them.
 //
 // Passes (inputs [B, H(kv), N, D] with arbitrary b/h/n strides, so HND and NHD are read in place):
 //   1. kv_colstats: per (b, kv head, chunk of kChunkTokens tokens): fp32 column sums of K and

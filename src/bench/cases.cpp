@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "common/error.hpp"
+#include "common/io_guard.hpp"
 
 namespace sparge::bench {
 
@@ -241,11 +242,7 @@ Suite parse_suite(const std::string& yaml_text, const std::string& source) {
 }
 
 Suite load_suite(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  if (!in) fail(ExitCode::kNoInput, "{}: cannot open suite file", path.string());
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return parse_suite(ss.str(), path.string());
+  return parse_suite(read_text_file(path, "bench suite (YAML)"), path.string());
 }
 
 Suite default_suite() { return parse_suite(kDefaultSuiteYaml, "default"); }

@@ -59,7 +59,7 @@ struct Timing {
 };
 
 struct Row {
-  std::string variant;  // kernel name ("sparge_fwd.sm90.hd128.i8f8") or "sdpa_cudnn", ...
+  std::string variant;  // the row's name: kernel ("sparge_fwd.sm90.hd128.i8f8"), "sdpa_cudnn", ...
   Shape shape;
   bool causal = false;
   double density = 1.0;  // requested
@@ -74,6 +74,8 @@ struct Row {
   // Realised sparsity: stage 1 = 1 - kept/valid blocks; stage 1+2 counts skipped P.V products
   // too (absent when the kernel did not report them).
   std::optional<double> sparsity_stage1, sparsity_stage12;
+  // Causally valid block pairs and the pairs the kernel visited (the LUT's kept pairs, whose QKᵀ
+  // ran; stage-2 skips are not subtracted), summed over B and H.
   int64_t valid_blocks = 0, executed_blocks = 0;
   std::optional<double> prediction_ms, quantisation_ms, end_to_end_ms;
   // runtime::prepare (quantisation and prediction overlapped as end-to-end runs them).

@@ -683,7 +683,7 @@ Results run_predicted(const RunOptions& opt) {
     r.time = t.stats;
     add_notes(r, t);
     {
-      // Realised stage-1+2 sparsity: one more (untimed) launch with the kernel's P·V counters.
+      // Realised stage-1+2 sparsity: one more (untimed) launch with the kernel's stage-2 counts.
       const int64_t groups = geom.block_q / geom.warp_rows;
       at::Tensor pv = at::zeros({s.batch, s.heads, p.num_q_blocks, groups},
                                 at::TensorOptions(at::kInt).device(dev));

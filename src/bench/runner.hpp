@@ -17,7 +17,7 @@
 namespace sparge::bench {
 
 struct RunOptions {
-  std::string variant = "auto";  // runtime kernel variant: auto | sm90 | sm80
+  std::string variant = "auto";  // the kernel (path): auto | sm90 | sm80 (`--variant`)
   uint64_t seed = 0;             // inputs and masks derive from it and the case
   TimerOptions timer;
   bool baselines = true;  // SDPA cuDNN + flash and our dense mode

@@ -14,6 +14,7 @@
 #include "cli/commands.hpp"
 #include "common/atomic_file.hpp"
 #include "common/error.hpp"
+#include "common/io_guard.hpp"
 #include "common/log.hpp"
 
 namespace sparge::cli {
@@ -104,6 +105,11 @@ RealDataArgs parse_real_data(const std::vector<std::string>& items) {
 void run_bench(const BenchArgs& a) {
   using namespace sparge::bench;
   // Everything about the arguments is checked before the GPU, so usage errors exit 2 anywhere.
+  {
+    std::vector<std::filesystem::path> inputs{a.suite, a.dump, a.config};
+    for (const auto& r : a.real_data) inputs.emplace_back(r);
+    refuse_output_over_input({"-o", a.output}, inputs);
+  }
   if (!a.suite.empty() && !a.shapes.empty()) {
     fail(ExitCode::kUsage, "--suite and --shape are exclusive (a suite lists its own shapes)");
   }

@@ -7,6 +7,7 @@
 
 #include "cli/commands.hpp"
 #include "common/error.hpp"
+#include "common/io_guard.hpp"
 #include "common/log.hpp"
 #include "config/tuned.hpp"
 #include "tune/kernel_check.hpp"
@@ -85,11 +86,14 @@ void register_eval(CLI::App& app, Context& ctx) {
                   "Also write the predicted stage-1 block masks (uint8 [B, H, nq, nk] per layer "
                   "and sample) to this HDF5 file");
   sub->add_option("--backend", args->backend, "Oracle: cpu (reference) or cuda")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   sub->add_option("--kernel", args->kernel,
                   "Require the config to be tuned for this kernel geometry (sm90, sm80)")
       ->check(CLI::IsMember({"sm90", "sm80"}));
-  sub->add_option("--jobs", args->jobs, "Heads evaluated in parallel [default: hardware threads]");
+  sub->add_option("--jobs", args->jobs,
+                  "Heads evaluated in parallel, >= 1 [default: hardware threads]")
+      ->check(CLI::Range(1, 4096));
   sub->add_flag("--check-kernel", args->check_kernel,
                 "Kernel self-check: CPU reference vs CUDA kernels per head; FAIL when the "
                 "kernel's rel-L1 > max(1.1 x cpu, cpu + 0.002) (exit 1; 69 without a GPU)");
@@ -99,6 +103,7 @@ void register_eval(CLI::App& app, Context& ctx) {
 
   sub->callback([args, sub, &ctx] {
     const auto& a = *args;
+    refuse_output_over_input({"--save-masks", a.save_masks}, {a.dump, a.tuned});
     if (a.check_kernel) return run_check(a, *sub, ctx);
     if (a.dense) fail(ExitCode::kUsage, "--dense goes with --check-kernel");
     if (a.tuned.empty()) fail(ExitCode::kUsage, "eval needs DUMP and TUNED.yaml");

@@ -9,6 +9,7 @@
 #include "cli/commands.hpp"
 #include "common/atomic_file.hpp"
 #include "common/error.hpp"
+#include "common/io_guard.hpp"
 #include "common/progress.hpp"
 #include "io/dump.hpp"
 #include "io/tensor_stats.hpp"
@@ -80,7 +81,12 @@ ordered_json build_report(const io::DumpReader& dump, const InspectArgs& a,
   std::set<int> wanted;
   if (!a.layers.empty()) {
     wanted = parse_layers(a.layers);
-    for (int l : wanted) dump.layer(l);  // a missing layer is an error, not an empty report
+    // A missing layer is a usage error (exit 2, as in tune and eval), not an empty report.
+    for (int l : wanted) {
+      bool found = false;
+      for (const auto& li : info.layers) found |= li.index == l;
+      if (!found) fail(ExitCode::kUsage, "--layers: {} has no layer {}", dump.path().string(), l);
+    }
   }
   long work = 0;
   for (const auto& l : info.layers) {
@@ -189,6 +195,7 @@ std::string render_text(const ordered_json& r) {
 }
 
 void run(const InspectArgs& a) {
+  refuse_output_over_input({"-o", a.output}, {a.file});
   io::DumpReader dump(a.file);
   std::string nonfinite;
   const ordered_json report = build_report(dump, a, &nonfinite);

@@ -8,6 +8,7 @@
 #include "cli/commands.hpp"
 #include "common/atomic_file.hpp"
 #include "common/error.hpp"
+#include "common/io_guard.hpp"
 #include "config/tuned.hpp"
 #include "report/bench_compare.hpp"
 #include "report/tuned_compare.hpp"
@@ -22,6 +23,7 @@ struct ReportArgs {
   std::string html;
   bool force = false;
   bool fail_on_noisy = false;
+  bool allow_gone = false;
 };
 
 enum class Kind { kBench, kTuned };
@@ -43,6 +45,7 @@ Kind kind_of(const std::string& path) {
 }
 
 void run_report(const ReportArgs& a, Context& ctx) {
+  refuse_output_over_input({"--html", a.html}, {a.base, a.cur});
   const double threshold = report::parse_threshold(a.threshold);
   report::parse_accuracy_threshold(a.accuracy_threshold);  // usage errors before any file
   const Kind kb = kind_of(a.base), kn = kind_of(a.cur);
@@ -54,7 +57,8 @@ void run_report(const ReportArgs& a, Context& ctx) {
     if (!a.html.empty()) fail(ExitCode::kUsage, "--html is for bench results (JSON)");
     const auto old_cfg = config::read_tuned(a.base);
     const auto new_cfg = config::read_tuned(a.cur);
-    const auto cmp = report::compare_tuned(old_cfg, new_cfg, threshold, a.base, a.cur);
+    const auto cmp =
+        report::compare_tuned(old_cfg, new_cfg, threshold, a.base, a.cur, a.allow_gone);
     std::cout << report::render_tuned_markdown(cmp, threshold);
     if (cmp.failures() > 0) ctx.exit_code = 1;
     return;
@@ -65,6 +69,7 @@ void run_report(const ReportArgs& a, Context& ctx) {
   opt.threshold = threshold;
   opt.force = a.force;
   opt.fail_on_noisy = a.fail_on_noisy;
+  opt.allow_gone = a.allow_gone;
   std::tie(opt.accuracy_relative, opt.accuracy_absolute) =
       report::parse_accuracy_threshold(a.accuracy_threshold);
   const auto cmp = report::compare_bench(base, cur, opt, a.base, a.cur);
@@ -84,7 +89,7 @@ void register_report(CLI::App& app, Context& ctx) {
       "shape, causal, density, inputs; noise-aware SLOW/FAST/SAME/NOISY; a row whose rel-L1 "
       "grew by more than max(10% of the base, 0.002) is LESS ACCURATE) or OLD.yaml NEW.yaml "
       "(tuned configs; per-layer sparsity and worst error). Markdown on stdout; exit 1 on a "
-      "regression (a SLOW or LESS ACCURATE row, a layer over budget or less sparse).");
+      "regression (a SLOW, LESS ACCURATE or GONE row, a layer over budget, less sparse or gone).");
   sub->add_option("base", args->base, "Baseline: bench JSON or tuned YAML")->required();
   sub->add_option("new", args->cur, "New run, same kind as the baseline")->required();
   sub->add_option("--threshold", args->threshold,
@@ -95,6 +100,9 @@ void register_report(CLI::App& app, Context& ctx) {
   sub->add_option("--html", args->html, "Also write a self-contained HTML page with charts");
   sub->add_flag("--force", args->force, "Compare runs from different GPU models anyway");
   sub->add_flag("--fail-on-noisy", args->fail_on_noisy, "NOISY rows fail too (exit 1)");
+  sub->add_flag("--allow-gone", args->allow_gone,
+                "Rows (or tuned layers) of BASE missing from NEW are not a regression (by "
+                "default a GONE row fails: exit 1)");
   sub->callback([args, &ctx] { run_report(*args, ctx); });
 }
 

@@ -18,8 +18,8 @@ struct SynthArgs {
   synth::Options options;
 };
 
-// "T,H,W" (or "H,W" = "1,H,W" for images).
-std::array<int, 3> parse_grid(const std::string& text) {
+// "T,H,W" (or "H,W" = "1,H,W" for images; a video grid needs all three).
+std::array<int, 3> parse_grid(const std::string& text, synth::Kind kind) {
   std::vector<int> v;
   const char* p = text.data();
   const char* end = p + text.size();
@@ -35,6 +35,8 @@ std::array<int, 3> parse_grid(const std::string& text) {
   if (p != end || (v.size() != 3 && v.size() != 2)) {
     fail(ExitCode::kUsage, "--grid '{}' is not T,H,W (or H,W)", text);
   }
+  if (v.size() == 2 && kind == synth::Kind::kVideo)
+    fail(ExitCode::kUsage, "--grid '{}': --kind video needs T,H,W (three sizes)", text);
   if (v.size() == 2) v.insert(v.begin(), 1);
   return {v[0], v[1], v[2]};
 }
@@ -42,7 +44,8 @@ std::array<int, 3> parse_grid(const std::string& text) {
 void run(SynthArgs& a) {
   synth::Options& o = a.options;
   o.kind = synth::parse_kind(a.kind);
-  if (!a.grid.empty()) o.grid = parse_grid(a.grid);
+  if (!a.grid.empty()) o.grid = parse_grid(a.grid, o.kind);
+  synth::fill_defaults(o);
   o.dtype = a.dtype == "fp16" ? at::kHalf : a.dtype == "bf16" ? at::kBFloat16 : at::kFloat;
   synth::validate(o);
   synth::write_dump(o, a.output);
@@ -76,15 +79,23 @@ void register_synth(CLI::App& app, Context&) {
   sub->add_option("--batch", o.batch, "Batch size B")->capture_default_str();
   sub->add_option("--heads", o.heads, "Query heads H")->capture_default_str();
   sub->add_option("--kv-heads", o.kv_heads, "KV heads Hkv (H % Hkv == 0; default H)");
-  sub->add_option("--seq", o.seq, "Sequence length N (llm, noise)");
-  sub->add_option("--grid", args->grid, "Token grid T,H,W (video) or H,W (image)");
+  sub->add_option("--seq", o.seq, "Sequence length N (llm, noise) [default: 1024]");
+  sub->add_option("--grid", args->grid,
+                  "Token grid T,H,W (video) or H,W (image) [default: 4,16,16 video, 32,32 image]");
   sub->add_option("--text-prefix", o.text_prefix, "Text tokens before the grid (video, image)")
       ->capture_default_str();
   sub->add_option("--head-dim", o.head_dim, "Head dimension D")->capture_default_str();
   sub->add_option("--dtype", args->dtype, "fp16 | bf16 | fp32")
       ->check(CLI::IsMember({"fp16", "bf16", "fp32"}))
       ->capture_default_str();
-  sub->add_option("--seed", o.seed, "Random seed")->capture_default_str();
+  sub->add_option("--seed", o.seed, "Random seed (>= 0)")
+      ->check(CLI::Validator(
+          [](std::string& v) {
+            // Parsed as unsigned, "-1" would silently wrap to 2^64 - 1.
+            return v.find('-') == std::string::npos ? std::string() : "a seed is >= 0, got " + v;
+          },
+          "UINT"))
+      ->capture_default_str();
   sub->add_flag("--with-o", o.with_o, "Also store o: dense fp32 attention cast to --dtype");
   sub->callback([args] { run(*args); });
 }

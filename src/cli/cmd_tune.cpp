@@ -1,4 +1,5 @@
-// `sparge tune DUMP.h5 -o tuned.yaml`: per-head τ/θ/λ within an error budget (SPEC §3).
+// `sparge tune DUMP.h5 -o tuned.yaml`: per-head τ/θ/λ within an error budget (docs/design.md,
+// Calibration).
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -11,6 +12,7 @@
 #include "cli/commands.hpp"
 #include "common/atomic_file.hpp"
 #include "common/error.hpp"
+#include "common/io_guard.hpp"
 #include "common/log.hpp"
 #include "config/preset.hpp"
 #include "tune/table.hpp"
@@ -168,13 +170,15 @@ void register_tune(CLI::App& app, Context& ctx) {
                      ->check(CLI::IsMember({"head", "layer"}))
                      ->capture_default_str();
   sub->add_option("--backend", args->backend, "Oracle: cpu (reference) or cuda (the kernels)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   sub->add_option("--kernel", args->kernel,
                   "Kernel geometry the thresholds are for: sm90 (128x128) or sm80 (128x64)")
       ->check(CLI::IsMember({"sm90", "sm80"}))
       ->capture_default_str();
   sub->add_option("--jobs", args->jobs,
-                  "Heads tuned in parallel [default: hardware threads on cpu, 8 on cuda]");
+                  "Heads tuned in parallel, >= 1 [default: hardware threads on cpu, 8 on cuda]")
+      ->check(CLI::Range(1, 4096));
   sub->add_option("--causal", args->causal, "Override the dump's causal attribute (true/false)");
   sub->add_option("--sink", args->sink,
                   "Attention sink: first K block always kept (true/false) [default: dump attr]");
@@ -191,6 +195,7 @@ void register_tune(CLI::App& app, Context& ctx) {
   sub->callback([args, &ctx, o_preset, o_l1, o_l2, o_grid, o_tau, o_lrange, o_ltol, o_mins, o_gran,
                  o_margin] {
     const auto& a = *args;
+    refuse_output_over_input({{"-o", a.output}, {"--trace", a.trace}}, {a.dump, a.preset});
     tune::TuneRequest rq;
     rq.dump = a.dump;
     rq.output = a.output;

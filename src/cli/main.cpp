@@ -1,6 +1,7 @@
 // sparge command-line entry point: global flags, subcommands, and the single place where
 // exceptions become exit codes.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -8,6 +9,7 @@
 
 #include "cli/commands.hpp"
 #include "common/error.hpp"
+#include "common/io_guard.hpp"
 #include "common/log.hpp"
 #include "common/progress.hpp"
 #include "common/version.hpp"
@@ -64,12 +66,33 @@ int main(int argc, char** argv) {
   cli::register_report(app, ctx);
   cli::register_config(app, ctx);
 
+  // Every subcommand's --help ends with the exit codes, after its own footer if it has one.
+  for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
+    const std::string own = sub->get_footer();
+    if (own.find("Exit codes:") == std::string::npos)
+      sub->footer(own.empty() ? std::string(kFooter) : own + "\n\n" + kFooter);
+  }
+
   try {
     app.parse(argc, argv);
+    flush_stdout_or_fail();  // a result that did not reach stdout is a failed command
   } catch (const CLI::Success& e) {
     return app.exit(e);  // --help / --version
   } catch (const CLI::ParseError& e) {
-    app.exit(e);  // prints the message; CLI11's own codes (100+) are remapped to 2
+    // One line like every other error; CLI11's own codes (100+) are remapped to 2.
+    std::string what = e.what();
+    const auto extra = app.remaining();
+    bool ran_command = false;
+    for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; }))
+      ran_command |= sub->parsed();
+    if (!ran_command && !extra.empty() && !extra.front().empty() && extra.front()[0] != '-') {
+      std::vector<std::string> names;
+      for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; }))
+        names.push_back(sub->get_name());
+      what =
+          fmt::format("unknown command '{}' (commands: {})", extra.front(), fmt::join(names, ", "));
+    }
+    fmt::print(stderr, "sparge: error: {} (see --help)\n", what);
     return static_cast<int>(ExitCode::kUsage);
   } catch (const Error& e) {
     fmt::print(stderr, "sparge: error: {}\n", e.what());

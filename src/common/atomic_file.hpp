@@ -17,4 +17,19 @@ void write_file_atomic(const std::filesystem::path& path, std::string_view conte
 void produce_file_atomic(const std::filesystem::path& path,
                          const std::function<void(const std::filesystem::path&)>& produce);
 
+// A temporary output file that SIGINT/SIGTERM/SIGHUP remove: while a TempFileGuard lives, a
+// signal handler (installed on first use; async-signal-safe, it only unlinks) deletes the path
+// and then lets the signal end the process as it would have. produce_file_atomic and DumpWriter
+// use one for their temporaries, so an interrupted run leaves no `*.tmp.PID.*` behind.
+class TempFileGuard {
+ public:
+  explicit TempFileGuard(const std::filesystem::path& path);
+  ~TempFileGuard();
+  TempFileGuard(const TempFileGuard&) = delete;
+  TempFileGuard& operator=(const TempFileGuard&) = delete;
+
+ private:
+  int slot_ = -1;  // -1: the path did not fit the table (it is then only removed by its owner)
+};
+
 }  // namespace sparge

@@ -25,9 +25,31 @@ enum class ExitCode : int {
   kConfigError = 78,  // invalid tuned/suite YAML or unknown schema_version
 };
 
+// Messages stay one line whatever they quote from the input: control characters (a newline in a
+// YAML scalar, a byte of a binary file) are written as \n, \r, \t or \xNN.
+inline std::string one_line(const std::string& message) {
+  std::string out;
+  out.reserve(message.size());
+  for (unsigned char c : message) {
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c < 0x20 || c == 0x7f) {
+      out += fmt::format("\\x{:02x}", c);
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
 class Error : public std::runtime_error {
  public:
-  Error(ExitCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
+  Error(ExitCode code, const std::string& message)
+      : std::runtime_error(one_line(message)), code_(code) {}
   ExitCode code() const noexcept { return code_; }
 
  private:

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "common/error.hpp"
+#include "common/log.hpp"
 #include "config/tuned.hpp"
 
 namespace sparge::config {
@@ -14,6 +15,7 @@ namespace {
 // Everything of a config but its layers, as written: two parts are compatible iff these agree.
 std::string header_of(TunedConfig c) {
   c.layers.clear();
+  c.provenance.shard.reset();  // differs by design; checked on its own
   return to_yaml(c);
 }
 
@@ -31,8 +33,53 @@ std::string first_difference(const std::string& a, const std::string& b) {
 
 }  // namespace
 
+namespace {
+
+// The parts must be shards 0..N-1 of one selection of layers, each once: anything else is a
+// merge that silently lacks layers. Returns the problem, or "" when the set is complete.
+std::string shard_problem(const std::vector<TunedConfig>& parts,
+                          const std::vector<std::string>& sources) {
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (!parts[i].provenance.shard) {
+      return fmt::format(
+          "{} records no shard (not written by `sparge tune --shard I/N`, or by an older "
+          "sparge), so the set cannot be checked for completeness",
+          sources[i]);
+    }
+  }
+  const Shard& first = *parts[0].provenance.shard;
+  std::map<int, size_t> seen;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const Shard& s = *parts[i].provenance.shard;
+    if (s.count != first.count || s.layers != first.layers) {
+      return fmt::format(
+          "{} is shard {}/{} of {} layers, {} shard {}/{} of {} layers: parts of "
+          "different splits",
+          sources[i], s.index, s.count, s.layers.size(), sources[0], first.index, first.count,
+          first.layers.size());
+    }
+    const auto [it, fresh] = seen.emplace(s.index, i);
+    if (!fresh) {
+      return fmt::format("{} and {} are both shard {}/{}", sources[it->second], sources[i], s.index,
+                         s.count);
+    }
+  }
+  std::vector<std::string> missing;
+  for (int k = 0; k < first.count; ++k) {
+    if (!seen.count(k)) missing.push_back(fmt::format("{}/{}", k, first.count));
+  }
+  if (!missing.empty()) {
+    std::string list;
+    for (const auto& m : missing) list += (list.empty() ? "" : ", ") + m;
+    return fmt::format("shard(s) {} missing: the merged config would lack their layers", list);
+  }
+  return "";
+}
+
+}  // namespace
+
 TunedConfig merge_tuned(const std::vector<TunedConfig>& parts,
-                        const std::vector<std::string>& sources) {
+                        const std::vector<std::string>& sources, bool allow_partial) {
   if (parts.empty()) fail(ExitCode::kUsage, "merge: no input configs");
   if (sources.size() != parts.size()) fail(ExitCode::kSoftware, "merge: sources/parts mismatch");
   const std::string header = header_of(parts[0]);
@@ -56,6 +103,24 @@ TunedConfig merge_tuned(const std::vector<TunedConfig>& parts,
   }
   std::sort(out.layers.begin(), out.layers.end(),
             [](const TunedLayer& a, const TunedLayer& b) { return a.layer < b.layer; });
+  const std::string problem = shard_problem(parts, sources);
+  if (!problem.empty()) {
+    if (!allow_partial) {
+      fail(ExitCode::kConfigError, "merge: {}; pass --allow-partial to merge them anyway", problem);
+    }
+    log::warn("merge: {} (--allow-partial)", problem);
+  } else {
+    std::vector<int> got;
+    for (const auto& l : out.layers) got.push_back(l.layer);
+    std::vector<int> want = parts[0].provenance.shard->layers;
+    std::sort(want.begin(), want.end());
+    if (got != want) {
+      fail(ExitCode::kConfigError,
+           "merge: the parts hold {} layers, but their shards split {} layers (edited parts?)",
+           got.size(), want.size());
+    }
+  }
+  out.provenance.shard.reset();  // the whole: what a single run writes
   return out;
 }
 

@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "common/error.hpp"
+#include "common/io_guard.hpp"
 
 namespace sparge::config {
 
@@ -33,7 +34,7 @@ Preset load_preset(const std::string& arg) {
   };
   YAML::Node root;
   try {
-    root = YAML::LoadFile(src);
+    root = YAML::Load(read_text_file(path, "preset (sparge.search YAML)"));
   } catch (const YAML::Exception& e) {
     fail(ExitCode::kConfigError, "{}: line {}: {}", src, e.mark.line + 1, e.msg);
   }

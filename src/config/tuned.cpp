@@ -10,6 +10,7 @@
 
 #include "common/atomic_file.hpp"
 #include "common/error.hpp"
+#include "common/io_guard.hpp"
 #include "common/log.hpp"
 
 namespace sparge::config {
@@ -101,6 +102,11 @@ std::string to_yaml(const TunedConfig& c) {
       quote(p.tool), quote(p.version), quote(p.git), quote(p.backend), quote(p.device),
       quote(p.dump), quote(p.dump_hash), quote(p.model_id),
       flow(p.samples, [](int i) { return std::to_string(i); }));
+  if (p.shard) {
+    prov +=
+        fmt::format(", shard: {{index: {}, count: {}, layers: {}}}", p.shard->index, p.shard->count,
+                    flow(p.shard->layers, [](int i) { return std::to_string(i); }));
+  }
   if (p.created_utc) prov += fmt::format(", created_utc: {}", quote(*p.created_utc));
   line(prov + "}");
   const auto& g = c.kernel.geometry;
@@ -240,6 +246,19 @@ TunedConfig parse_tuned(const std::string& text, const std::string& source,
     str("model_id", c.provenance.model_id);
     if (n["samples"])
       c.provenance.samples = p.seq<int>(n["samples"], "provenance.samples", "an integer");
+    if (auto sh = n["shard"]) {
+      if (!sh.IsMap()) p.bad("provenance.shard", "expected {index: I, count: N, layers: [...]}");
+      Shard s;
+      s.index = p.scalar<int>(p.need(sh, "index", "provenance.shard"), "provenance.shard.index",
+                              "an integer");
+      s.count = p.scalar<int>(p.need(sh, "count", "provenance.shard"), "provenance.shard.count",
+                              "an integer");
+      s.layers = p.seq<int>(p.need(sh, "layers", "provenance.shard"), "provenance.shard.layers",
+                            "an integer");
+      if (s.count < 1 || s.index < 0 || s.index >= s.count)
+        p.bad("provenance.shard", fmt::format("{}/{}: need 0 <= index < count", s.index, s.count));
+      c.provenance.shard = std::move(s);
+    }
     if (n["created_utc"]) {
       c.provenance.created_utc =
           p.scalar<std::string>(n["created_utc"], "provenance.created_utc", "a string");
@@ -259,6 +278,26 @@ TunedConfig parse_tuned(const std::string& text, const std::string& source,
       p.bad("kernel", fmt::format("block_q {} / block_k {} / warp_rows {}: need positive sizes "
                                   "with block_q a multiple of warp_rows",
                                   g.block_q, g.block_k, g.warp_rows));
+    }
+    // Thresholds only mean something for a geometry a kernel has: the name must be a known
+    // kernel and the sizes its sizes.
+    {
+      std::optional<ref::Geometry> known;
+      for (const auto& kg : {ref::hopper_geometry(), ref::portable_geometry()}) {
+        if (kg.name == g.name) known = kg;
+      }
+      if (!known) {
+        p.bad("kernel.name", fmt::format("'{}': no such kernel (sm90, sm80)", g.name));
+      }
+      if (g.block_q != known->block_q || g.block_k != known->block_k ||
+          g.warp_rows != known->warp_rows || g.pv != known->pv) {
+        p.bad("kernel",
+              fmt::format("{} is {}x{} blocks, warp rows {}, pv {}, but this config says {}x{}, "
+                          "warp rows {}, pv {}: no kernel has that geometry",
+                          known->name, known->block_q, known->block_k, known->warp_rows,
+                          pv_numerics_name(known->pv), g.block_q, g.block_k, g.warp_rows,
+                          pv_numerics_name(g.pv)));
+      }
     }
     if (k["causal"]) c.kernel.causal = p.scalar<bool>(k["causal"], "kernel.causal", "a boolean");
     if (k["sink"]) c.kernel.sink = p.scalar<bool>(k["sink"], "kernel.sink", "a boolean");
@@ -368,8 +407,8 @@ TunedConfig parse_tuned(const std::string& text, const std::string& source,
     }
     if (theirs) {
       // SpargeAttn spelling: cdfthreshd = τ, simthreshd1 = θ, pvthreshd (log2, >= 0):
-      // λ = -pvthreshd · ln 2. Its TopCdf keeps one block fewer (SPEC §2), so these values are
-      // a starting point to re-evaluate, never a result to trust.
+      // λ = -pvthreshd · ln 2. Its TopCdf keeps one block fewer (docs/design.md, Stage 1), so
+      // these values are a starting point to re-evaluate, never a result to trust.
       c.imported = true;
       l.tau = p.seq<float>(p.need(n, "cdfthreshd", at), at + ".cdfthreshd", "a number");
       l.theta = p.seq<float>(p.need(n, "simthreshd1", at), at + ".simthreshd1", "a number");
@@ -456,11 +495,7 @@ TunedConfig parse_tuned(const std::string& text, const std::string& source,
 
 TunedConfig read_tuned(const std::filesystem::path& path,
                        const std::optional<ref::Geometry>& expected_kernel) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(ExitCode::kNoInput, "{}: cannot open tuned config", path.string());
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return parse_tuned(ss.str(), path.string(), expected_kernel);
+  return parse_tuned(read_text_file(path, "tuned config"), path.string(), expected_kernel);
 }
 
 }  // namespace sparge::config

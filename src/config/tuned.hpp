@@ -1,4 +1,4 @@
-// Tuned config, schema "sparge.tuned" v1 (SPEC §4; documented in docs/tuned-config.md): the
+// Tuned config, schema "sparge.tuned" v1 (documented in docs/tuned-config.md): the
 // per-layer, per-head thresholds a tuning run found, with provenance, kernel geometry, budgets
 // and search space. Written by `sparge tune`, read by `sparge eval`, `sparge config`, the
 // runtime and the Python loader.
@@ -17,6 +17,15 @@ namespace sparge::config {
 inline constexpr const char* kTunedSchema = "sparge.tuned";
 inline constexpr int kTunedSchemaVersion = 1;
 
+// The part of a job array a `tune --shard I/N` config holds: the layers at positions index,
+// index + count, ... of `layers` (every layer the run selected). `sparge merge` checks that its
+// parts are exactly shards 0..count-1 of one selection; a single run has none.
+struct Shard {
+  int index = 0, count = 1;
+  std::vector<int> layers;
+  friend bool operator==(const Shard&, const Shard&) = default;
+};
+
 struct Provenance {
   std::string tool = "sparge";
   std::string version;    // SPARGE_VERSION_STRING
@@ -27,6 +36,7 @@ struct Provenance {
   std::string dump_hash;  // "<algorithm>:<hex>", see io_hash.hpp
   std::string model_id;
   std::vector<int> samples;                // calibration sample indices (empty: all)
+  std::optional<Shard> shard;              // only in the part of a `tune --shard` run
   std::optional<std::string> created_utc;  // only with `tune --timestamp`: breaks byte identity
 };
 
@@ -130,8 +140,10 @@ std::string pv_numerics_name(ref::PvNumerics pv);
 // Joins the configs of `sparge tune --shard i/n` runs: every part must have been tuned with the
 // same inputs, kernel, budget and search (everything but the layers identical), and no layer may
 // appear twice; layers come out in ascending order. The result equals a single-machine run over
-// the union of the layers. `sources` name the parts in errors (Error kConfigError).
+// the union of the layers. `sources` name the parts in errors (Error kConfigError). The parts
+// must be shards 0..N-1 of one split (provenance.shard): a missing, foreign or unrecorded shard is
+// refused unless `allow_partial` (then only warned about).
 TunedConfig merge_tuned(const std::vector<TunedConfig>& parts,
-                        const std::vector<std::string>& sources);  // "fp8" / "half"
+                        const std::vector<std::string>& sources, bool allow_partial = false);
 
 }  // namespace sparge::config

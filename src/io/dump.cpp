@@ -10,6 +10,7 @@
 #include <random>
 #include <set>
 
+#include "common/atomic_file.hpp"
 #include "common/error.hpp"
 #include "io/h5.hpp"
 
@@ -175,7 +176,9 @@ void DumpReader::Impl::read_root() {
   if (!layout.empty() && layout != "BHND") {
     bad("/", fmt::format("layout '{}' is not supported (tensors must be stored BHND)", layout));
   }
-  info.causal = integer("causal").value_or(0) != 0;
+  const int64_t causal = integer("causal").value_or(0);
+  if (causal != 0 && causal != 1) bad("/", fmt::format("causal is {}, expected 0 or 1", causal));
+  info.causal = causal != 0;
   info.scale = attr("/", [&] { return h5::read_double_attr(root, "scale"); });
   if (info.scale && !(*info.scale > 0.0)) bad("/", fmt::format("scale {} is not > 0", *info.scale));
   if (auto grid = attr("/", [&] { return h5::read_int_array_attr(root, "grid"); })) {
@@ -433,6 +436,7 @@ at::Tensor DumpReader::read(int layer_index, int sample_index, const std::string
 struct DumpWriter::Impl {
   fs::path path;
   fs::path tmp;
+  std::optional<TempFileGuard> tmp_guard;  // SIGINT/SIGTERM remove the temporary
   Hid file;
   Hid layers;
   DumpInfo root;
@@ -512,7 +516,13 @@ DumpWriter::DumpWriter(const fs::path& path, const DumpInfo& root_info)
       H5Pset_link_creation_order(fcpl.get(), H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED) < 0) {
     im.io_fail("cannot create file properties");
   }
-  im.file = Hid(H5Fcreate(im.tmp.c_str(), H5F_ACC_EXCL, fcpl.get(), H5P_DEFAULT));
+  // Strong close degree: closing the file closes every object still open in it, so a failed
+  // write (disk full) can never leave a handle for HDF5's atexit teardown to trip over.
+  Hid fapl(H5Pcreate(H5P_FILE_ACCESS));
+  if (!fapl || H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG) < 0)
+    im.io_fail("cannot create file access properties");
+  im.tmp_guard.emplace(im.tmp);
+  im.file = Hid(H5Fcreate(im.tmp.c_str(), H5F_ACC_EXCL, fcpl.get(), fapl.get()));
   if (!im.file) im.io_fail("cannot create the file (missing directory or no permission?)");
   try {
     const hid_t r = im.file.get();
@@ -643,9 +653,11 @@ void DumpWriter::close() {
     im.io_fail("cannot write num_layers");
   }
   im.layers.reset();
-  if (H5Fflush(im.file.get(), H5F_SCOPE_GLOBAL) < 0 || !im.file.close()) {
-    im.io_fail("flush failed (disk full?)");
-  }
+  // Close even when the flush failed: the handle must not outlive this call (HDF5 would flush
+  // it again at exit, into the same full disk, and crash).
+  const bool flushed = H5Fflush(im.file.get(), H5F_SCOPE_GLOBAL) >= 0;
+  const bool file_closed = im.file.close();
+  if (!flushed || !file_closed) im.io_fail("flush failed (disk full?)");
   if (int fd = ::open(im.tmp.c_str(), O_RDONLY); fd >= 0) {
     ::fsync(fd);
     ::close(fd);
@@ -654,6 +666,17 @@ void DumpWriter::close() {
   fs::rename(im.tmp, im.path, ec);
   if (ec) im.io_fail(ec.message());
   im.closed = true;
+}
+
+bool attribute_true(const DumpInfo& info, std::initializer_list<const char*> keys) {
+  for (const char* k : keys) {
+    auto it = info.attributes.find(k);
+    if (it != info.attributes.end()) {
+      const auto& v = it->second;
+      return v == "1" || v == "true" || v == "True" || v == "TRUE";
+    }
+  }
+  return false;
 }
 
 }  // namespace sparge::io

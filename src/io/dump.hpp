@@ -12,6 +12,7 @@
 
 #include <array>
 #include <filesystem>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <optional>
@@ -53,6 +54,10 @@ struct DumpInfo {
   std::vector<LayerInfo> layers;
   std::map<std::string, std::string> attributes;  // every root attribute, as text
 };
+
+// A boolean root attribute: the first of `keys` present, true when "1" or "true" (any case
+// spelling writers use); absent = false. E.g. {"sink", "attention_sink"}.
+bool attribute_true(const DumpInfo& info, std::initializer_list<const char*> keys);
 
 // Opens and validates the structure (schema, groups, ranks, head-dim agreement, H % Hkv) without
 // reading tensor data. Throws sparge::Error: kNoInput (missing/unreadable), kDataError (not HDF5,

@@ -11,7 +11,18 @@ std::recursive_mutex& h5_mutex() {
   return m;
 }
 
+namespace {
+// No HDF5 teardown at exit: every object sparge opens is closed by its owner, and a file whose
+// flush failed (disk full) cannot be closed at all; H5_term_library would flush it again at
+// exit(74) and crash (exit 139). Must run before any other HDF5 call: a static initialiser.
+const bool kNoAtexit = [] {
+  H5dont_atexit();
+  return true;
+}();
+}  // namespace
+
 void silence_errors() {
+  (void)kNoAtexit;
   static std::once_flag once;
   std::call_once(once, [] { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); });
 }

@@ -1,8 +1,8 @@
-// Generalised 3-D Hilbert permutation of visual tokens (SPEC §2, paper §3.7): tokens on a
-// T x H x W grid are reordered along a space-filling curve before attention so that a block of
-// consecutive tokens is a compact 3-D neighbourhood (higher block self-similarity), and the
-// attention output is put back in the original order afterwards. Text tokens (a prefix and/or a
-// suffix of the sequence) stay in place.
+// Generalised 3-D Hilbert permutation of visual tokens (docs/design.md, Hilbert token order;
+// paper §3.7): tokens on a T x H x W grid are reordered along a space-filling curve before
+// attention so that a block of consecutive tokens is a compact 3-D neighbourhood (higher block
+// self-similarity), and the attention output is put back in the original order afterwards. Text
+// tokens (a prefix and/or a suffix of the sequence) stay in place.
 //
 // The curve is a generalised Hilbert curve for any sizes (not only powers of two), in the spirit of
 // Červený's "gilbert3d" recursion: the cuboid is split along its long axes into sub-cuboids whose

@@ -2,8 +2,9 @@
 // metrics and the quantisation primitives. Part 2 (the online-softmax emulation of the kernels)
 // is sparse_attention.cpp.
 //
-// NUMERICS CONTRACT (SPEC §2; the CUDA kernels follow it, bit-for-bit where the operation is
-// exactly defined: everything below except fp32 sums/dot products of unspecified order, exp/exp2):
+// NUMERICS CONTRACT (summarised in docs/design.md, Numerics contract; the CUDA kernels follow it,
+// bit-for-bit where the operation is exactly defined: everything below except fp32 sums/dot
+// products of unspecified order, exp/exp2):
 //  * Shapes: q [B, H, Nq, D], k/v [B, Hkv, Nk, D], H % Hkv == 0, query head h uses kv head
 //    h / (H / Hkv) for the map and the attention. Inputs of any float dtype are read as fp32.
 //  * Softmax scale s = options.scale or 1/sqrt(D) (double); log2-domain factor
@@ -72,7 +73,8 @@ double SparseResult::sparsity_stage1() const {
 
 double SparseResult::sparsity_stage12() const {
   if (valid_blocks == 0) return 0.0;
-  return (2.0 * static_cast<double>(valid_blocks - kept_blocks) + pv_skipped_blocks) /
+  return (2.0 * static_cast<double>(valid_blocks - kept_blocks) + pv_skipped_blocks -
+          pv_padding_blocks) /
          (2.0 * static_cast<double>(valid_blocks));
 }
 

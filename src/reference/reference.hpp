@@ -1,6 +1,6 @@
-// CPU reference of SpargeAttn as sparge implements it (SPEC §2): stage-1 block-mask prediction,
-// the quantised block-sparse attention with stage-2 skipping (emulating the CUDA kernels'
-// numerics), dense attention, and the error metrics. libtorch ops, CPU tensors.
+// CPU reference of SpargeAttn as sparge implements it (docs/design.md): stage-1 block-mask
+// prediction, the quantised block-sparse attention with stage-2 skipping (emulating the CUDA
+// kernels' numerics), dense attention, and the error metrics. libtorch ops, CPU tensors.
 //
 // Shapes at every boundary, HND layout:
 //   q [B, H, Nq, D]   k, v [B, Hkv, Nk, D]   with H % Hkv == 0 (GQA/MQA: query head h uses
@@ -67,9 +67,9 @@ struct BlockStats {
 BlockStats q_block_stats(const at::Tensor& q, int block_q);
 BlockStats k_block_stats(const at::Tensor& k, int block_k);
 
-// Stage 1: the block mask, bool [B, H, nq, nk] (SPEC §2: compressed map, TopCdf / top-k,
-// forced rows and columns for non-similar blocks, causal, sink). Every row keeps >= 1 block
-// among its causally valid ones.
+// Stage 1: the block mask, bool [B, H, nq, nk] (docs/design.md, Stage 1: compressed map,
+// TopCdf / top-k, forced rows and columns for non-similar blocks, causal, sink). Every row keeps
+// >= 1 block among its causally valid ones.
 at::Tensor predict_block_mask(const at::Tensor& q, const at::Tensor& k, const Geometry& geometry,
                               const Thresholds& thresholds, const AttentionOptions& options);
 // Same, from precomputed statistics (the tuner computes them once per head and sample).
@@ -82,13 +82,18 @@ at::Tensor causal_block_mask(int64_t nq_tokens, int64_t nk_tokens, const Geometr
                              bool causal);
 
 struct SparseResult {
-  at::Tensor o;                     // [B, H, Nq, D] fp32
-  int64_t valid_blocks = 0;         // causally valid (q block, k block) pairs, summed over B, H
-  int64_t kept_blocks = 0;          // pairs whose QK^T product was computed (mask true)
-  double pv_skipped_blocks = 0;     // P·V products skipped by stage 2, in block units (a block
-                                    // counts block_q/warp_rows groups, each 1/groups of a product)
-  double sparsity_stage1() const;   // 1 - kept / valid
-  double sparsity_stage12() const;  // (2 (valid - kept) + pv_skipped) / (2 valid)
+  at::Tensor o;                  // [B, H, Nq, D] fp32
+  int64_t valid_blocks = 0;      // causally valid (q block, k block) pairs, summed over B, H
+  int64_t kept_blocks = 0;       // pairs whose QK^T product was computed (mask true)
+  double pv_skipped_blocks = 0;  // P·V products skipped by stage 2, in block units (a block
+                                 // counts block_q/warp_rows groups, each 1/groups of a product)
+  // Of pv_skipped_blocks, the groups made only of padded query rows (rows >= Nq of the last Q
+  // block): the kernels skip them too (they have nothing to add), but they are no saving, so
+  // the stage-1+2 sparsity leaves them out (N = 1 would otherwise report 7/16 for a dense head).
+  double pv_padding_blocks = 0;
+  double sparsity_stage1() const;  // 1 - kept / valid
+  // (2 (valid - kept) + pv_skipped - pv_padding) / (2 valid)
+  double sparsity_stage12() const;
 };
 
 // The quantised block-sparse attention exactly as the kernels compute it: INT8 Q/K per block
@@ -120,10 +125,12 @@ struct VFp8 {
 VFp8 quantize_v_fp8(const at::Tensor& v);
 
 // ---------------------------------------------------------------------------------------------
-// Precomputed state for repeated evaluation of the same inputs (the tuner: many masks / lambdas
-// per head). Holds the block statistics for the predictor and the INT8 logits x of every block
-// pair (log2 units, token mask applied), so a candidate mask only redoes the online softmax and
-// P·V over its kept blocks. Results are bit-identical to the uncached functions.
+// Precomputed state for repeated evaluation of the same inputs (many masks / lambdas per head).
+// Holds the block statistics for the predictor and the INT8 logits x of every block pair (log2
+// units, token mask applied), so a candidate mask only redoes the online softmax and P·V over its
+// kept blocks. Results are bit-identical to the uncached functions. Used by the reference tests;
+// the tuner's cpu oracle (tune/oracle.cpp) does not use it (it keeps the block statistics and
+// caches results per (mask, λ) instead).
 // Memory: 4 * B * H * nq*block_q * nk*block_k bytes of logits (64 MiB for one head at N = 4096),
 // so build one per head (slice q with q.narrow(1, h, 1) and k, v with the head's kv head).
 struct HeadCache {

@@ -186,7 +186,14 @@ SparseResult run(const Problem& p, const at::Tensor& mask_in, const std::vector<
   at::Tensor acc = at::zeros({R, bq, D}, fopt);
   at::Tensor zero = at::zeros({}, fopt), ninf = at::full({}, kNegInf, fopt);
   at::Tensor kv_base = row_index(p).kv_base;
-  int64_t skipped_groups = 0;
+  int64_t skipped_groups = 0, padding_groups = 0;
+  // Groups whose every row is a padded query row (row >= Nq), per row of blocks: [R, groups].
+  const at::Tensor group_start =
+      at::arange(p.nq, at::kLong).view({p.nq, 1}) * bq + at::arange(groups, at::kLong) * wr;
+  const at::Tensor padded_group = (group_start >= s.nq_tokens)
+                                      .view({1, p.nq, groups})
+                                      .expand({s.batch * s.heads, p.nq, groups})
+                                      .reshape({R, groups});
 
   for (int64_t t = 0; t < steps; ++t) {
     at::Tensor r = (len > t).nonzero().view({-1});  // rows with a t-th kept block
@@ -202,6 +209,7 @@ SparseResult run(const Problem& p, const at::Tensor& mask_in, const std::vector<
     at::Tensor diff = d.view({Ra, groups, wr}).amax(-1);                 // [Ra, groups]
     at::Tensor skip = diff < lam_rows.index_select(0, r).view({Ra, 1});  // [Ra, groups]
     skipped_groups += skip.sum().item<int64_t>();
+    padding_groups += (skip & padded_group.index_select(0, r)).sum().item<int64_t>();
     at::Tensor run_rows = skip.logical_not().repeat_interleave(wr, 1);  // [Ra, bq]
 
     at::Tensor alpha = at::where(m_old == kNegInf, zero, at::exp2(m_old - m_new));
@@ -226,6 +234,7 @@ SparseResult run(const Problem& p, const at::Tensor& mask_in, const std::vector<
     acc.index_copy_(0, r, acc_new);
   }
   res.pv_skipped_blocks = static_cast<double>(skipped_groups) / static_cast<double>(groups);
+  res.pv_padding_blocks = static_cast<double>(padding_groups) / static_cast<double>(groups);
 
   at::Tensor o = at::where(l.unsqueeze(-1) > 0, acc / l.unsqueeze(-1), zero);  // [R, bq, D]
   o = o.view({s.batch, s.heads, p.nq * bq, D}).narrow(2, 0, s.nq_tokens);

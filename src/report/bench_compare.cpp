@@ -45,6 +45,7 @@ int BenchComparison::count_less_accurate() const {
 
 bool BenchComparison::failed(const CompareOptions& o) const {
   return count(Status::kSlow) > 0 || count_less_accurate() > 0 ||
+         (!o.allow_gone && count(Status::kGone) > 0) ||
          (o.fail_on_noisy && count(Status::kNoisy) > 0);
 }
 

@@ -5,7 +5,8 @@
 // median times; noise = sqrt(spread_base² + spread_new²) with spread = IQR/median of each run.
 // |Δ| > max(threshold, noise) is SLOW or FAST; otherwise SAME, or NOISY when the noise alone
 // exceeds the threshold (the run cannot resolve a change of threshold size). SLOW fails the
-// report (exit 1); NOISY fails only with --fail-on-noisy.
+// report (exit 1), and so does a GONE row (in the base, not in the new run) unless
+// --allow-gone; NOISY fails only with --fail-on-noisy.
 //
 // Accuracy is checked like speed: a matched row whose rel-L1 (against the same reference in
 // both runs) grew by more than max(accuracy_relative x base, accuracy_absolute) is LESS
@@ -32,6 +33,9 @@ struct CompareOptions {
   bool fail_on_noisy = false;
   double accuracy_relative = 0.10;   // rel-L1 may grow by 10 % of the base value ...
   double accuracy_absolute = 0.002;  // ... or by 0.002, whichever is larger
+  // A base row missing from the new run (GONE) is a regression: a case that stopped running
+  // must not pass the gate silently. --allow-gone accepts removed cases.
+  bool allow_gone = false;
 };
 
 struct RowComparison {

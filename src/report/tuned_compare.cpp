@@ -6,6 +6,8 @@
 #include <map>
 #include <numeric>
 
+#include "common/log.hpp"
+
 namespace sparge::report {
 
 namespace {
@@ -43,7 +45,16 @@ int TunedComparison::failures() const {
 
 TunedComparison compare_tuned(const config::TunedConfig& old_cfg,
                               const config::TunedConfig& new_cfg, double threshold,
-                              const std::string& old_name, const std::string& new_name) {
+                              const std::string& old_name, const std::string& new_name,
+                              bool allow_gone) {
+  const auto& oh = old_cfg.provenance.dump_hash;
+  const auto& nh = new_cfg.provenance.dump_hash;
+  if (!oh.empty() && !nh.empty() && oh != nh) {
+    log::warn(
+        "{} and {} were tuned on different dumps ({} {}, {} {}): their sparsity and error "
+        "measure different data",
+        old_name, new_name, old_cfg.provenance.dump, oh, new_cfg.provenance.dump, nh);
+  }
   TunedComparison cmp;
   cmp.old_cfg = &old_cfg;
   cmp.new_cfg = &new_cfg;
@@ -79,6 +90,7 @@ TunedComparison compare_tuned(const config::TunedConfig& old_cfg,
     c.over_budget = c.heads_over_budget > 0;
   }
   for (auto& [idx, c] : by_layer) {
+    c.gone_fails = !c.new_layer && !allow_gone;
     if (c.old_sparsity && c.new_sparsity && *c.old_sparsity > 0) {
       c.less_sparse = (*c.old_sparsity - *c.new_sparsity) / *c.old_sparsity > threshold;
     }

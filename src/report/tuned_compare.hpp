@@ -3,7 +3,9 @@
 //
 // A layer fails when, in the new config, a head's error exceeds the new budget (stage 1 error >
 // l1 or stage 1+2 error > l2), or when its mean stage-1 sparsity dropped by more than the
-// threshold relative to the old one ((old - new) / old > threshold).
+// threshold relative to the old one ((old - new) / old > threshold), or when it is gone (in the
+// old config, not in the new one) unless `allow_gone`. Configs tuned on different dumps
+// (provenance.dump_hash) are compared with a warning: their numbers measure different data.
 #pragma once
 
 #include <optional>
@@ -25,8 +27,9 @@ struct LayerComparison {
   std::optional<double> old_error12, new_error12;        // worst stage 1+2
   int heads_over_budget = 0;                             // in the new config
   bool over_budget = false, less_sparse = false;
+  bool gone_fails = false;  // in the old config only, and gone layers are not allowed
   std::string status() const;
-  bool failed() const { return over_budget || less_sparse; }
+  bool failed() const { return over_budget || less_sparse || gone_fails; }
 };
 
 struct TunedComparison {
@@ -39,7 +42,8 @@ struct TunedComparison {
 
 TunedComparison compare_tuned(const config::TunedConfig& old_cfg,
                               const config::TunedConfig& new_cfg, double threshold,
-                              const std::string& old_name, const std::string& new_name);
+                              const std::string& old_name, const std::string& new_name,
+                              bool allow_gone = false);
 std::string render_tuned_markdown(const TunedComparison& cmp, double threshold);
 
 }  // namespace sparge::report

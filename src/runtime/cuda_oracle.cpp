@@ -6,7 +6,7 @@
 // head's thresholds over the same statistics, kv heads = 1), so one prediction launch and one
 // attention launch evaluate up to kBatch candidates; candidates giving an already evaluated
 // (mask, λ) reuse its result. Errors and sparsities are reduced on the GPU; only masks (for the
-// cache key), per-candidate sums and P·V counts come back.
+// cache key), per-candidate sums and the stage-2 counts (pv_executed) come back.
 //
 // Inputs of fp32 dumps are rounded to fp16 for the kernels (as SpargeAttn does); fp16/bf16 are
 // used as stored.
@@ -197,7 +197,7 @@ class CudaHeadOracle final : public tune::HeadOracle {
         fail(ExitCode::kSoftware, "cuda oracle: {}", e.what());
       }
       evaluations_ += u;
-      // Per candidate: rel-L1 (fp64), kept blocks, P·V products skipped (in block units).
+      // Per candidate: rel-L1 (fp64), kept blocks, kept blocks stage 2 did not skip (block units).
       at::Tensor od = o_t.narrow(3, 0, st.base.head_dim_in).to(at::kDouble);
       at::Tensor err = (od - st.ref).abs().sum(at::IntArrayRef{0, 2, 3}) / st.ref_l1;
       at::Tensor kept = a.lut_len.sum(at::IntArrayRef{0, 2}).to(at::kDouble);

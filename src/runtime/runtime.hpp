@@ -75,9 +75,11 @@ Prepared prepare_with_mask(const at::Tensor& q, const at::Tensor& k, const at::T
                            const at::Tensor& mask, const ref::Geometry& geometry,
                            const Options& options);
 
-// Kernel variants: "sm90" (Hopper, i8f8) and "sm80" (portable, i8f16). "auto" picks sm90 on a
-// compute capability 9.0 device when compiled in, else sm80. An explicit variant that is not
-// compiled or cannot run here throws Error(kNoDevice) naming the available set.
+// The kernel (attention path) to run: "sm90" (Hopper, i8f8) or "sm80" (portable, i8f16); each
+// name is also its block geometry (ref::geometry_by_name). "auto" picks sm90 on a compute
+// capability 9.0 device when compiled in, else sm80. An explicit kernel that is not compiled or
+// cannot run here throws Error(kNoDevice) naming the available set. (Not the numbered Hopper
+// kernel variants of SPARGE_SM90_VARIANT: those are chosen inside launch_attention_sm90.)
 std::string resolve_variant(const std::string& variant);
 std::vector<std::string> available_variants();
 
@@ -87,15 +89,19 @@ std::vector<std::string> available_variants();
 kernels::AttentionParams attention_params(const Prepared& prepared, const at::Tensor& o,
                                           const at::Tensor& lambda,
                                           at::Tensor& lambda_log2_storage);
-// Runs the kernel of `variant` ("sm90"/"sm80"; must match prepared.geometry.name) into o.
-// pv_executed: optional zeroed int32 [B, H, nq, block_q / warp_rows] device tensor; the kernel
-// adds the P·V products each warp row group executed (stage-2 statistics; costs atomics).
+// Runs the kernel `variant` ("sm90"/"sm80"; must match prepared.geometry.name) into o.
+// pv_executed: optional int32 [B, H, nq, block_q / warp_rows] device tensor (contiguous). The
+// kernel overwrites each entry with the number of kept K blocks that row group did not skip in
+// stage 2 (one plain store per group, no atomics). On sm80 that is the P·V products it ran; the
+// default sm90 kernel issues P·V for every kept block and zeroes P for a skipping group, so there
+// it counts skip decisions, not tensor-core work saved (docs/design.md, Stage 2).
 void run_attention(const Prepared& prepared, const at::Tensor& o, const at::Tensor& lambda,
                    const std::string& variant, const at::Tensor& pv_executed = {});
 
 // Sparsity over both stages in units of half a block pair: a block skipped by stage 1 saves
 // QKᵀ and P·V (2 halves), a block whose P·V stage 2 skipped saves 1 half. `valid`: causally valid
-// block pairs, `kept`: pairs the LUT kept, `pv_executed`: P·V products executed (block units).
+// block pairs, `kept`: pairs the LUT kept, `pv_executed`: kept pairs stage 2 did not skip (block
+// units: the sum of run_attention's pv_executed / (block_q / warp_rows)).
 inline double stage12_sparsity(double valid, double kept, double pv_executed) {
   return valid > 0 ? (2.0 * (valid - kept) + (kept - pv_executed)) / (2.0 * valid) : 0.0;
 }

@@ -181,6 +181,13 @@ int64_t seq_len(const Options& o) {
   return o.seq;
 }
 
+void fill_defaults(Options& o) {
+  const bool visual = o.kind == Kind::kVideo || o.kind == Kind::kImage;
+  if (visual && !o.grid && o.seq == 0)
+    o.grid = o.kind == Kind::kVideo ? kDefaultVideoGrid : kDefaultImageGrid;
+  if (!visual && !o.grid && o.seq == 0) o.seq = kDefaultSeq;
+}
+
 void validate(const Options& o) {
   if (o.layers < 1) fail(ExitCode::kUsage, "--layers must be >= 1 (got {})", o.layers);
   if (o.samples < 1) fail(ExitCode::kUsage, "--samples must be >= 1 (got {})", o.samples);
@@ -189,8 +196,11 @@ void validate(const Options& o) {
   if (o.kv_heads < 0 || kv_heads(o) > o.heads || o.heads % kv_heads(o) != 0) {
     fail(ExitCode::kUsage, "--kv-heads {} must divide --heads {}", kv_heads(o), o.heads);
   }
-  if (o.head_dim < 8 || o.head_dim > 512)
-    fail(ExitCode::kUsage, "--head-dim must be in [8, 512] (got {})", o.head_dim);
+  if (o.head_dim < 8 || o.head_dim > kMaxHeadDim) {
+    fail(ExitCode::kUsage,
+         "--head-dim must be in [8, {}] (got {}): no sparge kernel runs a larger one", kMaxHeadDim,
+         o.head_dim);
+  }
   if (o.dtype != at::kHalf && o.dtype != at::kBFloat16 && o.dtype != at::kFloat) {
     fail(ExitCode::kUsage, "--dtype must be fp16, bf16 or fp32");
   }

@@ -49,6 +49,14 @@ struct Options {
   bool with_o = false;
 };
 
+// Shapes the user left unset get a default, so `sparge synth -o x.h5` just works: video grid
+// kDefaultVideoGrid, image grid kDefaultImageGrid, llm/noise sequence kDefaultSeq.
+inline constexpr std::array<int, 3> kDefaultVideoGrid{4, 16, 16};
+inline constexpr std::array<int, 3> kDefaultImageGrid{1, 32, 32};
+inline constexpr int64_t kDefaultSeq = 1024;
+void fill_defaults(Options& options);
+// Largest head dim a sparge kernel runs (tune::kMaxHeadDim; synth writes nothing larger).
+inline constexpr int kMaxHeadDim = 128;
 // Throws Error(kUsage) naming the offending flag.
 void validate(const Options& options);
 // Tokens per sequence (grid tokens + text prefix for video/image).

@@ -42,18 +42,6 @@ void require_cuda_device() {
 
 namespace {
 
-// The dump's attribute as a boolean, as the tuner reads it (absent = false).
-bool attr_true(const io::DumpInfo& info, std::initializer_list<const char*> keys) {
-  for (const char* k : keys) {
-    auto it = info.attributes.find(k);
-    if (it != info.attributes.end()) {
-      const auto& v = it->second;
-      return v == "1" || v == "true" || v == "True" || v == "TRUE";
-    }
-  }
-  return false;
-}
-
 KernelCheckStage stage(double cpu, double cuda) {
   KernelCheckStage s;
   s.cpu_error = cpu;
@@ -76,7 +64,7 @@ config::TunedConfig dense_config(const std::filesystem::path& dump,
   cfg.provenance.dump = dump.string();
   cfg.kernel.geometry = geometry;
   cfg.kernel.causal = info.causal;
-  cfg.kernel.sink = attr_true(info, {"sink", "attention_sink"});
+  cfg.kernel.sink = io::attribute_true(info, {"sink", "attention_sink"});
   for (const auto& li : info.layers) {
     if (layers && std::find(layers->begin(), layers->end(), li.index) == layers->end()) continue;
     config::TunedLayer t;

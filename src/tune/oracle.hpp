@@ -1,5 +1,5 @@
 // The tuner's question, answered by a backend: "what error and sparsity does this head reach at
-// these candidate thresholds on these calibration samples?" (SPEC §3).
+// these candidate thresholds on these calibration samples?" (docs/design.md, Calibration).
 //
 // The search (search.hpp) only talks to a HeadOracle, so it can be unit-tested on synthetic
 // oracles and run unchanged on the CPU reference or the CUDA kernels. Calls are batched: the

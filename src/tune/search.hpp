@@ -1,5 +1,5 @@
-// The per-head threshold search of SPEC §3, written against HeadOracle so it runs on any backend
-// and can be tested with synthetic oracles.
+// The per-head threshold search (docs/design.md, Calibration), written against HeadOracle so it
+// runs on any backend and can be tested with synthetic oracles.
 //
 // Per head:
 //  1. Stage 1. For every θ of the grid, bisection on τ in [0, 1] for the sparsest mask whose

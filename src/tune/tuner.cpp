@@ -3,6 +3,8 @@
 #include <ATen/Parallel.h>
 #include <c10/util/hash.h>
 #include <fcntl.h>
+#include <fmt/ranges.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -167,17 +169,6 @@ void warn_off_grid(const io::DumpInfo& info, const std::vector<const io::LayerIn
   }
 }
 
-bool attr_true(const io::DumpInfo& info, std::initializer_list<const char*> keys) {
-  for (const char* k : keys) {
-    auto it = info.attributes.find(k);
-    if (it != info.attributes.end()) {
-      const auto& v = it->second;
-      return v == "1" || v == "true" || v == "True" || v == "TRUE";
-    }
-  }
-  return false;
-}
-
 // One finished head, as journalled and as written.
 struct HeadRecord {
   int layer = 0, head = 0;
@@ -265,8 +256,24 @@ class Journal {
   }
 
   // Loads matching records when resuming; otherwise (or when absent) starts a fresh journal.
+  // Two runs writing one output would discard each other's journal: the live journal is held
+  // under flock(2), and a second run refuses (exit 74) while the first holds it.
   std::map<std::pair<int, int>, HeadRecord> open(bool resume) {
     std::map<std::pair<int, int>, HeadRecord> done;
+    int old_fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (old_fd >= 0 && ::flock(old_fd, LOCK_EX | LOCK_NB) != 0) {
+      ::close(old_fd);
+      fail(ExitCode::kIoError,
+           "{}: another `sparge tune` is writing this output (its journal is locked); wait for "
+           "it or choose another -o",
+           path_.string());
+    }
+    struct CloseOld {
+      int fd;
+      ~CloseOld() {
+        if (fd >= 0) ::close(fd);
+      }
+    } close_old{old_fd};
     std::string kept = header() + "\n";
     if (resume && std::filesystem::exists(path_)) {
       std::ifstream in(path_);
@@ -276,7 +283,14 @@ class Journal {
         nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
         if (first) {
           first = false;
-          if (j.is_discarded() || j.value("fingerprint", "") != fingerprint_) {
+          if (j.is_discarded() || !j.is_object() ||
+              j.value("schema", "") != std::string("sparge.tune-journal")) {
+            fail(ExitCode::kDataError,
+                 "{}: not a sparge tune journal (unreadable first line); delete it or rerun "
+                 "without --resume",
+                 path_.string());
+          }
+          if (j.value("fingerprint", "") != fingerprint_) {
             fail(ExitCode::kUsage,
                  "{}: journal was written for other inputs or flags; rerun without --resume to "
                  "start over (or with the original flags)",
@@ -302,6 +316,7 @@ class Journal {
     if (fd_ < 0) {
       fail(ExitCode::kIoError, "{}: cannot open journal: {}", path_.string(), std::strerror(errno));
     }
+    ::flock(fd_, LOCK_EX | LOCK_NB);
     return done;
   }
 
@@ -354,6 +369,15 @@ std::string utc_now() {
 
 }  // namespace
 
+void check_head_dim(const io::LayerInfo& layer, const std::filesystem::path& dump) {
+  if (layer.head_dim > kMaxHeadDim) {
+    fail(ExitCode::kDataError,
+         "{}: layer {} has head dim {}, but sparge's kernels run D <= {} only (64 and 128 "
+         "natively): thresholds for it could never be used",
+         dump.string(), layer.index, layer.head_dim, kMaxHeadDim);
+  }
+}
+
 std::filesystem::path journal_path(const TuneRequest& r) {
   auto name = r.output.filename().string() + ".partial.jsonl";
   return r.state_dir ? *r.state_dir / name : r.output.parent_path() / name;
@@ -370,7 +394,7 @@ TuneOutcome run_tune(const TuneRequest& rq) {
 
   ref::AttentionOptions attention;
   attention.causal = rq.causal.value_or(info.causal);
-  attention.sink = rq.sink.value_or(attr_true(info, {"sink", "attention_sink"}));
+  attention.sink = rq.sink.value_or(io::attribute_true(info, {"sink", "attention_sink"}));
   attention.scale = info.scale.value_or(0.0);
 
   std::vector<const io::LayerInfo*> layers;
@@ -385,8 +409,12 @@ TuneOutcome run_tune(const TuneRequest& rq) {
     for (const auto& li : info.layers) layers.push_back(&li);
   }
   if (layers.empty()) fail(ExitCode::kDataError, "{}: no layers", rq.dump.string());
+  for (const auto* l : layers) check_head_dim(*l, rq.dump);
+  std::optional<config::Shard> shard_record;
   if (rq.shard) {
     const auto [shard, shards] = *rq.shard;
+    shard_record = config::Shard{shard, shards, {}};
+    for (const auto* l : layers) shard_record->layers.push_back(l->index);
     if (shards < 1 || shard < 0 || shard >= shards)
       fail(ExitCode::kUsage, "--shard {}/{}: need 0 <= i < n", shard, shards);
     std::vector<const io::LayerInfo*> mine;
@@ -437,6 +465,7 @@ TuneOutcome run_tune(const TuneRequest& rq) {
   cfg.provenance.dump_hash = content_hash(rq.dump);
   cfg.provenance.model_id = info.model_id;
   if (rq.samples) cfg.provenance.samples = *rq.samples;
+  cfg.provenance.shard = shard_record;
   if (rq.timestamp) cfg.provenance.created_utc = utc_now();
   cfg.kernel.geometry = rq.geometry;
   cfg.kernel.causal = attention.causal;
@@ -509,56 +538,65 @@ TuneOutcome run_tune(const TuneRequest& rq) {
   Progress progress("tune", total_heads, rq.progress);
   if (resumed) progress.advance(resumed, "resumed");
   std::mutex mu;
-  parallel_for(static_cast<int>(units.size()), jobs, [&](int i) {
-    const Unit& u = units[static_cast<size_t>(i)];
-    const auto& L = *u.layer;
-    const auto& smp = samples.at(L.index);
-    std::vector<HeadRecord> recs;
-    if (u.head >= 0) {
-      std::vector<HeadRequest> reqs;
-      reqs.push_back(load_head(reader, L, u.head, smp, rq.geometry, attention, order));
-      auto oracles = backend->make_oracles(std::move(reqs));
-      HeadResult r = search_head(*oracles.at(0), rq.search);
-      log::debug(
-          "layer {} head {}: {} candidates, {} attention evaluations, tau {} theta {} "
-          "lambda {}, sparsity {:.4f}/{:.4f}, error {:.4f}/{:.4f}",
-          L.index, u.head, r.evaluations, oracles[0]->evaluations(), r.chosen.tau, r.chosen.theta,
-          r.chosen.lambda, r.sparsity_stage1, r.sparsity_stage12, r.error_stage1, r.error_stage12);
-      recs.push_back({L.index, u.head, r.chosen, r.sparse, r.meets_budget, r.sparsity_stage1,
-                      r.sparsity_stage12, r.error_stage1, r.error_stage12, r.expected_stage1,
-                      r.expected_stage12, trace_json(r.trace)});
-    } else {
-      std::vector<HeadRequest> reqs;
-      for (int h = 0; h < L.num_q_heads; ++h) {
-        reqs.push_back(load_head(reader, L, h, smp, rq.geometry, attention, order));
+  // A kill or an I/O failure keeps the journal for --resume; bad data (NaN/Inf) does not: the
+  // fixed dump has another hash, so the journal could never be resumed.
+  try {
+    parallel_for(static_cast<int>(units.size()), jobs, [&](int i) {
+      const Unit& u = units[static_cast<size_t>(i)];
+      const auto& L = *u.layer;
+      const auto& smp = samples.at(L.index);
+      std::vector<HeadRecord> recs;
+      if (u.head >= 0) {
+        std::vector<HeadRequest> reqs;
+        reqs.push_back(load_head(reader, L, u.head, smp, rq.geometry, attention, order));
+        auto oracles = backend->make_oracles(std::move(reqs));
+        HeadResult r = search_head(*oracles.at(0), rq.search);
+        log::debug(
+            "layer {} head {}: {} candidates, {} attention evaluations, tau {} theta {} "
+            "lambda {}, sparsity {:.4f}/{:.4f}, error {:.4f}/{:.4f}",
+            L.index, u.head, r.evaluations, oracles[0]->evaluations(), r.chosen.tau, r.chosen.theta,
+            r.chosen.lambda, r.sparsity_stage1, r.sparsity_stage12, r.error_stage1,
+            r.error_stage12);
+        recs.push_back({L.index, u.head, r.chosen, r.sparse, r.meets_budget, r.sparsity_stage1,
+                        r.sparsity_stage12, r.error_stage1, r.error_stage12, r.expected_stage1,
+                        r.expected_stage12, trace_json(r.trace)});
+      } else {
+        std::vector<HeadRequest> reqs;
+        for (int h = 0; h < L.num_q_heads; ++h) {
+          reqs.push_back(load_head(reader, L, h, smp, rq.geometry, attention, order));
+        }
+        auto oracles = backend->make_oracles(std::move(reqs));
+        std::vector<HeadOracle*> ptrs;
+        for (auto& o : oracles) ptrs.push_back(o.get());
+        auto combined = make_combined_oracle(ptrs);
+        HeadResult r = search_head(*combined, rq.search);
+        // The layer's thresholds, measured per head for the record.
+        Candidate c1 = r.chosen;
+        c1.lambda = kNoSkip;
+        std::vector<Candidate> both{c1, r.chosen};
+        // The layer's trace is kept once, on its head 0 (the points are per layer).
+        for (int h = 0; h < L.num_q_heads; ++h) {
+          auto ev = oracles[static_cast<size_t>(h)]->evaluate(both);
+          recs.push_back({L.index, h, r.chosen, r.sparse, r.meets_budget,
+                          ev[0].sparsity_stage1_mean, ev[1].sparsity_stage12_mean,
+                          ev[0].error_worst, ev[1].error_worst, predicted_error(ev[0], rq.search),
+                          predicted_error(ev[1], rq.search),
+                          h == 0 ? trace_json(r.trace) : nlohmann::json::array()});
+        }
       }
-      auto oracles = backend->make_oracles(std::move(reqs));
-      std::vector<HeadOracle*> ptrs;
-      for (auto& o : oracles) ptrs.push_back(o.get());
-      auto combined = make_combined_oracle(ptrs);
-      HeadResult r = search_head(*combined, rq.search);
-      // The layer's thresholds, measured per head for the record.
-      Candidate c1 = r.chosen;
-      c1.lambda = kNoSkip;
-      std::vector<Candidate> both{c1, r.chosen};
-      // The layer's trace is kept once, on its head 0 (the points are per layer).
-      for (int h = 0; h < L.num_q_heads; ++h) {
-        auto ev = oracles[static_cast<size_t>(h)]->evaluate(both);
-        recs.push_back({L.index, h, r.chosen, r.sparse, r.meets_budget, ev[0].sparsity_stage1_mean,
-                        ev[1].sparsity_stage12_mean, ev[0].error_worst, ev[1].error_worst,
-                        predicted_error(ev[0], rq.search), predicted_error(ev[1], rq.search),
-                        h == 0 ? trace_json(r.trace) : nlohmann::json::array()});
+      journal.append(recs);
+      {
+        std::lock_guard lock(mu);
+        for (const auto& r : recs) done[{r.layer, r.head}] = r;
       }
-    }
-    journal.append(recs);
-    {
-      std::lock_guard lock(mu);
-      for (const auto& r : recs) done[{r.layer, r.head}] = r;
-    }
-    progress.advance(static_cast<long>(recs.size()),
-                     u.head >= 0 ? fmt::format("layer {} head {}", L.index, u.head)
-                                 : fmt::format("layer {}", L.index));
-  });
+      progress.advance(static_cast<long>(recs.size()),
+                       u.head >= 0 ? fmt::format("layer {} head {}", L.index, u.head)
+                                   : fmt::format("layer {}", L.index));
+    });
+  } catch (const Error& e) {
+    if (e.code() == ExitCode::kDataError) journal.remove();
+    throw;
+  }
   progress.finish();
 
   TuneOutcome out;
@@ -624,6 +662,26 @@ EvalOutcome run_eval(const EvalRequest& rq) {
     layer_ids = *rq.layers;
   } else {
     for (const auto& l : cfg.layers) layer_ids.push_back(l.layer);
+    // A partial config (an incomplete merge, a --layers or --shard run) leaves layers of the
+    // dump without thresholds: say so rather than pass on what was not checked.
+    std::vector<int> uncovered;
+    for (const auto& li : reader.info().layers) {
+      if (!cfg.find_layer(li.index)) uncovered.push_back(li.index);
+    }
+    if (!uncovered.empty()) {
+      log::warn(
+          "{}: {} of the dump's {} layers have no thresholds in {} (layers {}): they are not "
+          "evaluated and would run dense",
+          rq.dump.string(), uncovered.size(), reader.info().layers.size(), rq.config_source,
+          fmt::join(uncovered, ","));
+    }
+  }
+  if (cfg.kernel.causal != reader.info().causal) {
+    log::warn(
+        "{}: tuned for {} attention, but {} is {}: the thresholds were tuned on another kind "
+        "of model",
+        rq.config_source, cfg.kernel.causal ? "causal" : "non-causal", rq.dump.string(),
+        reader.info().causal ? "causal" : "not causal");
   }
   std::map<int, std::vector<int>> samples;
   for (int id : layer_ids) {
@@ -634,6 +692,7 @@ EvalOutcome run_eval(const EvalRequest& rq) {
     if (!found)
       fail(ExitCode::kDataError, "{}: no layer {} (the tuned config has it)", rq.dump.string(), id);
     const auto& L = reader.layer(id);
+    check_head_dim(L, rq.dump);
     if (L.num_q_heads != tl->heads()) {
       fail(ExitCode::kDataError, "{}: layer {} has {} heads, the tuned config {}", rq.dump.string(),
            id, L.num_q_heads, tl->heads());

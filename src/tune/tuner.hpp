@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "config/tuned.hpp"
+#include "io/dump.hpp"
 #include "tune/search.hpp"
 #include "tune/token_order.hpp"
 
@@ -84,6 +85,12 @@ struct EvalOutcome {
 };
 
 EvalOutcome run_eval(const EvalRequest& request);
+
+// Largest head dim a sparge kernel runs (kernels/api.h: 64 and 128 natively, smaller ones zero
+// padded). Tune and eval refuse a layer with a larger one up front (exit 65): thresholds for a
+// geometry no kernel has could never be used.
+inline constexpr int kMaxHeadDim = 128;
+void check_head_dim(const io::LayerInfo& layer, const std::filesystem::path& dump);
 
 // "0,2,5-7" -> {0, 2, 5, 6, 7}. Throws Error(kUsage) naming `flag`.
 std::vector<int> parse_index_list(const std::string& text, const std::string& flag);

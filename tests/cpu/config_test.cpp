@@ -154,9 +154,9 @@ TEST(TunedConfig, RejectsBadFiles) {
                      "bad.yaml: layers[0].lambda[0]: 0.5 must be <= 0");
   expect_invalid_cfg([](TunedConfig& c) { c.layers[2].sparse.pop_back(); },
                      "bad.yaml: layers[2].sparse: 4 values, expected 5 (heads)");
-  expect_invalid("kernel: {name: \"sm90\", block_q: 128, block_k: 128, ",
-                 "kernel: {name: \"sm80\", block_q: 128, block_k: 64, ", "tuned for sm80",
-                 ref::hopper_geometry());
+  expect_invalid("kernel: {name: \"sm90\", block_q: 128, block_k: 128, warp_rows: 16, pv: fp8",
+                 "kernel: {name: \"sm80\", block_q: 128, block_k: 64, warp_rows: 16, pv: half",
+                 "tuned for sm80", ref::hopper_geometry());
   expect_invalid("kernel: {", "kernelx: {", "kernel: missing");
   expect_invalid("margin: 0.1,", "margin: 0.7,",
                  "search.margin: 0.7: expected a number in [0, 0.5]");

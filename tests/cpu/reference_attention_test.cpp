@@ -254,7 +254,8 @@ TEST(ReferenceAttention, CountsAndSparsityFollowTheMask) {
   EXPECT_LE(r.pv_skipped_blocks, static_cast<double>(r.kept_blocks));
   const double v = r.valid_blocks, k = r.kept_blocks;
   EXPECT_DOUBLE_EQ(r.sparsity_stage1(), 1 - k / v);
-  EXPECT_DOUBLE_EQ(r.sparsity_stage12(), (2 * (v - k) + r.pv_skipped_blocks) / (2 * v));
+  EXPECT_DOUBLE_EQ(r.sparsity_stage12(),
+                   (2 * (v - k) + r.pv_skipped_blocks - r.pv_padding_blocks) / (2 * v));
   EXPECT_GE(r.sparsity_stage12(), r.sparsity_stage1());
   // Blocks dropped from the mask change the output (the mask is honoured).
   const ref::SparseResult all =

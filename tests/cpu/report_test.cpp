@@ -84,7 +84,8 @@ TEST(ReportRule, PlantedSlowdownFastNoisyNewGone) {
   EXPECT_EQ(cmp.rows.front().status, report::Status::kSlow);  // regressions first
   EXPECT_NEAR(cmp.rows.front().delta, 0.10, 1e-9);            // fixture: exactly x1.10
   EXPECT_TRUE(cmp.failed(opt));
-  opt.threshold = 0.15;  // a 10% change inside a 15% threshold is no longer a regression
+  opt.threshold = 0.15;   // a 10% change inside a 15% threshold is no longer a regression ...
+  opt.allow_gone = true;  // ... and the GONE row is accepted (by default it fails: issue 19)
   EXPECT_FALSE(report::compare_bench(base, cur, opt, "b", "n").failed(opt));
 }
 

@@ -112,7 +112,7 @@ class ScopedVariant {
 
 struct KernelOutput {
   at::Tensor o;         // [1, H, N, D] fp32 on the CPU
-  int64_t pv_executed;  // stage-2 row groups whose P·V ran
+  int64_t pv_executed;  // (block, row group) pairs stage 2 did not skip
 };
 // The kernel on the given mask ([1, H, nq, nk] bool, CPU) through the runtime: GPU quantisation
 // + LUT from the mask + attention, as `sparge eval --backend cuda` runs it.
