@@ -11,8 +11,9 @@ with repeated phrases (``--kind text``, causal). Sample s of every layer comes f
 The file is written through ``sparge_capture.DumpFileWriter`` (docs/dump-format.md).
 """
 
+from ._dit import build_dit
 from ._generate import PRESETS, Options, UsageError, generate, model_id
 from ._images import PHOTOS
 
 __version__ = "0.1.0"
-__all__ = ["Options", "PHOTOS", "PRESETS", "UsageError", "generate", "model_id", "__version__"]
+__all__ = ["build_dit", "Options", "PHOTOS", "PRESETS", "UsageError", "generate", "model_id", "__version__"]

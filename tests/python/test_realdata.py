@@ -230,3 +230,37 @@ def test_sparge_inspect_reads_the_dump(tiny, tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["dump"]["causal"] is True
+
+
+def test_dit_stack_block0_attention_is_the_generators_layer0(monkeypatch):
+    """build_dit lifts the generator into a model: block 0's SDPA inputs are exactly the
+    generator's q, k, v of layer 0 (same photograph), and later blocks see a residual stream
+    that the gated updates moved but did not replace."""
+    import torch.nn.functional as F
+
+    from sparge_realdata import build_dit
+
+    o = _generate.Options(output="", heads=4, head_dim=64, size="tiny", frames=2, grid_h=8,
+                          grid_w=12).resolve()
+    model, embed = build_dit(o, 2, dtype=torch.float32)
+    seen = []
+    orig = F.scaled_dot_product_attention
+
+    def record(q, k, v, **kw):
+        seen.append((q, k, v))
+        return orig(q, k, v, **kw)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", record)
+    x0 = embed(1)
+    with torch.no_grad():
+        y = model(x0)
+    assert len(seen) == 2 and y.shape == x0.shape
+    feats = _generate.sample_features(o, 1, _generate._vocabulary(o.seed, o.feature_dim))
+    want = _generate.project(feats, _generate.layer_weights(o, 0),
+                             _generate.rope_tables(_generate.rope_parts(o)))
+    for got, w in zip(seen[0], want):
+        w = torch.from_numpy(w)
+        assert got.shape == w.shape
+        assert (got - w).abs().max() <= 1e-5 * w.abs().max()  # float32 matmul order only
+    drift = ((y - x0).abs().mean() / x0.abs().mean()).item()
+    assert 0.01 < drift < 1.0

@@ -1,0 +1,201 @@
+"""A whole-model benchmark of torch.ops.sparge.attention: a DiT-shaped stack, end to end.
+
+    python3 -m sparge.bench_dit -o OUT_DIR [--blocks 8 --heads 24 --head-dim 64 --runs 20]
+
+What a user does, on one GPU, in one run:
+  1. build the stack (sparge_realdata.build_dit: a DiT-shaped model whose attention sees
+     real-image structure; N = 17776 tokens at --size full, CogVideoX's shape);
+  2. capture its SDPA calls on three photographs with sparge_capture;
+  3. `sparge tune` them on the first two (CUDA oracle, default flags);
+  4. run the third photograph (held out) through the model with SDPA on cuDNN and with
+     sparge.apply(model, tuned.yaml), eagerly and replayed from a CUDA graph, timing each whole
+     forward with CUDA events in the same process, alternating the methods round by round.
+It writes OUT_DIR/dit-stack.json and .md: the timings, the speed-up over cuDNN, the realised
+sparsity per layer and the model output's error against the cuDNN forward. The C++ `sparge
+bench` times kernels; a model forward needs torch, so this lives here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+
+def _args(argv):
+    p = argparse.ArgumentParser(prog="python3 -m sparge.bench_dit", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-o", "--out-dir", required=True, help="directory for the dump, the tuned "
+                   "config and the results (created; files in it are replaced)")
+    p.add_argument("--blocks", type=int, default=8, help="transformer blocks (default 8)")
+    p.add_argument("--heads", type=int, default=24, help="attention heads (default 24)")
+    p.add_argument("--head-dim", type=int, default=64, help="head dim, 64 or 128 (default 64)")
+    p.add_argument("--size", default="full", choices=["tiny", "full"],
+                   help="token grid preset of sparge_realdata (full: 226 + 13x30x45 = 17776)")
+    p.add_argument("--runs", type=int, default=20, help="timed forwards per method (median)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed forwards per method first")
+    p.add_argument("--sparge-bin", default=os.environ.get("SPARGE_BIN", "build/sparge"),
+                   help="the sparge CLI used for `sparge tune` (default build/sparge)")
+    p.add_argument("--tune-args", default="", help="extra arguments for `sparge tune`, e.g. "
+                   "'--l1 0.08 --l2 0.1' (default: none, the default budget)")
+    p.add_argument("--no-graph", action="store_true", help="skip the CUDA-graph timing")
+    return p.parse_args(argv)
+
+
+def _rel_l1(a, b) -> float:
+    a, b = a.double(), b.double()
+    return float((a - b).abs().sum() / b.abs().sum())
+
+
+def _time_ms(fn, torch) -> float:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end)
+
+
+def main(argv=None) -> int:
+    a = _args(argv)
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    import sparge
+    import sparge_capture
+    import sparge_realdata
+
+    if not torch.cuda.is_available():
+        print("sparge.bench_dit: no CUDA device", file=sys.stderr)
+        return 69
+    if not os.path.isfile(a.sparge_bin):
+        print(f"sparge.bench_dit: {a.sparge_bin} not found (--sparge-bin)", file=sys.stderr)
+        return 66
+    os.makedirs(a.out_dir, exist_ok=True)
+    dev = torch.device("cuda")
+    o = sparge_realdata.Options(output="", heads=a.heads, head_dim=a.head_dim, size=a.size,
+                                layers=a.blocks).resolve()
+    grid = (o.frames, o.grid_h, o.grid_w)
+    model, embed = sparge_realdata.build_dit(o, a.blocks, device=dev)
+    xs = [embed(s) for s in range(len(o.images))]
+    n = xs[0].shape[1]
+    log = lambda m: print(f"sparge.bench_dit: {m}", file=sys.stderr, flush=True)  # noqa: E731
+
+    # 2. capture (the user's step 1)
+    dump = os.path.join(a.out_dir, "dit.h5")
+    t0 = time.perf_counter()
+    with torch.no_grad(), sparge_capture.capture(dump, model=model, model_id="dit-stack",
+                                                 grid=grid, text_prefix=o.text_prefix):
+        for x in xs:
+            model(x)
+    log(f"captured {a.blocks} layers x {len(xs)} samples in {time.perf_counter() - t0:.1f} s")
+
+    # 3. tune on the first two photographs
+    cfg = os.path.join(a.out_dir, "tuned.yaml")
+    cmd = [a.sparge_bin, "--no-progress", "tune", dump, "--samples", "0,1", "--backend", "cuda",
+           "-o", cfg] + a.tune_args.split()
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    tune_s = time.perf_counter() - t0
+    if r.returncode != 0:
+        print(r.stdout + r.stderr, file=sys.stderr)
+        return r.returncode
+    with open(os.path.join(a.out_dir, "tune.txt"), "w") as f:
+        f.write(" ".join(cmd) + "\n" + r.stdout + r.stderr)
+    log(f"tuned in {tune_s:.1f} s")
+
+    # 4. the held-out photograph through both forwards
+    x = xs[-1]
+    with torch.no_grad():
+        with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+            dense = model(x)
+        with sparge.apply(model, cfg) as ctx:
+            out = model(x)
+            stats = ctx.stats()
+    err = _rel_l1(out.float(), dense.float())
+
+    def cudnn():
+        with torch.no_grad(), sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+            model(x)
+
+    applied = sparge.apply(model, cfg)
+
+    def op():
+        with torch.no_grad():
+            model(x)
+
+    methods = {"sdpa_cudnn": cudnn}
+    graph = None
+    with applied:
+        methods["sparge_op"] = op
+        if not a.no_graph:
+            static_x = x.clone()
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side), torch.no_grad():
+                model(static_x)  # warm-up on a side stream, as torch.cuda.graph asks
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.no_grad(), torch.cuda.graph(graph):
+                static_out = model(static_x)
+            graph.replay()
+            torch.cuda.synchronize()
+            graph_err = _rel_l1(static_out.float(), out.float())
+            methods["sparge_op_graph"] = graph.replay
+        for fn in methods.values():
+            for _ in range(a.warmup):
+                fn()
+        times = {k: [] for k in methods}
+        for _ in range(a.runs):  # alternate, so clocks and thermals hit every method alike
+            for k, fn in methods.items():
+                times[k].append(_time_ms(fn, torch))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    kept = sum(s["kept_blocks"] for s in stats)
+    valid = sum(s["valid_blocks"] for s in stats)
+    res = {
+        "schema": "sparge.bench-dit", "schema_version": 1,
+        "device": torch.cuda.get_device_name(), "torch": torch.__version__,
+        "cudnn": torch.backends.cudnn.version(), "host": platform.node(),
+        "git": os.environ.get("SPARGE_GIT", ""),
+        "model": {"blocks": a.blocks, "heads": a.heads, "head_dim": a.head_dim, "tokens": n,
+                  "grid": list(grid), "text_prefix": o.text_prefix, "dtype": "bfloat16",
+                  "images": o.images, "held_out": o.images[-1]},
+        "tune": {"command": " ".join(cmd[1:]), "seconds": round(tune_s, 2)},
+        "runs": a.runs, "ms_median": med, "ms_all": times,
+        "speedup_vs_cudnn": {k: med["sdpa_cudnn"] / v for k, v in med.items()},
+        "sparsity": {"stage1_mean": 1.0 - kept / valid if valid else 0.0, "per_layer": stats},
+        "output_rel_l1_vs_cudnn": err,
+    }
+    if graph is not None:
+        res["graph_vs_eager_rel_l1"] = graph_err
+    with open(os.path.join(a.out_dir, "dit-stack.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    lines = [f"# DiT-shaped stack, whole forward: torch.ops.sparge.attention vs SDPA cuDNN",
+             "", f"Device: {res['device']}; torch {res['torch']}, cuDNN {res['cudnn']}; git "
+             f"{res['git'] or '-'}.", "",
+             f"Model: {a.blocks} blocks, {a.heads} heads x D {a.head_dim}, {n} tokens (grid "
+             f"{grid[0]}x{grid[1]}x{grid[2]} + {o.text_prefix} text), bf16, batch 1. Tuned with "
+             f"`sparge tune` (CUDA oracle, {tune_s:.0f} s) on {o.images[0]}, {o.images[1]}; "
+             f"timed on the held-out {o.images[-1]}.", "",
+             "| method | forward ms (median of %d) | vs cuDNN |" % a.runs, "|---|---|---|"]
+    for k, v in med.items():
+        lines.append(f"| {k} | {v:.3f} | {med['sdpa_cudnn'] / v:.3f}x |")
+    lines += ["", f"Realised stage-1 sparsity (held-out, all layers): "
+              f"{res['sparsity']['stage1_mean']:.4f}; per layer: "
+              + ", ".join(f"{s['sparsity']:.3f}" for s in stats) + ".",
+              f"Model output rel-L1 vs the cuDNN forward: {err:.4f}."]
+    if graph is not None:
+        lines.append(f"CUDA-graph replay vs eager op output rel-L1: {graph_err:.2e}.")
+    with open(os.path.join(a.out_dir, "dit-stack.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
