@@ -26,9 +26,9 @@ void launch_attention_sm80(const AttentionParams& params, cudaStream_t stream);
 void launch_attention_sm90(const AttentionParams& params, cudaStream_t stream);
 // True when the sm_90a kernels are compiled into this build and the current device can run them.
 bool attention_sm90_available();
-// The kernel variant launch_attention_sm90 runs: SPARGE_SM90_VARIANT when set, else the default
-// (kernels/attention_sm90.cuh lists them). Needs no device; a value that names no compiled variant
-// throws std::invalid_argument, as the launch would.
+// The kernel variant SPARGE_SM90_VARIANT selects for every head dim, or 0 when it is unset: each
+// head dim then runs its default (kernels/attention_sm90.cuh, default_variant). Needs no device; a
+// value that names no compiled variant throws std::invalid_argument, as the launch would.
 int attention_sm90_variant();
 
 }  // namespace sparge::kernels

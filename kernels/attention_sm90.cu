@@ -61,13 +61,12 @@ CUtensorMap make_map(const void* base, uint64_t rows, uint64_t cols, uint32_t bo
   return map;
 }
 
-// Kernel variant (attention_sm90.cuh): 9 by default; SPARGE_SM90_VARIANT=6 selects the same
-// kernel on a one-tile-per-CTA grid, 4 the variant that skips whole P·V products under stage 2,
-// 10 the experimental chained-tile form of 9 (for A/B runs and tests). Any other value is an error,
-// not a silent fallback.
+// Kernel variant (attention_sm90.cuh): SPARGE_SM90_VARIANT when set (A/B runs and tests; any value
+// that names no compiled variant is an error, not a silent fallback), else 0 = the default of each
+// head dim (default_variant).
 int variant() {
   const char* env = std::getenv("SPARGE_SM90_VARIANT");
-  if (env == nullptr || env[0] == 0) return kDefaultVariant;
+  if (env == nullptr || env[0] == 0) return 0;
   const std::string v(env);
   std::string known;
   for (int k : kVariants) {
@@ -78,7 +77,8 @@ int variant() {
 }
 
 void launch(const AttentionParams& p, cudaStream_t stream) {
-  const int v = variant();
+  const int chosen = variant();
+  const int v = chosen != 0 ? chosen : default_variant(p.head_dim);
   for (const Instance& inst : kInstances) {
     if (inst.head_dim == p.head_dim && inst.variant == v) return inst.launch(p, stream);
   }

@@ -31,23 +31,24 @@ inline constexpr int kRowsPerWarpgroup = kBlockQ / kConsumerWarpgroups;  // 64 =
 inline constexpr int kThreads = 128 * (1 + kConsumerWarpgroups);
 inline constexpr int kGroupsPerBlock = kBlockQ / kWarpRows;  // pv_executed entries per q block
 
-// Kernel variants (kernels/NOTES.md "sm90 attention" has the measurements of these and of the
-// variants 1, 2, 3, 5, 7, 8 tried before and removed in favour of 6; their code is in git history
-// at commit a360d53):
-//   4: one warpgroup's QKᵀ, wait, integer-max softmax (every 8th exp2 by a polynomial on the FMA
-//      pipe), P·V, wait; under stage 2 the warpgroup skips the P·V wgmma when all 4 warps skip.
-//   6 (+11 % over 4 dense at the time): 4's softmax (every 16th exp2 by the
-//      polynomial since run 10) + FA3's inter-warpgroup ping-pong (named barriers order the two
-//      consumer warpgroups' GEMM phases; QKᵀ(j+1) and P·V(j) issued together, P written over
-//      S). P·V is always issued, even when stage 2 skips it.
-//   9 (default since run 17): 6 on a persistent grid (one CTA per SM, tiles claimed with an
-//      atomic counter), so a tile's Q and first K/V blocks load while the previous tile is
-//      finishing; bit-identical to 6, +5-7 % at density 0.1, +36 % at 0.01, = dense.
-//   (10, a CTA's tiles chained, measured 1-5 % slower than 9 at every density on the H100 and
-//   removed in session 12: NOTES run 18 and issue 18; its code is in git history at 8eaa7e2.)
-// Every variant walks tiles (b, h, q block) the same way; 4 and 6 get one tile per CTA.
-inline constexpr int kDefaultVariant = 9;
-inline constexpr int kVariants[] = {4, 6, 9};
+// Kernel variants (kernels/NOTES.md "sm90 attention" has their measurements; variants tried and
+// removed are described there):
+//   9 (default at D = 128): warp-specialised, persistent. One CTA per SM claims 128-row tiles
+//      from a counter; a producer warpgroup issues the TMA loads, two consumer warpgroups of 64
+//      rows take turns issuing their GEMMs (FA3's ping-pong: QKᵀ(j+1) and P·V(j) together), so
+//      one's GEMMs run while the other is in its softmax.
+//   12 (default at D = 64): one warpgroup per CTA (attention_sm90_wg.cuh). A CTA owns 64 rows,
+//      issues its own loads and runs each block serially; three CTAs share an SM, so each SM
+//      sub-partition has three math warps instead of two. D = 64 has half the MMA work per
+//      softmax element, and the third warp hides more of the softmax's dependency waits than
+//      the ping-pong gains there (+10-13 % over 9 at D = 64, -6 % at D = 128, H100).
+//   4: one warpgroup's QKᵀ, wait, softmax, P·V, wait, in a 128-row CTA; under stage 2 it skips
+//      the P·V wgmma when all 4 warps of a warpgroup skip (the others always issue it).
+//   6: 9 on a one-tile-per-CTA grid (bit-identical to 9; a reference for its tests).
+// 6, 9 and 12 run the same per-row code in the same order: their outputs are bit-identical
+// (PersistentGridIsExactForAnyCtaCount); 4 sends another share of exp2 to the polynomial.
+inline constexpr int kVariants[] = {4, 6, 9, 12};
+constexpr int default_variant(int head_dim) { return head_dim == 64 ? 12 : 9; }
 constexpr int stages_of(int variant) { return variant == 4 ? 2 : 4; }
 constexpr bool is_persistent(int variant) { return variant == 9; }
 // Named barrier ids: 0 = __syncthreads, 1 + cw = consumer warpgroup cw's stage-2 vote (128

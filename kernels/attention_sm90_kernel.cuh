@@ -35,6 +35,7 @@
 #include "kernels/attention_api.h"
 #include "kernels/attention_sm90.cuh"
 #include "kernels/attention_sm90_device.cuh"
+#include "kernels/attention_sm90_wg.cuh"
 #include "kernels/params.h"
 
 namespace sparge::kernels {
@@ -454,8 +455,40 @@ __global__ void __launch_bounds__(kThreads, 1)
 CUtensorMap make_map(const void* base, uint64_t rows, uint64_t cols, uint32_t box_rows,
                      uint32_t box_cols, CUtensorMapSwizzle swizzle, const char* name);
 
+template <int kD>
+void launch_wg(const AttentionParams& p, cudaStream_t stream) {
+  using WP = WgPlan<kD>;
+  auto kernel = attention_kernel_wg<kD>;
+  static std::once_flag once;
+  static cudaError_t attr_err = cudaSuccess;
+  std::call_once(once, [&] {
+    attr_err =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, WP::kAlloc);
+  });
+  if (attr_err != cudaSuccess) {
+    throw std::runtime_error(std::string("attention_sm90: cudaFuncSetAttribute: ") +
+                             cudaGetErrorString(attr_err));
+  }
+  const CUtensorMapSwizzle qk_swizzle =
+      kD == 128 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B;
+  const uint64_t nq = p.num_q_blocks, nk = p.num_k_blocks;
+  const CUtensorMap tm_q =
+      make_map(p.q8, uint64_t(p.batch) * p.heads * nq * kBlockQ, kD, kWgRows, kD, qk_swizzle, "q8");
+  const CUtensorMap tm_k = make_map(p.k8, uint64_t(p.batch) * p.kv_heads * nk * kBlockK, kD,
+                                    kBlockK, kD, qk_swizzle, "k8");
+  const CUtensorMap tm_v = make_map(p.v, uint64_t(p.batch) * p.kv_heads * kD, nk * kBlockK, kD,
+                                    kBlockK, CU_TENSOR_MAP_SWIZZLE_128B, "v8");
+  const dim3 grid(2 * p.num_q_blocks, p.heads, p.batch);
+  kernel<<<grid, kWgThreads, WP::kAlloc, stream>>>(tm_q, tm_k, tm_v, p);
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) {
+    throw std::runtime_error(std::string("attention_sm90: launch failed: ") +
+                             cudaGetErrorString(e));
+  }
+}
+
 template <int kD, int kVariant>
-void launch_variant(const AttentionParams& p, cudaStream_t stream) {
+void launch_variant_warpspecialised(const AttentionParams& p, cudaStream_t stream) {
   using Plan = SmemPlan<kD, stages_of(kVariant)>;
   auto kernel = attention_kernel<kD, kVariant>;
   static std::once_flag once;
@@ -503,6 +536,15 @@ void launch_variant(const AttentionParams& p, cudaStream_t stream) {
     const cudaError_t launch_err = cudaGetLastError();
     check(cudaFreeAsync(counter, stream), "cudaFreeAsync (tile counter)");
     check(launch_err, "launch failed");
+  }
+}
+
+template <int kD, int kVariant>
+void launch_variant(const AttentionParams& p, cudaStream_t stream) {
+  if constexpr (kVariant == 12) {
+    launch_wg<kD>(p, stream);
+  } else {
+    launch_variant_warpspecialised<kD, kVariant>(p, stream);
   }
 }
 

@@ -25,7 +25,7 @@ DTYPE = {"fp16": "DType::kFloat16", "bf16": "DType::kBFloat16"}
 
 # Hopper path: head dim x kernel variant (kernels/attention_sm90.cuh: 9, the default, is 6 on a
 # persistent grid; 4 skips whole P.V products under stage 2).
-SM90 = [(d, v) for d in (64, 128) for v in (4, 6, 9)]
+SM90 = [(d, v) for d in (64, 128) for v in (4, 6, 9, 12)]
 
 
 SIGNATURE = "(const AttentionParams&, cudaStream_t)"

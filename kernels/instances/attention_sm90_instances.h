@@ -15,9 +15,11 @@ void launch_variant(const AttentionParams& p, cudaStream_t stream);
 extern template void launch_variant<64, 4>(const AttentionParams&, cudaStream_t);
 extern template void launch_variant<64, 6>(const AttentionParams&, cudaStream_t);
 extern template void launch_variant<64, 9>(const AttentionParams&, cudaStream_t);
+extern template void launch_variant<64, 12>(const AttentionParams&, cudaStream_t);
 extern template void launch_variant<128, 4>(const AttentionParams&, cudaStream_t);
 extern template void launch_variant<128, 6>(const AttentionParams&, cudaStream_t);
 extern template void launch_variant<128, 9>(const AttentionParams&, cudaStream_t);
+extern template void launch_variant<128, 12>(const AttentionParams&, cudaStream_t);
 
 struct Instance {
   int head_dim;
@@ -31,13 +33,16 @@ inline constexpr Instance kInstances[] = {
     {64, 4, "d64/v4", &launch_variant<64, 4>},
     {64, 6, "d64/v6", &launch_variant<64, 6>},
     {64, 9, "d64/v9", &launch_variant<64, 9>},
+    {64, 12, "d64/v12", &launch_variant<64, 12>},
     {128, 4, "d128/v4", &launch_variant<128, 4>},
     {128, 6, "d128/v6", &launch_variant<128, 6>},
     {128, 9, "d128/v9", &launch_variant<128, 9>},
+    {128, 12, "d128/v12", &launch_variant<128, 12>},
 };
 // clang-format on
 
 // The names above, for the dispatcher's error when a combination is not compiled.
-inline constexpr const char* kCompiledNames = "d64/v4, d64/v6, d64/v9, d128/v4, d128/v6, d128/v9";
+inline constexpr const char* kCompiledNames =
+    "d64/v4, d64/v6, d64/v9, d64/v12, d128/v4, d128/v6, d128/v9, d128/v12";
 
 }  // namespace sparge::kernels::sm90

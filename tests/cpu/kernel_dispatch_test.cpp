@@ -74,7 +74,9 @@ TEST(KernelDispatch, Sm90VariantFromEnvironment) {
     ~Restore() { unsetenv("SPARGE_SM90_VARIANT"); }
   } restore;
   unsetenv("SPARGE_SM90_VARIANT");
-  EXPECT_EQ(attention_sm90_variant(), sm90::kDefaultVariant);
+  EXPECT_EQ(attention_sm90_variant(), 0);  // each head dim runs its default
+  EXPECT_EQ(sm90::default_variant(64), 12);
+  EXPECT_EQ(sm90::default_variant(128), 9);
   for (int v : sm90::kVariants) {
     setenv("SPARGE_SM90_VARIANT", std::to_string(v).c_str(), 1);
     EXPECT_EQ(attention_sm90_variant(), v);

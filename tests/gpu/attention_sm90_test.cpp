@@ -419,8 +419,8 @@ TEST_P(AttentionSm90V, DenseModeAndLambdaOffAreExact) {
   }
 }
 
-// Variant 9 (persistent) runs variant 6's per-tile computation, so its outputs and stage-2
-// counts are bit-identical to 6's, whatever the grid: 1 CTA walks every tile through the same
+// Variants 9 (persistent) and 12 (one warpgroup per CTA) run variant 6's per-row computation, so
+// their outputs and stage-2 counts are bit-identical to 6's, whatever the grid of 9: 1 CTA walks every tile through the same
 // Q/K/V rings (phases wrap many times), 3 CTAs claim tiles from the atomic counter in a
 // run-dependent order, 0 = one CTA per SM.
 TEST(AttentionSm90, PersistentGridIsExactForAnyCtaCount) {
@@ -451,7 +451,7 @@ TEST(AttentionSm90, PersistentGridIsExactForAnyCtaCount) {
       const ScopedVariant v6(6);
       return run_kernel(p, in, opt);
     }();
-    for (int variant : {9}) {
+    for (int variant : {9, 12}) {  // 12 ignores max_ctas (one CTA per 64 rows)
       const ScopedVariant v(variant);
       for (int ctas : {1, 3, 0}) {
         SCOPED_TRACE("variant=" + std::to_string(variant) + " max_ctas=" + std::to_string(ctas));

@@ -1,0 +1,183 @@
+// Hopper attention, one warpgroup per CTA (variant 12, experiment): a CTA owns 64 query rows (one
+// half of a 128-row q block, so it reads its q block's LUT row), issues its own TMA loads and
+// runs each block serially: QKᵀ, wait, softmax, P·V, wait, merge. Up to three CTAs share an SM
+// (__launch_bounds__(128, 3), shared memory for 3), so the overlap of one CTA's GEMMs with
+// another's softmax comes from the warp schedulers rather than a ping-pong protocol, and each SM
+// sub-partition has three math warps instead of the two of variant 9. Per row it runs the code of
+// variants 6/9 in the same order, so its outputs are bit-identical to theirs (tested).
+#pragma once
+
+#include "kernels/attention_sm90.cuh"
+#include "kernels/attention_sm90_device.cuh"
+#include "kernels/params.h"
+
+namespace sparge::kernels::sm90 {
+
+inline constexpr int kWgThreads = 128;
+inline constexpr int kWgRows = 64;
+constexpr int wg_stages(int d) { return d == 64 ? 4 : 2; }
+
+template <int kD>
+struct WgPlan {
+  static constexpr int kStages = wg_stages(kD);
+  static constexpr int kQBytes = kWgRows * kD;
+  static constexpr int kKBytes = kBlockK * kD;
+  static constexpr int kVBytes = kD * kBlockK;
+  static constexpr int kQ = 0;
+  static constexpr int kK = kQ + kQBytes;
+  static constexpr int kV = kK + kStages * kKBytes;
+  static constexpr int kBars = kV + kStages * kVBytes;  // q_full, k_full[S], v_full[S]
+  static constexpr int kBytes = kBars + (1 + 2 * kStages) * 8;
+  static constexpr int kAlloc = kBytes + 1024;
+  static_assert(kQBytes % 1024 == 0 && kKBytes % 1024 == 0 && kVBytes % 1024 == 0);
+};
+
+template <int kD>
+__global__ void __launch_bounds__(kWgThreads, 3)
+    attention_kernel_wg(const __grid_constant__ CUtensorMap tm_q,
+                        const __grid_constant__ CUtensorMap tm_k,
+                        const __grid_constant__ CUtensorMap tm_v, const AttentionParams p) {
+#if SPARGE_SM90A_DEVICE
+  using Plan = WgPlan<kD>;
+  constexpr int kStages = Plan::kStages;
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) &
+                                             ~static_cast<uintptr_t>(1023));
+  int8_t* s_q = reinterpret_cast<int8_t*>(smem + Plan::kQ);
+  int8_t* s_k = reinterpret_cast<int8_t*>(smem + Plan::kK);
+  uint8_t* s_v = smem + Plan::kV;
+  uint64_t* q_full = reinterpret_cast<uint64_t*>(smem + Plan::kBars);
+  uint64_t* k_full = q_full + 1;
+  uint64_t* v_full = k_full + kStages;
+
+  // Tile (b, h, q block) as variants 4/6 walk them; the low bit of blockIdx.x picks the half.
+  const int half = static_cast<int>(blockIdx.x) & 1;
+  const int tile =
+      (static_cast<int>(blockIdx.z) * p.heads + static_cast<int>(blockIdx.y)) * p.num_q_blocks +
+      static_cast<int>(blockIdx.x >> 1);
+  const Tile w = make_tile(p, tile);
+  const float* k_scale = p.k_scale + w.bhkv * p.num_k_blocks;
+  auto block_of = [&](int it) { return w.lut_row ? w.lut_row[it] : it; };
+
+  auto load_kv = [&](int it) {  // thread 0: block it into its stage
+    const int stage = it % kStages;
+    const int j = block_of(it);
+    mbar_arrive_expect_tx(&k_full[stage], Plan::kKBytes);
+    tma_load_2d(s_k + stage * Plan::kKBytes, &tm_k, &k_full[stage], 0,
+                static_cast<int32_t>((w.bhkv * p.num_k_blocks + j) * kBlockK));
+    mbar_arrive_expect_tx(&v_full[stage], Plan::kVBytes);
+    tma_load_2d(s_v + stage * Plan::kVBytes, &tm_v, &v_full[stage], j * kBlockK,
+                static_cast<int32_t>(w.bhkv * kD));
+  };
+  if (threadIdx.x == 0) {
+    mbar_init(q_full, 1);
+    for (int s = 0; s < kStages; ++s) {
+      mbar_init(&k_full[s], 1);
+      mbar_init(&v_full[s], 1);
+    }
+    fence_barrier_init();
+    tma_prefetch_desc(&tm_k);
+    tma_prefetch_desc(&tm_v);
+    mbar_arrive_expect_tx(q_full, Plan::kQBytes);
+    tma_load_2d(s_q, &tm_q, q_full, 0, static_cast<int32_t>(w.row_idx * kBlockQ + half * kWgRows));
+    for (int it = 0; it < kStages && it < w.num_iters; ++it) load_kv(it);
+  }
+  __syncthreads();
+
+  Lanes ln;
+  ln.warp = threadIdx.x / 32;
+  ln.lane = threadIdx.x % 32;
+  ln.t = ln.lane % 4;
+  set_rows(ln, w, half, p);
+  const uint64_t dq = qk_desc<kD>(smem_u32(s_q));
+  const uint64_t dk0 = qk_desc<kD>(smem_u32(s_k)), dv0 = v_desc(smem_u32(s_v));
+  const int last_partial_k = (p.seq_k % kBlockK) ? p.num_k_blocks - 1 : p.num_k_blocks;
+  const float lambda = p.lambda_log2 ? p.lambda_log2[w.h] : kNegInf;
+  const bool stage2 = lambda != kNegInf;
+  const float q_scale = p.q_scale[w.row_idx];
+
+  float acc[kD / 2];
+  float pv[kD / 2];
+#pragma unroll
+  for (int i = 0; i < kD / 2; ++i) acc[i] = 0.f;
+  float m0 = kNegInf, m1 = kNegInf, l0 = 0.f, l1 = 0.f;
+  int pv_count = 0;
+  uint32_t a[4][4];
+  int32_t s[64];
+  mbar_wait(q_full, 0);
+
+  int j_next = w.num_iters > 0 ? block_of(0) : 0;
+  float ks_next = w.num_iters > 0 ? k_scale[j_next] : 0.f;
+#pragma unroll 1
+  for (int it = 0; it < w.num_iters; ++it) {
+    const int stage = it % kStages;
+    const uint32_t phase = (it / kStages) & 1;
+    const int j = j_next;
+    const float blk = (q_scale * ks_next) * p.sm_scale_log2;
+    if (it + 1 < w.num_iters) {  // the next block's facts load during this block
+      j_next = block_of(it + 1);
+      ks_next = k_scale[j_next];
+    }
+    const bool mask = j >= last_partial_k ||
+                      (p.causal && j * kBlockK + kBlockK - 1 > w.qb * kBlockQ + p.causal_offset);
+    mbar_wait(&k_full[stage], phase);
+    wgmma_fence();
+    issue_qk<kD>(s, dq, desc_advance(dk0, stage * Plan::kKBytes));
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_operands(s);
+
+    float ml0, ml1;
+    if (mask) {
+      block_max_int<true>(s, j, ln, p, blk, ml0, ml1);
+    } else {
+      block_max_int<false>(s, j, ln, p, blk, ml0, ml1);
+    }
+    const float mn0 = fmaxf(m0, ml0), mn1 = fmaxf(m1, ml1);
+    const bool skip = stage2 && stage2_skip(ml0, ml1, mn0, mn1, ln, lambda);
+    float alpha0 = 1.f, alpha1 = 1.f;
+    if (!skip) {
+      alpha0 = mn0 == kNegInf ? 1.f : exp2f(m0 - mn0);
+      alpha1 = mn1 == kNegInf ? 1.f : exp2f(m1 - mn1);
+      l0 *= alpha0;
+      l1 *= alpha1;
+      if (mask) {
+        block_exp_int<true, kPolyEveryV6>(s, blk, mn0, mn1, s, l0, l1);
+      } else {
+        block_exp_int<false, kPolyEveryV6>(s, blk, mn0, mn1, s, l0, l1);
+      }
+      pack_p(s, a);
+      ++pv_count;
+    } else {
+      clear_p(a);
+    }
+    m0 = mn0;
+    m1 = mn1;
+    const bool any = stage2 ? named_barrier_or(1, kWgThreads, !skip) : true;
+    mbar_wait(&v_full[stage], phase);
+    if (any) {
+      wgmma_fence();
+      issue_pv_block<kD>(pv, a, desc_advance(dv0, stage * Plan::kVBytes));
+      wgmma_commit();
+      wgmma_wait<0>();
+      fence_operands(pv);
+      merge<kD>(acc, pv, alpha0, alpha1);
+    }
+    // Every warp's GEMMs on this stage have retired: thread 0 refills it.
+    if (it + kStages < w.num_iters) {
+      named_barrier_sync(2, kWgThreads);
+      if (threadIdx.x == 0) load_kv(it + kStages);
+    }
+  }
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  if (p.pv_executed && ln.lane == 0) {
+    p.pv_executed[w.row_idx * kGroupsPerBlock + half * 4 + ln.warp] = pv_count;
+  }
+  store_any<kD>(acc, l0, l1, ln, p, w);
+#endif  // SPARGE_SM90A_DEVICE
+}
+
+}  // namespace sparge::kernels::sm90
