@@ -41,8 +41,11 @@
 namespace sparge::kernels {
 namespace sm90 {
 
-// tile_counter (persistent variants only): zeroed before the launch; CTA c starts on tile c and
-// then claims gridDim.x + atomicAdd(tile_counter, 1) until the tiles run out.
+// tile_counter (persistent variants only): int32 [2], zero at the launch; CTA c starts on tile c
+// and then claims gridDim.x + atomicAdd(&tile_counter[0], 1) until the tiles run out. Each CTA's
+// producer counts itself done in tile_counter[1] once its last claim has returned; the last one
+// resets both to zero (every claim of the launch happened before it), so the next launch on the
+// stream finds them zero without a memset.
 template <int kD, int kVariant>
 __global__ void __launch_bounds__(kThreads, 1)
     attention_kernel(const __grid_constant__ CUtensorMap tm_q,
@@ -109,6 +112,12 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (t >= tiles) {
           tile_of[slot] = -1;  // published by the arrive's release
           mbar_arrive(&q_full[slot]);
+          if constexpr (kPersistent) {
+            if (atomicAdd(&tile_counter[1], 1) == static_cast<int>(gridDim.x) - 1) {
+              tile_counter[0] = 0;
+              tile_counter[1] = 0;
+            }
+          }
           break;
         }
         tile_of[slot] = t;
@@ -454,6 +463,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 [[noreturn]] void invalid(const std::string& what);
 CUtensorMap make_map(const void* base, uint64_t rows, uint64_t cols, uint32_t box_rows,
                      uint32_t box_cols, CUtensorMapSwizzle swizzle, const char* name);
+int sm_count();  // of the current device, queried once per device
 
 template <int kD>
 void launch_wg(const AttentionParams& p, cudaStream_t stream) {
@@ -522,16 +532,20 @@ void launch_variant_warpspecialised(const AttentionParams& p, cudaStream_t strea
     kernel<<<grid, kThreads, Plan::kAlloc, stream>>>(tm_q, tm_k, tm_v, p, nullptr);
     check(cudaGetLastError(), "launch failed");
   } else {
-    // One CTA per SM (the kernel holds a whole SM); the tile counter is stream-ordered memory
-    // of this launch alone, so concurrent launches on other streams cannot share it.
-    int dev = 0, sms = 0;
-    check(cudaGetDevice(&dev), "cudaGetDevice");
-    check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "SM count");
+    // One CTA per SM (the kernel holds a whole SM). The tile counter is the caller's
+    // (AttentionParams::tile_counter, reset by the kernel itself), else stream-ordered memory of
+    // this launch alone.
+    const int sms = sm_count();
     const int tiles = p.batch * p.heads * p.num_q_blocks;
     const int ctas = std::min(tiles, p.max_ctas > 0 ? std::min(p.max_ctas, sms) : sms);
+    if (p.tile_counter != nullptr) {
+      kernel<<<ctas, kThreads, Plan::kAlloc, stream>>>(tm_q, tm_k, tm_v, p, p.tile_counter);
+      check(cudaGetLastError(), "launch failed");
+      return;
+    }
     int* counter = nullptr;
-    check(cudaMallocAsync(&counter, sizeof(int), stream), "cudaMallocAsync (tile counter)");
-    check(cudaMemsetAsync(counter, 0, sizeof(int), stream), "cudaMemsetAsync (tile counter)");
+    check(cudaMallocAsync(&counter, 2 * sizeof(int), stream), "cudaMallocAsync (tile counter)");
+    check(cudaMemsetAsync(counter, 0, 2 * sizeof(int), stream), "cudaMemsetAsync (tile counter)");
     kernel<<<ctas, kThreads, Plan::kAlloc, stream>>>(tm_q, tm_k, tm_v, p, counter);
     const cudaError_t launch_err = cudaGetLastError();
     check(cudaFreeAsync(counter, stream), "cudaFreeAsync (tile counter)");

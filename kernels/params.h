@@ -66,6 +66,12 @@ struct AttentionParams {
   // The persistent sm90 variant (9) only: at most this many CTAs (0 = one per SM). Tests use
   // small caps so that every CTA walks many tiles through the same shared-memory rings.
   int max_ctas = 0;
+  // The persistent sm90 variant (9) only: int32 [2] of device memory, zero before the first
+  // launch that uses it, which the kernel leaves zero again (the last CTA to finish resets it), so
+  // one allocation serves every launch of a stream: [0] claims tiles, [1] counts finished CTAs.
+  // Launches that share it must not overlap (one stream). nullptr: the launch allocates
+  // stream-ordered memory for itself (cudaMallocAsync, memset, free) each time.
+  int* tile_counter = nullptr;
 
   int batch = 0, heads = 0, kv_heads = 0;
   int seq_q = 0, seq_k = 0;  // valid tokens (Nq, Nk); padded extents are nq*block_q, nk*block_k

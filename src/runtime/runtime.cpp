@@ -228,6 +228,7 @@ Prepared quantize(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     p.v = at::empty({B, Hkv, D, nk * geometry.block_k},
                     at::TensorOptions(at::kFloat8_e4m3fn).device(q.device()));
     p.v_scale = at::empty({B, Hkv, D}, f32);
+    p.tile_counter = at::zeros({2}, q.options().dtype(at::kInt));
   } else {
     p.v = at::empty({B, Hkv, nk * geometry.block_k, D},
                     q.options().memory_format(at::MemoryFormat::Contiguous));
@@ -376,6 +377,7 @@ kernels::AttentionParams attention_params(const Prepared& p, const at::Tensor& o
   a.v_scale = p.v_scale.defined() ? p.v_scale.data_ptr<float>() : nullptr;
   a.lut = p.lut.data_ptr<int32_t>();
   a.lut_len = p.lut_len.data_ptr<int32_t>();
+  if (p.tile_counter.defined()) a.tile_counter = p.tile_counter.data_ptr<int32_t>();
   if (lambda.defined()) {
     lambda_log2_storage =
         (head_vector(lambda, "lambda", p.heads, p.q8.device()) * static_cast<float>(kLog2e))

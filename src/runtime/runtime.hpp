@@ -55,6 +55,10 @@ struct Prepared {
   at::Tensor v;             // FP8 geometry: e4m3 [B,Hkv,D,nk*bk]; half: [B,Hkv,nk*bk,D] input dtype
   at::Tensor v_scale;       // [B,Hkv,D] fp32 (FP8 only)
   at::Tensor lut, lut_len;  // int32 [B,H,nq,nk], [B,H,nq]
+  // int32 [2], zero: the persistent sm90 kernel's tile claims (kernels/params.h tile_counter),
+  // which each launch leaves zero again, so no launch allocates or clears one. Hence two
+  // launches of one Prepared must not overlap (keep them on one stream).
+  at::Tensor tile_counter;
   at::Tensor mask;          // bool [B,H,nq,nk] when asked for
 };
 
