@@ -27,7 +27,7 @@ inline constexpr int kRowsPerWarpgroup = kBlockQ / kConsumerWarpgroups;  // 64 =
 // Warpgroup 0: TMA producer (setmaxnreg down to 24), warpgroups 1-2: consumers (up to 240).
 // The register file is split per SM sub-partition, so 9 warps (288 threads, no setmaxnreg) would
 // still cap every warp at 168 registers: the producer must be a warpgroup that gives its
-// registers away (tried: 288 threads spilled 1.1 KB in variant 3, this layout 16 B).
+// registers away (kernels/NOTES.md, resource report).
 inline constexpr int kThreads = 128 * (1 + kConsumerWarpgroups);
 inline constexpr int kGroupsPerBlock = kBlockQ / kWarpRows;  // pv_executed entries per q block
 

@@ -245,10 +245,10 @@ __device__ __forceinline__ void block_exp_int(const int32_t (&s)[64], float blk,
   }
 }
 
-// Share of exp2 on the FMA pipe (block_exp_int's kPolyEvery). Variant 6: every 16th element,
-// the best of 0 / 1/32 / 1/16 / 1/8 / 1/4 measured at both head dims (kernels/NOTES.md runs
-// 10-12; each poly element trades one MUFU for ~8 issue slots, and issue is the tighter
-// resource). Variant 4 keeps the 1/8 it was measured with.
+// Share of exp2 on the FMA pipe (block_exp_int's kPolyEvery): every 16th element in variants
+// 6, 9 and 12, the best share measured at both head dims (each poly element trades one MUFU for
+// ~8 issue slots, and issue is the tighter resource; kernels/NOTES.md runs 10-12). Variant 4
+// keeps the 1/8 it was measured with.
 inline constexpr int kPolyEveryV4 = 8;
 inline constexpr int kPolyEveryV6 = 16;
 
@@ -274,6 +274,19 @@ __device__ __forceinline__ void store_out(const float (&acc)[kD / 2], float l0, 
                               acc[i + 3] * r1 * vs1);
     }
   }
+}
+
+// K8 block j and V8ᵀ block j of kv head bhkv (rows bhkv · nk · 128 + 128 j of k8, columns 128 j
+// of the V8ᵀ rows bhkv · D) into one stage's buffers, each landing on its own barrier: consumers
+// wait for K before QKᵀ and for V only before P·V. Issued by one thread.
+template <int kD>
+__device__ __forceinline__ void load_kv_block(int8_t* k_dst, uint8_t* v_dst, uint64_t* k_bar,
+                                              uint64_t* v_bar, const void* tm_k, const void* tm_v,
+                                              int64_t bhkv, int num_k_blocks, int j) {
+  mbar_arrive_expect_tx(k_bar, kBlockK * kD);
+  tma_load_2d(k_dst, tm_k, k_bar, 0, static_cast<int32_t>((bhkv * num_k_blocks + j) * kBlockK));
+  mbar_arrive_expect_tx(v_bar, kD * kBlockK);
+  tma_load_2d(v_dst, tm_v, v_bar, j * kBlockK, static_cast<int32_t>(bhkv * kD));
 }
 
 // Position g in a ring of kSlots buffers (shared-memory stages or Q slots): the buffer, and the

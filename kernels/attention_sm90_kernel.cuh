@@ -1,9 +1,9 @@
-// Hopper (sm_90a) block-sparse quantised attention "i8f8": the kernel template and its launcher
+// Hopper (sm_90a) block-sparse quantised attention "i8f8": the warp-specialised kernel template
 // (design: docs/design.md, "Kernels"; constants and variants: attention_sm90.cuh; measurements:
-// kernels/NOTES.md "sm90 attention"). Included only by the generated instance files in
-// kernels/instances/ (one (head dim, variant) per translation unit); the dispatch lives in
-// attention_sm90.cu, the device-side building blocks (softmax, packing, epilogue, tile walk) in
-// attention_sm90_device.cuh.
+// kernels/NOTES.md "sm90 attention"). Its host launch is in attention_sm90_launch.cuh, which the
+// generated instance files in kernels/instances/ include (one (head dim, variant) per
+// translation unit); the dispatch lives in attention_sm90.cu, the device-side building blocks
+// (softmax, packing, epilogue, tile walk, K/V loads) in attention_sm90_device.cuh.
 //
 // A CTA works on tiles (b, h, q block): one tile per CTA in variants 4 and 6; in variant 9
 // (persistent) one CTA per SM claims tiles from a counter. Warpgroup 0 is the producer (one
@@ -35,7 +35,6 @@
 #include "kernels/attention_api.h"
 #include "kernels/attention_sm90.cuh"
 #include "kernels/attention_sm90_device.cuh"
-#include "kernels/attention_sm90_wg.cuh"
 #include "kernels/params.h"
 
 namespace sparge::kernels {
@@ -144,12 +143,9 @@ __global__ void __launch_bounds__(kThreads, 1)
           mbar_wait(&empty[stage], phase ^ 1);  // a fresh barrier passes parity 1 at once
           info_j[stage] = j;  // published by the release semantics of the arrive below
           info_ks[stage] = ks;
-          mbar_arrive_expect_tx(&k_full[stage], Plan::kKBytes);
-          tma_load_2d(s_k + stage * Plan::kKBytes, &tm_k, &k_full[stage], 0,
-                      static_cast<int32_t>((w.bhkv * p.num_k_blocks + j) * kBlockK));
-          mbar_arrive_expect_tx(&v_full[stage], Plan::kVBytes);
-          tma_load_2d(s_v + stage * Plan::kVBytes, &tm_v, &v_full[stage], j * kBlockK,
-                      static_cast<int32_t>(w.bhkv * kD));
+          load_kv_block<kD>(s_k + stage * Plan::kKBytes, s_v + stage * Plan::kVBytes,
+                            &k_full[stage], &v_full[stage], &tm_k, &tm_v, w.bhkv, p.num_k_blocks,
+                            j);
         }
         t = t_next;
       }
@@ -204,8 +200,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       bool mask;
     };
     // Lane 0 reads and broadcasts: an mbarrier arrive releases only the arriving thread's own
-    // accesses, and only lane 0 arrives on `empty` (racecheck flagged all-lane reads in run 9;
-    // all-lane arrives instead cost 6-8 % at D = 128).
+    // accesses, and only lane 0 arrives on `empty`, so a read by another lane could race the
+    // refill (all-lane arrives instead cost 6-8 % at D = 128; NOTES runs 13-14).
     auto block_info = [&](int stage, const TileCtx& c) {
       BlockInfo bi;
       int j = 0;
@@ -455,111 +451,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   }     // consumers
 #endif  // SPARGE_SM90A_DEVICE
-}
-
-// ------------------------------------------------------------------------------------ host side
-
-// Defined in attention_sm90.cu.
-[[noreturn]] void invalid(const std::string& what);
-CUtensorMap make_map(const void* base, uint64_t rows, uint64_t cols, uint32_t box_rows,
-                     uint32_t box_cols, CUtensorMapSwizzle swizzle, const char* name);
-int sm_count();  // of the current device, queried once per device
-
-template <int kD>
-void launch_wg(const AttentionParams& p, cudaStream_t stream) {
-  using WP = WgPlan<kD>;
-  auto kernel = attention_kernel_wg<kD>;
-  static std::once_flag once;
-  static cudaError_t attr_err = cudaSuccess;
-  std::call_once(once, [&] {
-    attr_err =
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, WP::kAlloc);
-  });
-  if (attr_err != cudaSuccess) {
-    throw std::runtime_error(std::string("attention_sm90: cudaFuncSetAttribute: ") +
-                             cudaGetErrorString(attr_err));
-  }
-  const CUtensorMapSwizzle qk_swizzle =
-      kD == 128 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B;
-  const uint64_t nq = p.num_q_blocks, nk = p.num_k_blocks;
-  const CUtensorMap tm_q =
-      make_map(p.q8, uint64_t(p.batch) * p.heads * nq * kBlockQ, kD, kWgRows, kD, qk_swizzle, "q8");
-  const CUtensorMap tm_k = make_map(p.k8, uint64_t(p.batch) * p.kv_heads * nk * kBlockK, kD,
-                                    kBlockK, kD, qk_swizzle, "k8");
-  const CUtensorMap tm_v = make_map(p.v, uint64_t(p.batch) * p.kv_heads * kD, nk * kBlockK, kD,
-                                    kBlockK, CU_TENSOR_MAP_SWIZZLE_128B, "v8");
-  const dim3 grid(2 * p.num_q_blocks, p.heads, p.batch);
-  kernel<<<grid, kWgThreads, WP::kAlloc, stream>>>(tm_q, tm_k, tm_v, p);
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) {
-    throw std::runtime_error(std::string("attention_sm90: launch failed: ") +
-                             cudaGetErrorString(e));
-  }
-}
-
-template <int kD, int kVariant>
-void launch_variant_warpspecialised(const AttentionParams& p, cudaStream_t stream) {
-  using Plan = SmemPlan<kD, stages_of(kVariant)>;
-  auto kernel = attention_kernel<kD, kVariant>;
-  static std::once_flag once;
-  static cudaError_t attr_err = cudaSuccess;
-  std::call_once(once, [&] {
-    attr_err =
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Plan::kAlloc);
-  });
-  if (attr_err != cudaSuccess) {
-    throw std::runtime_error(std::string("attention_sm90: cudaFuncSetAttribute: ") +
-                             cudaGetErrorString(attr_err));
-  }
-  // Q/K rows are D bytes: D = 128 fills the 128-byte swizzle, D = 64 uses the 64-byte one.
-  const CUtensorMapSwizzle qk_swizzle =
-      kD == 128 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B;
-  const uint64_t nq = p.num_q_blocks, nk = p.num_k_blocks;
-  const CUtensorMap tm_q =
-      make_map(p.q8, uint64_t(p.batch) * p.heads * nq * kBlockQ, kD, kBlockQ, kD, qk_swizzle, "q8");
-  const CUtensorMap tm_k = make_map(p.k8, uint64_t(p.batch) * p.kv_heads * nk * kBlockK, kD,
-                                    kBlockK, kD, qk_swizzle, "k8");
-  const CUtensorMap tm_v = make_map(p.v, uint64_t(p.batch) * p.kv_heads * kD, nk * kBlockK, kD,
-                                    kBlockK, CU_TENSOR_MAP_SWIZZLE_128B, "v8");
-  auto check = [](cudaError_t e, const char* what) {
-    if (e != cudaSuccess) {
-      throw std::runtime_error(std::string("attention_sm90: ") + what + ": " +
-                               cudaGetErrorString(e));
-    }
-  };
-  if constexpr (!is_persistent(kVariant)) {
-    const dim3 grid(p.num_q_blocks, p.heads, p.batch);
-    kernel<<<grid, kThreads, Plan::kAlloc, stream>>>(tm_q, tm_k, tm_v, p, nullptr);
-    check(cudaGetLastError(), "launch failed");
-  } else {
-    // One CTA per SM (the kernel holds a whole SM). The tile counter is the caller's
-    // (AttentionParams::tile_counter, reset by the kernel itself), else stream-ordered memory of
-    // this launch alone.
-    const int sms = sm_count();
-    const int tiles = p.batch * p.heads * p.num_q_blocks;
-    const int ctas = std::min(tiles, p.max_ctas > 0 ? std::min(p.max_ctas, sms) : sms);
-    if (p.tile_counter != nullptr) {
-      kernel<<<ctas, kThreads, Plan::kAlloc, stream>>>(tm_q, tm_k, tm_v, p, p.tile_counter);
-      check(cudaGetLastError(), "launch failed");
-      return;
-    }
-    int* counter = nullptr;
-    check(cudaMallocAsync(&counter, 2 * sizeof(int), stream), "cudaMallocAsync (tile counter)");
-    check(cudaMemsetAsync(counter, 0, 2 * sizeof(int), stream), "cudaMemsetAsync (tile counter)");
-    kernel<<<ctas, kThreads, Plan::kAlloc, stream>>>(tm_q, tm_k, tm_v, p, counter);
-    const cudaError_t launch_err = cudaGetLastError();
-    check(cudaFreeAsync(counter, stream), "cudaFreeAsync (tile counter)");
-    check(launch_err, "launch failed");
-  }
-}
-
-template <int kD, int kVariant>
-void launch_variant(const AttentionParams& p, cudaStream_t stream) {
-  if constexpr (kVariant == 12) {
-    launch_wg<kD>(p, stream);
-  } else {
-    launch_variant_warpspecialised<kD, kVariant>(p, stream);
-  }
 }
 
 }  // namespace sm90

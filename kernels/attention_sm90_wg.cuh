@@ -1,10 +1,10 @@
-// Hopper attention, one warpgroup per CTA (variant 12, experiment): a CTA owns 64 query rows (one
-// half of a 128-row q block, so it reads its q block's LUT row), issues its own TMA loads and
-// runs each block serially: QKᵀ, wait, softmax, P·V, wait, merge. Up to three CTAs share an SM
-// (__launch_bounds__(128, 3), shared memory for 3), so the overlap of one CTA's GEMMs with
-// another's softmax comes from the warp schedulers rather than a ping-pong protocol, and each SM
-// sub-partition has three math warps instead of the two of variant 9. Per row it runs the code of
-// variants 6/9 in the same order, so its outputs are bit-identical to theirs (tested).
+// Hopper attention, one warpgroup per CTA (variant 12, the default at D = 64). A CTA owns 64
+// query rows, one half of a 128-row q block, so it reads that block's LUT row; it issues its own
+// TMA loads and runs each block serially: QKᵀ, wait, softmax, P·V, wait, merge. Up to three CTAs
+// share an SM (__launch_bounds__(128, 3), shared memory for 3), so the overlap of one CTA's GEMMs
+// with another's softmax comes from the warp schedulers rather than a ping-pong protocol, and
+// each SM sub-partition has three math warps instead of the two of variant 9. Per row it runs the
+// code of variants 6/9 in the same order, so its outputs are bit-identical to theirs (tested).
 #pragma once
 
 #include "kernels/attention_sm90.cuh"
@@ -61,13 +61,8 @@ __global__ void __launch_bounds__(kWgThreads, 3)
 
   auto load_kv = [&](int it) {  // thread 0: block it into its stage
     const int stage = it % kStages;
-    const int j = block_of(it);
-    mbar_arrive_expect_tx(&k_full[stage], Plan::kKBytes);
-    tma_load_2d(s_k + stage * Plan::kKBytes, &tm_k, &k_full[stage], 0,
-                static_cast<int32_t>((w.bhkv * p.num_k_blocks + j) * kBlockK));
-    mbar_arrive_expect_tx(&v_full[stage], Plan::kVBytes);
-    tma_load_2d(s_v + stage * Plan::kVBytes, &tm_v, &v_full[stage], j * kBlockK,
-                static_cast<int32_t>(w.bhkv * kD));
+    load_kv_block<kD>(s_k + stage * Plan::kKBytes, s_v + stage * Plan::kVBytes, &k_full[stage],
+                      &v_full[stage], &tm_k, &tm_v, w.bhkv, p.num_k_blocks, block_of(it));
   };
   if (threadIdx.x == 0) {
     mbar_init(q_full, 1);

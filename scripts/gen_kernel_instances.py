@@ -91,7 +91,7 @@ def render():
     )
     files.update(path_files(
         "sm90",
-        "attention_sm90_kernel.cuh",
+        "attention_sm90_launch.cuh",
         "template <int kD, int kVariant>\n"
         "void launch_variant(const AttentionParams& p, cudaStream_t stream);\n",
         ["int head_dim", "int variant"],
