@@ -401,7 +401,7 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 2 : 1)
       store_out(p.o, base + 8 * n + 2 * t, p.o_dtype, l > 0.f ? acc[n][2 * i] / l : 0.f,
                 l > 0.f ? acc[n][2 * i + 1] / l : 0.f);
   }
-  if (p.pv_executed && lane == 0) p.pv_executed[bhq * kWarps + warp] = executed;
+  if (p.stage2_kept && lane == 0) p.stage2_kept[bhq * kWarps + warp] = executed;
 #endif
 }
 

@@ -29,7 +29,7 @@ inline constexpr int kRowsPerWarpgroup = kBlockQ / kConsumerWarpgroups;  // 64 =
 // still cap every warp at 168 registers: the producer must be a warpgroup that gives its
 // registers away (kernels/NOTES.md, resource report).
 inline constexpr int kThreads = 128 * (1 + kConsumerWarpgroups);
-inline constexpr int kGroupsPerBlock = kBlockQ / kWarpRows;  // pv_executed entries per q block
+inline constexpr int kGroupsPerBlock = kBlockQ / kWarpRows;  // stage2_kept entries per q block
 
 // Kernel variants (kernels/NOTES.md "sm90 attention" has their measurements; variants tried and
 // removed are described there):

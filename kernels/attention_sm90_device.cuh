@@ -307,7 +307,7 @@ __device__ __forceinline__ uint32_t ring_phase(uint32_t g) {
 struct Tile {
   int b, h, qb;
   int64_t bhkv;
-  int64_t row_idx;         // (b, h, qb) index of lut_len / q_scale / pv_executed
+  int64_t row_idx;         // (b, h, qb) index of lut_len / q_scale / stage2_kept
   int num_iters;           // K blocks visited
   const int32_t* lut_row;  // nullptr: dense mode (every causally valid block)
 };

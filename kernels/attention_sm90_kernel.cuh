@@ -217,15 +217,15 @@ __global__ void __launch_bounds__(kThreads, 1)
       return bi;
     };
 
-    // Output of tile c from acc and l (ln holds c's rows); pv_executed gets this warp's count of
+    // Output of tile c from acc and l (ln holds c's rows); stage2_kept gets this warp's count of
     // blocks stage 2 did not skip (P·V is issued for the others too, with P = 0, except in 4).
     auto finish = [&](const TileCtx& c) {
       l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
       l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
       l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
       l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-      if (p.pv_executed && ln.lane == 0) {
-        p.pv_executed[c.w.row_idx * kGroupsPerBlock + cw * 4 + ln.warp] = pv_count;
+      if (p.stage2_kept && ln.lane == 0) {
+        p.stage2_kept[c.w.row_idx * kGroupsPerBlock + cw * 4 + ln.warp] = pv_count;
       }
       store_any<kD>(acc, l0, l1, ln, p, c.w);
     };
@@ -334,7 +334,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       // flight makes ptxas serialise every wgmma of the kernel (C7520 "WG.AR in divergent
       // path"; tried: if, guard predicate, bra.uni inside the asm), and a serialised pipeline
       // costs far more than the 256 tensor-core clocks of a zero P·V, which overlaps the
-      // softmax anyway. pv_executed still counts the warps' decisions.
+      // softmax anyway. stage2_kept still counts the warps' decisions.
       const uint32_t bar_own = kSchedBarrier + cw, bar_peer = kSchedBarrier + (cw ^ 1);
       constexpr uint32_t kPair = 2 * 128;
       int32_t s[64];

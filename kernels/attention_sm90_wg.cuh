@@ -168,8 +168,8 @@ __global__ void __launch_bounds__(kWgThreads, 3)
   l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
   l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
   l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-  if (p.pv_executed && ln.lane == 0) {
-    p.pv_executed[w.row_idx * kGroupsPerBlock + half * 4 + ln.warp] = pv_count;
+  if (p.stage2_kept && ln.lane == 0) {
+    p.stage2_kept[w.row_idx * kGroupsPerBlock + half * 4 + ln.warp] = pv_count;
   }
   store_any<kD>(acc, l0, l1, ln, p, w);
 #endif  // SPARGE_SM90A_DEVICE

@@ -59,9 +59,9 @@ struct AttentionParams {
   // Optional stage-2 statistics, int32 [B, H, nq, block_q / warp_rows]: per row group (one
   // warp's 16 rows), the kept K blocks it did not skip in stage 2. Written once per group with a
   // plain store (no atomics, no need to zero it). sm80 skips the P·V of a skipping warp, so there
-  // this is the P·V products run; sm90 variants 6 and 9 always issue P·V (P = 0 for a skipping
+  // this is the P·V products run; sm90 variants 6, 9 and 12 always issue P·V (P = 0 for a skipping
   // warp), so there it counts decisions. nullptr = not collected.
-  int32_t* pv_executed = nullptr;
+  int32_t* stage2_kept = nullptr;
 
   // The persistent sm90 variant (9) only: at most this many CTAs (0 = one per SM). Tests use
   // small caps so that every CTA walks many tiles through the same shared-memory rings.

@@ -170,9 +170,8 @@ fs::path ensure_real_dump(const RealDataSpec& spec, int64_t head_dim, const fs::
   return path;
 }
 
-std::string real_data_command(const RealDataSpec& spec, uint64_t seed, const std::string& variant) {
-  return fmt::format("sparge bench --real-data {} --seed {} --variant {}", spec.size, seed,
-                     variant);
+std::string real_data_command(const RealDataSpec& spec, uint64_t seed, const std::string& kernel) {
+  return fmt::format("sparge bench --real-data {} --seed {} --kernel {}", spec.size, seed, kernel);
 }
 
 std::vector<AccuracyInput> real_data_inputs(const RealDataSpec& spec, const fs::path& cache_dir) {

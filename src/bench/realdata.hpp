@@ -54,6 +54,6 @@ std::vector<AccuracyInput> real_data_inputs(const RealDataSpec& spec,
 AccuracyInput dump_input(const std::filesystem::path& dump);
 
 // `sparge bench --real-data ...` reproducing the rows of a spec at one size.
-std::string real_data_command(const RealDataSpec& spec, uint64_t seed, const std::string& variant);
+std::string real_data_command(const RealDataSpec& spec, uint64_t seed, const std::string& kernel);
 
 }  // namespace sparge::bench

@@ -12,7 +12,7 @@ namespace sparge::bench {
 
 using nlohmann::json;
 
-std::string Row::label() const { return data == "uniform" ? variant : variant + " [" + data + "]"; }
+std::string Row::label() const { return data == "uniform" ? name : name + " [" + data + "]"; }
 
 double Row::dense_flops() const {
   const Shape& s = shape;
@@ -26,11 +26,11 @@ double Row::effective_tops() const {
 }
 
 std::optional<double> Row::actual_tops() const {
-  if (valid_blocks <= 0 || executed_blocks <= 0 || time.median <= 0) return std::nullopt;
+  if (valid_blocks <= 0 || kept_blocks <= 0 || time.median <= 0) return std::nullopt;
   // Executed share of the dense work; for causal rows the valid blocks already exclude the
   // masked half, so dense_flops (halved) is the matching denominator.
-  const double executed = dense_flops() * double(executed_blocks) / double(valid_blocks);
-  return executed / (time.median * 1e-3) / 1e12;
+  const double kept = dense_flops() * double(kept_blocks) / double(valid_blocks);
+  return kept / (time.median * 1e-3) / 1e12;
 }
 
 std::optional<double> Row::speedup_vs(const std::optional<double>& baseline_ms) const {
@@ -83,7 +83,7 @@ json to_json(const Results& r) {
   json rows = json::array();
   for (const Row& row : r.rows) {
     const Shape& s = row.shape;
-    json j = {{"variant", row.variant},
+    json j = {{"name", row.name},
               {"shape",
                {{"batch", s.batch},
                 {"heads", s.heads},
@@ -104,7 +104,7 @@ json to_json(const Results& r) {
                {{"stage1", opt(row.sparsity_stage1)},
                 {"stage12", opt(row.sparsity_stage12)},
                 {"valid_blocks", row.valid_blocks},
-                {"executed_blocks", row.executed_blocks}}},
+                {"kept_blocks", row.kept_blocks}}},
               {"split_ms",
                {{"prediction", opt(row.prediction_ms)},
                 {"quantisation", opt(row.quantisation_ms)},
@@ -255,7 +255,9 @@ Results results_from_json(const json& j, const std::string& source) {
     const json& x = rows[i];
     const std::string p = fmt::format("rows[{}]", i);
     Row row;
-    row.variant = rd.str(x, "variant", p);
+    // "variant" before the key was "name" (files written until issue 20 say so).
+    row.name = !x.contains("name") && x.contains("variant") ? rd.str(x, "variant", p)
+                                                            : rd.str(x, "name", p);
     const json& s = rd.at(x, "shape", p);
     const std::string sp = p + ".shape";
     row.shape.batch = rd.integer(s, "batch", sp);
@@ -287,7 +289,8 @@ Results results_from_json(const json& j, const std::string& source) {
     row.sparsity_stage12 = rd.opt_num(x, "sparsity", "stage12", p);
     if (auto sp2 = x.find("sparsity"); sp2 != x.end() && sp2->is_object()) {
       row.valid_blocks = sp2->value("valid_blocks", int64_t{0});
-      row.executed_blocks = sp2->value("executed_blocks", int64_t{0});
+      row.kept_blocks = sp2->contains("kept_blocks") ? sp2->value("kept_blocks", int64_t{0})
+                                                     : sp2->value("executed_blocks", int64_t{0});
     }
     row.prediction_ms = rd.opt_num(x, "split_ms", "prediction", p);
     row.quantisation_ms = rd.opt_num(x, "split_ms", "quantisation", p);
@@ -364,7 +367,7 @@ std::string render_cells(const std::vector<std::string>& header,
 }
 
 // The accuracy rows (rel-L1 vs fp64 per (batch, head)): each real-data row beside its N(0, 1)
-// twin (same variant and shape), with the ratio of their worst heads.
+// twin (same name and shape), with the ratio of their worst heads.
 std::string accuracy_section(const Results& r, TableFormat format) {
   std::vector<const Row*> rows;
   for (const Row& row : r.rows) {
@@ -373,7 +376,7 @@ std::string accuracy_section(const Results& r, TableFormat format) {
   if (rows.empty()) return "";
   auto twin = [&](const Row& x) -> const Row* {
     for (const Row* o : rows) {
-      if (o->data == "normal" && o->variant == x.variant && o->shape == x.shape &&
+      if (o->data == "normal" && o->name == x.name && o->shape == x.shape &&
           o->causal == x.causal) {
         return o;
       }
@@ -386,7 +389,7 @@ std::string accuracy_section(const Results& r, TableFormat format) {
   std::vector<std::vector<std::string>> cells;
   for (const Row* x : rows) {
     const Row* n = x->data == "normal" ? nullptr : twin(*x);
-    cells.push_back({x->variant, x->data, x->shape.str(),
+    cells.push_back({x->name, x->data, x->shape.str(),
                      std::to_string(x->shape.batch * x->shape.heads), fmt_opt(x->rel_l1, "{:.4f}"),
                      fmt_opt(x->rel_l1_mean, "{:.4f}"), fmt_opt(x->cosine, "{:.5f}"),
                      n && *n->rel_l1 > 0 ? fmt::format("{:.2f}", *x->rel_l1 / *n->rel_l1) : "-"});

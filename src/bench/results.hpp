@@ -5,6 +5,9 @@
 // their N(0, 1) twins) and rows are matched with `data` in their key, so a version-1 reader
 // would pair them wrongly: hence a major bump, which such a reader refuses with a clear error.
 // This reader reads version 1 too (every v1 row is `data: uniform`, accuracy vs cuDNN).
+//
+// A row's key `name` and its count `sparsity.kept_blocks` were `variant` and `executed_blocks` in
+// files written before issue 20 (reports/, tests/fixtures/); the reader takes either spelling.
 #pragma once
 
 #include <filesystem>
@@ -59,7 +62,7 @@ struct Timing {
 };
 
 struct Row {
-  std::string variant;  // the row's name: kernel ("sparge_fwd.sm90.hd128.i8f8"), "sdpa_cudnn", ...
+  std::string name;  // what ran: our kernel ("sparge_fwd.sm90.hd128.i8f8"), "sdpa_cudnn", ...
   Shape shape;
   bool causal = false;
   double density = 1.0;  // requested
@@ -70,13 +73,13 @@ struct Row {
   std::string data = "uniform";
   uint64_t seed = 0;
   int device = 0;
-  SampleStats time;  // of the variant's own timed region (kernel only, or the SDPA call)
+  SampleStats time;  // of the row's own timed region (kernel only, or the SDPA call)
   // Realised sparsity: stage 1 = 1 - kept/valid blocks; stage 1+2 counts skipped P.V products
   // too (absent when the kernel did not report them).
   std::optional<double> sparsity_stage1, sparsity_stage12;
   // Causally valid block pairs and the pairs the kernel visited (the LUT's kept pairs, whose QKᵀ
   // ran; stage-2 skips are not subtracted), summed over B and H.
-  int64_t valid_blocks = 0, executed_blocks = 0;
+  int64_t valid_blocks = 0, kept_blocks = 0;
   std::optional<double> prediction_ms, quantisation_ms, end_to_end_ms;
   // runtime::prepare (quantisation and prediction overlapped as end-to-end runs them).
   std::optional<double> prepare_ms;
@@ -91,11 +94,11 @@ struct Row {
   std::string command;  // `sparge bench ...` that reproduces the row
 
   // Dense-equivalent FLOPs: 4 B H Nq Nk D, halved when causal (the usual convention).
-  // The variant, with " [data]" for inputs other than U(-1, 1): how tables name the row.
+  // The name, with " [data]" for inputs other than U(-1, 1): how tables name the row.
   std::string label() const;
   double dense_flops() const;
   double effective_tops() const;              // dense_flops / time
-  std::optional<double> actual_tops() const;  // over executed blocks (sparse rows)
+  std::optional<double> actual_tops() const;  // over kept blocks (sparse rows)
   std::optional<double> speedup_vs(const std::optional<double>& baseline_ms) const;
   std::optional<double> e2e_speedup_vs_cudnn() const;
 };

@@ -11,19 +11,18 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
-#include <ctime>
 #include <exception>
 #include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
-#include <sstream>
 #include <stdexcept>
-#include <thread>
 
 #include "bench/masks.hpp"
 #include "common/error.hpp"
 #include "common/log.hpp"
+#include "common/parallel.hpp"
+#include "common/utc_time.hpp"
 #include "common/version.hpp"
 #include "config/tuned.hpp"
 #include "io/dump.hpp"
@@ -36,49 +35,9 @@ namespace sparge::bench {
 
 int visible_devices() { return sparge::kernels::device_info_count(); }
 
-std::vector<int> parse_devices(const std::string& text, int count) {
-  std::vector<int> out;
-  if (text == "all") {
-    for (int i = 0; i < count; ++i) out.push_back(i);
-    return out;
-  }
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    int d = -1;
-    try {
-      size_t used = 0;
-      d = std::stoi(item, &used);
-      if (used != item.size()) d = -1;
-    } catch (const std::exception&) {
-      d = -1;
-    }
-    if (d < 0) fail(ExitCode::kUsage, "--devices '{}': '{}' is not a device index", text, item);
-    if (count > 0 && d >= count) {
-      fail(ExitCode::kUsage, "--devices '{}': device {} not visible ({} device(s))", text, d,
-           count);
-    }
-    for (int seen : out) {
-      if (seen == d) fail(ExitCode::kUsage, "--devices '{}': device {} listed twice", text, d);
-    }
-    out.push_back(d);
-  }
-  if (out.empty()) fail(ExitCode::kUsage, "--devices '{}': no device given", text);
-  return out;
-}
-
 namespace {
 
 std::string version_text(int v) { return v ? fmt::format("{}.{}", v / 1000, (v % 1000) / 10) : ""; }
-
-std::string utc_now() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 }  // namespace
 
@@ -136,14 +95,14 @@ uint64_t case_seed(uint64_t base, const Case& c) {
 }
 
 std::string repro_command(const Case& c, const std::string& dtype, uint64_t seed,
-                          const std::string& variant) {
+                          const std::string& kernel) {
   const Shape& s = c.shape;
   std::string cmd = fmt::format("sparge bench --shape {},{},{},{},{}", s.batch, s.heads, s.seq_q,
                                 s.seq_k, s.head_dim);
   if (s.kv_heads != s.heads) cmd += fmt::format(" --kv-heads {}", s.kv_heads);
   cmd += fmt::format(" --density {:g}", c.density);
   if (c.causal) cmd += " --causal";
-  cmd += fmt::format(" --dtype {} --seed {} --variant {}", dtype, seed, variant);
+  cmd += fmt::format(" --dtype {} --seed {} --kernel {}", dtype, seed, kernel);
   return cmd;
 }
 
@@ -174,12 +133,12 @@ void add_notes(Row& row, const Timing& t) {
 
 // Kernel-only launches: the parameters are filled once (as a deployed op would cache them), so
 // the timed region holds the kernel launch alone. dense = lut nullptr, the kernels' dense mode
-// (every causally valid block; the runtime always passes a LUT, so this goes to the kernel API).
+// (every causally valid block; the runtime always passes a LUT, so this sets the parameters).
 class KernelLaunch {
  public:
   KernelLaunch(const runtime::Prepared& p, const at::Tensor& o, const at::Tensor& lambda,
-               std::string variant, bool dense)
-      : variant_(std::move(variant)) {
+               std::string kernel, bool dense)
+      : kernel_(std::move(kernel)) {
     params_ = runtime::attention_params(p, o, lambda, lambda_log2_);
     if (dense) {
       params_.lut = nullptr;
@@ -187,20 +146,11 @@ class KernelLaunch {
     }
   }
   void operator()() const {
-    const cudaStream_t stream = at::cuda::getCurrentCUDAStream().stream();
-    try {
-      if (variant_ == "sm90") {
-        sparge::kernels::launch_attention_sm90(params_, stream);
-      } else {
-        sparge::kernels::launch_attention_sm80(params_, stream);
-      }
-    } catch (const std::exception& e) {
-      fail(ExitCode::kSoftware, "{}", e.what());
-    }
+    runtime::launch_attention(kernel_, params_, at::cuda::getCurrentCUDAStream().stream());
   }
 
  private:
-  std::string variant_;
+  std::string kernel_;
   at::Tensor lambda_log2_;
   sparge::kernels::AttentionParams params_;
 };
@@ -222,15 +172,15 @@ std::vector<Row> run_group(const Suite& suite, const Group& g, const RunOptions&
   auto k = at::empty({s.batch, s.kv_heads, s.seq_k, s.head_dim}, opts).uniform_(-1, 1, gen);
   auto v = at::empty({s.batch, s.kv_heads, s.seq_k, s.head_dim}, opts).uniform_(-1, 1, gen);
 
-  const std::string variant = runtime::resolve_variant(opt.variant);
-  const ref::Geometry geom = ref::geometry_by_name(variant);
+  const std::string kernel = runtime::resolve_kernel(opt.kernel);
+  const ref::Geometry geom = ref::geometry_by_name(kernel);
   const std::string kname = kernel_name(geom, s.head_dim);
   runtime::Options ropt;
   ropt.causal = g.causal;
 
   auto base_row = [&](const std::string& name, double density, const char* mask) {
     Row r;
-    r.variant = name;
+    r.name = name;
     r.shape = s;
     r.causal = g.causal;
     r.density = density;
@@ -276,7 +226,7 @@ std::vector<Row> run_group(const Suite& suite, const Group& g, const RunOptions&
         r.time = t.stats;
         add_notes(r, t);
         *b.out = t.stats.median;
-        r.command = repro_command(group_case, suite.dtype, opt.seed, opt.variant);
+        r.command = repro_command(group_case, suite.dtype, opt.seed, opt.kernel);
         baseline_rows.push_back(std::move(r));
       } catch (const c10::Error& e) {
         const std::string what = e.what_without_backtrace();
@@ -301,7 +251,7 @@ std::vector<Row> run_group(const Suite& suite, const Group& g, const RunOptions&
 
   // Our dense mode: lut == nullptr visits every causally valid block.
   if (opt.baselines) {
-    const KernelLaunch dense(predicted, o, no_lambda, variant, /*dense=*/true);
+    const KernelLaunch dense(predicted, o, no_lambda, kernel, /*dense=*/true);
     Row r = base_row(kname + ".dense", 1.0, "dense");
     r.seed = data_seed;
     dense();
@@ -311,14 +261,14 @@ std::vector<Row> run_group(const Suite& suite, const Group& g, const RunOptions&
     dense_ms = t.stats.median;
     auto valid = causal_valid_blocks(s.seq_q, s.seq_k, geom.block_q, geom.block_k, g.causal);
     r.valid_blocks = valid.sum().item<int64_t>() * s.batch * s.heads;
-    r.executed_blocks = r.valid_blocks;
+    r.kept_blocks = r.valid_blocks;
     r.sparsity_stage1 = 0.0;
     if (ref_out.defined()) {
       auto [l1, cos] = accuracy(o, ref_out);
       r.rel_l1 = l1;
       r.cosine = cos;
     }
-    r.command = repro_command(group_case, suite.dtype, opt.seed, opt.variant);
+    r.command = repro_command(group_case, suite.dtype, opt.seed, opt.kernel);
     baseline_rows.push_back(std::move(r));
   }
 
@@ -330,9 +280,9 @@ std::vector<Row> run_group(const Suite& suite, const Group& g, const RunOptions&
     runtime::Prepared masked = runtime::prepare_with_mask(q, k, v, bm.mask.to(dev), geom, ropt);
     Row r = base_row(kname, c.density, "random");
     r.seed = mseed;
-    const KernelLaunch kernel(masked, o, no_lambda, variant, /*dense=*/false);
-    kernel();
-    Timing t = timer.measure(kernel);
+    const KernelLaunch launch(masked, o, no_lambda, kernel, /*dense=*/false);
+    launch();
+    Timing t = timer.measure(launch);
     r.time = t.stats;
     add_notes(r, t);
     if (c.density == 1.0 && ref_out.defined()) {
@@ -344,16 +294,16 @@ std::vector<Row> run_group(const Suite& suite, const Group& g, const RunOptions&
     // this case's random mask, whose density is the one being measured.
     Timing t_e2e = timer.measure([&] {
       runtime::Prepared p = runtime::prepare(q, k, v, geom, th, ropt);
-      kernel();
+      launch();
     });
     r.valid_blocks = bm.valid_blocks;
-    r.executed_blocks = bm.kept_blocks;
+    r.kept_blocks = bm.kept_blocks;
     r.sparsity_stage1 = 1.0 - bm.density();
     r.quantisation_ms = t_quant.stats.median;
     r.prediction_ms = t_pred.stats.median;
     r.prepare_ms = t_prep.stats.median;
     r.end_to_end_ms = t_e2e.stats.median;
-    r.command = repro_command(c, suite.dtype, opt.seed, opt.variant);
+    r.command = repro_command(c, suite.dtype, opt.seed, opt.kernel);
     rows.push_back(std::move(r));
   }
   rows.insert(rows.end(), std::make_move_iterator(baseline_rows.begin()),
@@ -457,8 +407,8 @@ std::vector<Row> run_accuracy(const AccuracyInput& in, const RunOptions& opt, in
   const Shape shape{q_real.size(0), q_real.size(1), k_real.size(1),
                     q_real.size(2), k_real.size(2), q_real.size(3)};
 
-  const std::string variant = runtime::resolve_variant(opt.variant);
-  const ref::Geometry geom = ref::geometry_by_name(variant);
+  const std::string kernel = runtime::resolve_kernel(opt.kernel);
+  const ref::Geometry geom = ref::geometry_by_name(kernel);
   runtime::Options ropt;
   ropt.causal = info.causal;
   if (info.scale) ropt.scale = *info.scale;
@@ -476,12 +426,12 @@ std::vector<Row> run_accuracy(const AccuracyInput& in, const RunOptions& opt, in
         at::ones({shape.batch, shape.heads, nq, nk}, at::TensorOptions(at::kBool).device(dev));
     const runtime::Prepared p = runtime::prepare_with_mask(q, k, v, mask, geom, ropt);
     at::Tensor o = at::empty({shape.batch, shape.heads, shape.seq_q, p.head_dim}, q.options());
-    const KernelLaunch kernel(p, o, at::Tensor(), variant, /*dense=*/false);
-    kernel();
+    const KernelLaunch launch(p, o, at::Tensor(), kernel, /*dense=*/false);
+    launch();
     const HeadErrors err =
         head_errors(q, k, v, o.narrow(3, 0, shape.head_dim), p.scale, ropt.causal);
     Row r;
-    r.variant = kernel_name(geom, p.head_dim);
+    r.name = kernel_name(geom, p.head_dim);
     r.shape = shape;
     r.causal = ropt.causal;
     r.density = 1.0;
@@ -490,12 +440,12 @@ std::vector<Row> run_accuracy(const AccuracyInput& in, const RunOptions& opt, in
     r.data = data;
     r.seed = seed;
     r.device = device;
-    const Timing t = timer.measure(kernel);
+    const Timing t = timer.measure(launch);
     r.time = t.stats;
     add_notes(r, t);
     r.sparsity_stage1 = 0.0;
     r.valid_blocks = valid;
-    r.executed_blocks = valid;
+    r.kept_blocks = valid;
     const int64_t worst = err.rel_l1.argmax().item<int64_t>();
     r.rel_l1 = err.rel_l1.max().item<double>();
     r.rel_l1_mean = err.rel_l1.mean().item<double>();
@@ -551,36 +501,27 @@ Results run_suite(const Suite& suite, const RunOptions& opt) {
   Results results;
   results.env = capture_environment(opt.devices, opt.command);
   std::vector<std::vector<Row>> per_group(groups.size());
-  std::vector<std::exception_ptr> errors(opt.devices.size());
   std::mutex log_mutex;
-  auto worker = [&](size_t slot) {
-    try {
-      const int device = opt.devices[slot];
-      c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
-      auto stream = c10::cuda::getStreamFromPool(false, static_cast<c10::DeviceIndex>(device));
-      c10::cuda::CUDAStreamGuard stream_guard(stream);
-      GpuTimer timer(stream.stream(), opt.timer);
-      if (slot == 0) results.env.gpus[0].clock_measured_mhz = timer.measure_clock_mhz();
-      for (size_t gi = slot; gi < groups.size(); gi += opt.devices.size()) {
-        {
-          std::lock_guard<std::mutex> lock(log_mutex);
-          log::info("bench: device {}: {}{} ({} densities)", device, groups[gi].shape.str(),
-                    groups[gi].causal ? " causal" : "", groups[gi].case_indices.size());
-        }
-        per_group[gi] = run_group(suite, groups[gi], opt, device, timer);
+  // One thread per device; device slot takes groups slot, slot + devices, ...
+  const int slots = static_cast<int>(opt.devices.size());
+  parallel_for(slots, slots, [&](int slot_index) {
+    const size_t slot = static_cast<size_t>(slot_index);
+    const int device = opt.devices[slot];
+    c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
+    auto stream = c10::cuda::getStreamFromPool(false, static_cast<c10::DeviceIndex>(device));
+    c10::cuda::CUDAStreamGuard stream_guard(stream);
+    GpuTimer timer(stream.stream(), opt.timer);
+    if (slot == 0) results.env.gpus[0].clock_measured_mhz = timer.measure_clock_mhz();
+    for (size_t gi = slot; gi < groups.size(); gi += opt.devices.size()) {
+      {
+        std::lock_guard<std::mutex> lock(log_mutex);
+        log::info("bench: device {}: {}{} ({} densities)", device, groups[gi].shape.str(),
+                  groups[gi].causal ? " causal" : "", groups[gi].case_indices.size());
       }
-      if (slot > 0) results.env.gpus[slot].clock_measured_mhz = timer.measure_clock_mhz();
-    } catch (...) {
-      errors[slot] = std::current_exception();
+      per_group[gi] = run_group(suite, groups[gi], opt, device, timer);
     }
-  };
-  std::vector<std::thread> threads;
-  for (size_t slot = 1; slot < opt.devices.size(); ++slot) threads.emplace_back(worker, slot);
-  worker(0);
-  for (auto& t : threads) t.join();
-  for (auto& e : errors) {
-    if (e) std::rethrow_exception(e);
-  }
+    if (slot > 0) results.env.gpus[slot].clock_measured_mhz = timer.measure_clock_mhz();
+  });
   for (auto& rows : per_group) {
     for (auto& r : rows) results.rows.push_back(std::move(r));
   }
@@ -603,8 +544,8 @@ Results run_predicted(const RunOptions& opt) {
   SPARGE_ASSERT(opt.dump && opt.config, "run_predicted needs --dump and --config");
   io::DumpReader dump(*opt.dump);
   const config::TunedConfig cfg = config::read_tuned(*opt.config);
-  const std::string variant = runtime::resolve_variant(opt.variant);
-  const ref::Geometry geom = ref::geometry_by_name(variant);
+  const std::string kernel = runtime::resolve_kernel(opt.kernel);
+  const ref::Geometry geom = ref::geometry_by_name(kernel);
   if (geom.block_q != cfg.kernel.geometry.block_q || geom.block_k != cfg.kernel.geometry.block_k) {
     fail(ExitCode::kConfigError, "{}: tuned for {} ({}x{}), but the kernel is {} ({}x{})",
          opt.config->string(), cfg.kernel.geometry.name, cfg.kernel.geometry.block_q,
@@ -667,30 +608,30 @@ Results run_predicted(const RunOptions& opt) {
     Shape s{q.size(0), q.size(1), k.size(1), q.size(2), k.size(2), q.size(3)};
     auto valid = causal_valid_blocks(s.seq_q, s.seq_k, geom.block_q, geom.block_k, ropt.causal);
     Row r;
-    r.variant = kernel_name(geom, p.head_dim);
+    r.name = kernel_name(geom, p.head_dim);
     r.shape = s;
     r.causal = ropt.causal;
     r.dtype = q.scalar_type() == at::kBFloat16 ? "bf16" : "fp16";
     r.mask = "predicted";
     r.device = device;
     r.valid_blocks = valid.sum().item<int64_t>() * s.batch * s.heads;
-    r.executed_blocks = p.lut_len.sum().item<int64_t>();
-    r.density = double(r.executed_blocks) / double(std::max<int64_t>(1, r.valid_blocks));
+    r.kept_blocks = p.lut_len.sum().item<int64_t>();
+    r.density = double(r.kept_blocks) / double(std::max<int64_t>(1, r.valid_blocks));
     r.sparsity_stage1 = 1.0 - r.density;
     auto o = at::empty_like(q);
-    const KernelLaunch kernel(p, o, th.lambda, variant, /*dense=*/false);
-    Timing t = timer.measure(kernel);
+    const KernelLaunch launch(p, o, th.lambda, kernel, /*dense=*/false);
+    Timing t = timer.measure(launch);
     r.time = t.stats;
     add_notes(r, t);
     {
       // Realised stage-1+2 sparsity: one more (untimed) launch with the kernel's stage-2 counts.
       const int64_t groups = geom.block_q / geom.warp_rows;
-      at::Tensor pv = at::zeros({s.batch, s.heads, p.num_q_blocks, groups},
-                                at::TensorOptions(at::kInt).device(dev));
-      runtime::run_attention(p, o, th.lambda, variant, pv);
-      const double executed = pv.sum().item<double>() / static_cast<double>(groups);
-      r.sparsity_stage12 = runtime::stage12_sparsity(
-          static_cast<double>(r.valid_blocks), static_cast<double>(r.executed_blocks), executed);
+      at::Tensor stage2_kept = at::zeros({s.batch, s.heads, p.num_q_blocks, groups},
+                                         at::TensorOptions(at::kInt).device(dev));
+      runtime::run_attention(p, o, th.lambda, kernel, stage2_kept);
+      const double kept2 = stage2_kept.sum().item<double>() / static_cast<double>(groups);
+      r.sparsity_stage12 = runtime::stage12_sparsity(static_cast<double>(r.valid_blocks),
+                                                     static_cast<double>(r.kept_blocks), kept2);
     }
     r.quantisation_ms = timer.measure([&] { runtime::quantize(q, k, v, geom, ropt); }).stats.median;
     r.prepare_ms =
@@ -705,7 +646,7 @@ Results run_predicted(const RunOptions& opt) {
                           .measure([&] {
                             runtime::Prepared x = runtime::prepare(to_order(q_in), to_order(k_in),
                                                                    to_order(v_in), geom, th, ropt);
-                            runtime::run_attention(x, o, th.lambda, variant);
+                            runtime::run_attention(x, o, th.lambda, kernel);
                             if (permuted) runtime::unpermute_tokens(o, *order);
                           })
                           .stats.median;
@@ -721,9 +662,8 @@ Results run_predicted(const RunOptions& opt) {
     }
     r.notes.push_back(fmt::format("layer {} sample {} of {}", li, opt.sample, opt.dump->string()));
     if (permuted) r.notes.push_back("hilbert token order (in prepare and end-to-end times)");
-    r.command =
-        fmt::format("sparge bench --dump {} --config {} --layer {} --sample {} --variant {}",
-                    opt.dump->string(), opt.config->string(), li, opt.sample, opt.variant);
+    r.command = fmt::format("sparge bench --dump {} --config {} --layer {} --sample {} --kernel {}",
+                            opt.dump->string(), opt.config->string(), li, opt.sample, opt.kernel);
     results.rows.push_back(std::move(r));
   }
   return results;

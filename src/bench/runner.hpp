@@ -17,8 +17,8 @@
 namespace sparge::bench {
 
 struct RunOptions {
-  std::string variant = "auto";  // the kernel (path): auto | sm90 | sm80 (`--variant`)
-  uint64_t seed = 0;             // inputs and masks derive from it and the case
+  std::string kernel = "auto";  // auto | sm90 | sm80 (`--kernel`, runtime::resolve_kernel)
+  uint64_t seed = 0;            // inputs and masks derive from it and the case
   TimerOptions timer;
   bool baselines = true;  // SDPA cuDNN + flash and our dense mode
   // Thresholds used to time the prediction on random inputs (its cost barely depends on them;
@@ -37,19 +37,18 @@ struct RunOptions {
 
 // Visible CUDA devices (0 without a driver). Never throws.
 int visible_devices();
-// "0,1" or "all" -> device indices; Error(kUsage) on bad syntax or an index >= count.
-std::vector<int> parse_devices(const std::string& text, int count);
 
 Environment capture_environment(const std::vector<int>& devices, const std::string& command);
 
-// Throws Error(kNoDevice) without a GPU or when the kernel variant cannot run; CUDA failures
-// are Error(kSoftware). Rows come back in suite order whatever the device split.
+// Throws Error(kNoDevice) without a GPU, the errors of runtime::resolve_kernel when the kernel
+// cannot run here, Error(kSoftware) on CUDA failures. Rows come back in suite order whatever the
+// device split.
 Results run_suite(const Suite& suite, const RunOptions& options);  // + options.accuracy rows
 Results run_predicted(const RunOptions& options);                  // --dump + --config
 
 // The `sparge bench ...` command that reproduces one case (no --devices, no -o).
 std::string repro_command(const Case& c, const std::string& dtype, uint64_t seed,
-                          const std::string& variant);
+                          const std::string& kernel);
 // Deterministic per-case seeds, so a one-case rerun draws the same inputs and mask.
 uint64_t case_seed(uint64_t base, const Case& c);
 

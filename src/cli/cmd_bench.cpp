@@ -27,7 +27,7 @@ struct BenchArgs {
   bool causal = false;
   std::string suite;
   std::string dtype = "fp16";
-  std::string variant = "auto";
+  std::string kernel = "auto";
   uint64_t seed = 0;
   std::string devices = "0";
   std::string format = "text";
@@ -73,7 +73,7 @@ std::string command_text(const BenchArgs& a) {
   }
   for (const auto& r : a.real_data) c += " --real-data " + (r.empty() ? std::string("full") : r);
   if (a.no_real_data) c += " --no-real-data";
-  c += fmt::format(" --variant {} --seed {} --devices {}", a.variant, a.seed, a.devices);
+  c += fmt::format(" --kernel {} --seed {} --devices {}", a.kernel, a.seed, a.devices);
   if (a.min_samples != 30) c += fmt::format(" --min-samples {}", a.min_samples);
   if (a.no_baselines) c += " --no-baselines";
   return c;
@@ -161,13 +161,13 @@ void run_bench(const BenchArgs& a) {
   const bool spec_is_default_of_size =
       suite.real_data && *suite.real_data == real_data_of_size(suite.real_data->size);
   const std::string spec_command =
-      !suite.real_data          ? std::string()
-      : spec_is_default_of_size ? real_data_command(*suite.real_data, a.seed, a.variant)
-                                : fmt::format("sparge bench --suite {} --seed {} --variant {}",
-                                              a.suite, a.seed, a.variant);
+      !suite.real_data ? std::string()
+      : spec_is_default_of_size
+          ? real_data_command(*suite.real_data, a.seed, a.kernel)
+          : fmt::format("sparge bench --suite {} --seed {} --kernel {}", a.suite, a.seed, a.kernel);
   if (a.list) {
     for (const Case& c : suite.cases) {
-      fmt::print("{}\n", repro_command(c, suite.dtype, a.seed, a.variant));
+      fmt::print("{}\n", repro_command(c, suite.dtype, a.seed, a.kernel));
     }
     if (suite.real_data) {
       for (int64_t d : suite.real_data->head_dims) {
@@ -178,9 +178,9 @@ void run_bench(const BenchArgs& a) {
     }
     for (const auto& f : real.dumps) {
       fmt::print(
-          "sparge bench --real-data {} --seed {} --variant {}  # accuracy on {} and "
+          "sparge bench --real-data {} --seed {} --kernel {}  # accuracy on {} and "
           "N(0, 1)\n",
-          f.string(), a.seed, a.variant, f.string());
+          f.string(), a.seed, a.kernel, f.string());
     }
     return;
   }
@@ -188,7 +188,7 @@ void run_bench(const BenchArgs& a) {
   if (count == 0) fail(ExitCode::kNoDevice, "no CUDA device visible");
 
   RunOptions opt;
-  opt.variant = a.variant;
+  opt.kernel = a.kernel;
   opt.seed = a.seed;
   opt.timer.min_samples = a.min_samples;
   opt.timer.max_samples = std::max(a.min_samples, 4 * a.min_samples);
@@ -206,8 +206,8 @@ void run_bench(const BenchArgs& a) {
   }
   for (const auto& f : real.dumps) {
     AccuracyInput in = dump_input(f);
-    in.command = fmt::format("sparge bench --real-data {} --seed {} --variant {}", f.string(),
-                             a.seed, a.variant);
+    in.command = fmt::format("sparge bench --real-data {} --seed {} --kernel {}", f.string(),
+                             a.seed, a.kernel);
     opt.accuracy.push_back(std::move(in));
   }
   Results results;
@@ -263,7 +263,7 @@ void register_bench(CLI::App& app, Context&) {
                   "Suite YAML (configs/bench/*.yaml) or 'default'; exclusive with --shape");
   sub->add_option("--dtype", args->dtype, "Input dtype of --shape cases")
       ->check(CLI::IsMember({"fp16", "bf16"}));
-  sub->add_option("--variant", args->variant, "Kernel: auto, sm90 (Hopper i8f8), sm80 (i8f16)")
+  sub->add_option("--kernel", args->kernel, "Kernel: auto, sm90 (Hopper i8f8), sm80 (i8f16)")
       ->check(CLI::IsMember({"auto", "sm90", "sm80"}));
   sub->add_option("--seed", args->seed, "Seed of inputs and random masks (per case derived)");
   sub->add_option("--devices", args->devices, "GPUs to spread cases over: 0,1,... or all");
@@ -298,10 +298,10 @@ void register_bench(CLI::App& app, Context&) {
   sub->add_flag("--no-real-data", args->no_real_data,
                 "Skip the suite's real-data accuracy rows (they need scikit-image)");
   sub->footer(
-      "Environment: SPARGE_SM90_VARIANT=4|6|9 runs another Hopper kernel variant than the "
-      "default 9 (A/B runs; kernels/attention_sm90.cuh says what each is). The JSON and the "
-      "table headers record the variant in effect, and `sparge report` says so when two results "
-      "differ in it.\n"
+      "Environment: SPARGE_SM90_VARIANT=4|6|9|12 runs that Hopper kernel variant at every head "
+      "dim instead of each head dim's default (12 at D = 64, 9 at D = 128; A/B runs; "
+      "kernels/attention_sm90.cuh says what each is). The JSON and the table headers record a "
+      "forced variant, and `sparge report` says so when two results differ in it.\n"
       "Real data: the generator runs with $SPARGE_PYTHON, else <source>/.venv/bin/python3 when "
       "present, else python3, with PYTHONPATH=<source>/python; it needs numpy, h5py, torch and "
       "scikit-image. Dumps are cached in $SPARGE_CACHE_DIR (default "

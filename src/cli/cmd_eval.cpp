@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/arg_lists.hpp"
 #include "cli/commands.hpp"
 #include "common/error.hpp"
 #include "common/io_guard.hpp"
@@ -41,8 +42,8 @@ void run_check(const EvalArgs& a, const CLI::App& sub, Context& ctx) {
   rq.eval.jobs = a.jobs;
   rq.dense = a.dense;
   rq.kernel = a.kernel;
-  if (!a.samples.empty()) rq.eval.samples = tune::parse_index_list(a.samples, "--samples");
-  if (!a.layers.empty()) rq.eval.layers = tune::parse_index_list(a.layers, "--layers");
+  if (!a.samples.empty()) rq.eval.samples = parse_index_list(a.samples, "--samples");
+  if (!a.layers.empty()) rq.eval.layers = parse_index_list(a.layers, "--layers");
   if (!a.dense) {
     std::optional<ref::Geometry> want;
     if (!a.kernel.empty()) want = ref::geometry_by_name(a.kernel);
@@ -115,8 +116,8 @@ void register_eval(CLI::App& app, Context& ctx) {
     rq.config_source = a.tuned;
     rq.backend = a.backend;
     rq.jobs = a.jobs;
-    if (!a.samples.empty()) rq.samples = tune::parse_index_list(a.samples, "--samples");
-    if (!a.layers.empty()) rq.layers = tune::parse_index_list(a.layers, "--layers");
+    if (!a.samples.empty()) rq.samples = parse_index_list(a.samples, "--samples");
+    if (!a.layers.empty()) rq.layers = parse_index_list(a.layers, "--layers");
     auto out = tune::run_eval(rq);
     const auto& b = rq.config.budget;
 

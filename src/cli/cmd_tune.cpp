@@ -9,6 +9,7 @@
 #include <sstream>
 #include <tuple>
 
+#include "cli/arg_lists.hpp"
 #include "cli/commands.hpp"
 #include "common/atomic_file.hpp"
 #include "common/error.hpp"
@@ -20,59 +21,6 @@
 
 namespace sparge::cli {
 namespace {
-
-// "-1:1:0.125" (start inclusive, stop exclusive) or "0,0.25,0.5".
-std::vector<float> parse_theta_grid(const std::string& text) {
-  std::vector<float> grid;
-  try {
-    if (text.find(':') != std::string::npos) {
-      float a = 0, b = 0, step = 0;
-      char c1 = 0, c2 = 0;
-      std::istringstream ss(text);
-      if (!(ss >> a >> c1 >> b >> c2 >> step) || c1 != ':' || c2 != ':' || !(step > 0)) {
-        throw std::invalid_argument("bad range");
-      }
-      for (int i = 0;; ++i) {
-        // Computed from the index, not accumulated, so every grid point is exact when the step
-        // is a binary fraction.
-        float t = a + static_cast<float>(i) * step;
-        if (t >= b - step * 1e-3f) break;
-        grid.push_back(t);
-      }
-    } else {
-      std::stringstream ss(text);
-      std::string item;
-      while (std::getline(ss, item, ',')) {
-        size_t used = 0;
-        grid.push_back(std::stof(item, &used));
-        if (used != item.size()) throw std::invalid_argument("bad value");
-      }
-    }
-  } catch (const std::exception&) {
-    fail(ExitCode::kUsage, "--theta-grid '{}': expected start:stop:step or a,b,c", text);
-  }
-  return grid;
-}
-
-std::pair<float, float> parse_range(const std::string& text, const std::string& flag) {
-  float a = 0, b = 0;
-  char comma = 0;
-  std::istringstream ss(text);
-  if (!(ss >> a >> comma >> b) || comma != ',') {
-    fail(ExitCode::kUsage, "{} '{}': expected MIN,MAX", flag, text);
-  }
-  return {a, b};
-}
-
-// "I/N" -> (I, N) with 0 <= I < N.
-std::pair<int, int> parse_shard(const std::string& text) {
-  int i = -1, n = 0;
-  char slash = 0, rest = 0;
-  std::istringstream in(text);
-  if (!(in >> i >> slash >> n) || slash != '/' || (in >> rest) || n < 1 || i < 0 || i >= n)
-    fail(ExitCode::kUsage, "--shard '{}': expected I/N with 0 <= I < N, e.g. 0/4", text);
-  return {i, n};
-}
 
 struct TuneArgs {
   std::string dump, output, preset, theta_grid, lambda_range, layers, samples, shard,
@@ -99,7 +47,10 @@ void register_tune(CLI::App& app, Context& ctx) {
       "most P.V skipping with error <= l2. Only evaluated, passing points are written.\n"
       "Generalisation (--holdout spread, default): a point passes when its worst calibration "
       "error plus K x its spread across the samples is within the budget, so held-out samples "
-      "keep headroom; --holdout edge is the sparsest point that passes the calibration samples.\n"
+      "keep headroom, and lambda may add at most l2 - l1 to the stage-1 error (the added error, "
+      "per sample, predicted the same way): the error lambda adds varies most between inputs. "
+      "--holdout edge is the sparsest point that passes the calibration samples, lambda using "
+      "all of l2 (held-out samples can miss the budget).\n"
       "Token order: a dump with a token grid (video/image) is tuned in Hilbert order (text tokens "
       "in place; the YAML records it and eval follows it); --no-hilbert keeps the dump's order. "
       "Causal dumps are never permuted.\n"
@@ -139,9 +90,10 @@ void register_tune(CLI::App& app, Context& ctx) {
           ->capture_default_str();
   sub->add_option("--holdout", args->holdout,
                   "How held-out error is predicted from the calibration samples: spread = worst "
-                  "+ K x (worst - best) per head, kept within the budget (needs >= 2 samples); "
-                  "edge = the worst calibration error (sparsest, at the edge of the budget: "
-                  "held-out samples can miss it)")
+                  "+ K x (worst - best) per head, kept within the budget (needs >= 2 samples), "
+                  "and the error lambda adds over the stage-1 point, predicted the same way, "
+                  "within l2 - l1; edge = the worst calibration error, lambda up to l2 "
+                  "(sparsest, at the edge of the budget: held-out samples can miss it)")
       ->check(CLI::IsMember({"spread", "edge"}))
       ->capture_default_str();
   sub->add_option("--mode", args->mode,
@@ -149,7 +101,8 @@ void register_tune(CLI::App& app, Context& ctx) {
                   "fraction of K blocks each row keeps: the same sparsity on every input)")
       ->check(CLI::IsMember({"cdf", "topk"}))
       ->capture_default_str();
-  sub->add_option("--spread-k", args->spread_k, "K of --holdout spread")
+  sub->add_option("--spread-k", args->spread_k,
+                  "K of --holdout spread (for the error and for the error lambda adds)")
       ->check(CLI::Range(0.0, 10.0))
       ->capture_default_str();
   sub->add_flag("--no-hilbert", args->no_hilbert,
@@ -157,7 +110,8 @@ void register_tune(CLI::App& app, Context& ctx) {
                 "visual tokens along a Hilbert curve before prediction; recorded in the YAML)");
   sub->add_option("--trace", args->trace,
                   "Write every candidate the search evaluated, per head (tau, theta, lambda, "
-                  "error per sample, sparsity, pass) as JSON to this file");
+                  "error per sample, sparsity, pass) as JSON to this file; plot it with `sparge "
+                  "report TUNED.yaml --trace FILE --svg PLOT.svg`");
   sub->add_option("--layers", args->layers, "Layers to tune, e.g. 0,2,5-7 [default: all]");
   sub->add_option("--shard", args->shard,
                   "I/N: tune only every N-th selected layer starting at I (one task of a job "
@@ -203,15 +157,7 @@ void register_tune(CLI::App& app, Context& ctx) {
     rq.granularity = a.granularity;
     if (o_preset->count()) {
       auto p = config::load_preset(a.preset);
-      if (p.l1) s.l1 = *p.l1;
-      if (p.l2) s.l2 = *p.l2;
-      if (p.theta_grid) s.theta_grid = *p.theta_grid;
-      if (p.tau_tol) s.tau_tol = *p.tau_tol;
-      if (p.lambda_min) s.lambda_min = *p.lambda_min;
-      if (p.lambda_max) s.lambda_max = *p.lambda_max;
-      if (p.lambda_tol) s.lambda_tol = *p.lambda_tol;
-      if (p.min_sparsity) s.min_sparsity = *p.min_sparsity;
-      if (p.margin) s.margin = *p.margin;
+      config::apply_preset(p, s);
       if (p.granularity && !o_gran->count()) rq.granularity = *p.granularity;
       log::info("preset {}: l1 {} l2 {}", p.name, s.l1, s.l2);
     }
@@ -229,8 +175,8 @@ void register_tune(CLI::App& app, Context& ctx) {
     s.mode = a.mode;
     s.spread_k = a.spread_k;
     rq.hilbert = !a.no_hilbert;
-    if (!a.layers.empty()) rq.layers = tune::parse_index_list(a.layers, "--layers");
-    if (!a.samples.empty()) rq.samples = tune::parse_index_list(a.samples, "--samples");
+    if (!a.layers.empty()) rq.layers = parse_index_list(a.layers, "--layers");
+    if (!a.samples.empty()) rq.samples = parse_index_list(a.samples, "--samples");
     if (!a.shard.empty()) rq.shard = parse_shard(a.shard);
     rq.backend = a.backend;
     rq.geometry = ref::geometry_by_name(a.kernel);
@@ -296,7 +242,8 @@ void register_tune(CLI::App& app, Context& ctx) {
             "`sparge eval {} {} --samples <held-out>`\n",
             cfg.search.holdout == "edge"
                 ? "--holdout edge: the calibration error itself, no headroom"
-                : fmt::format("calibration worst + {} x spread across samples",
+                : fmt::format("calibration worst + {} x spread across samples; lambda adds at "
+                              "most l2 - l1",
                               cfg.search.spread_k),
             a.dump, a.output);
       }
@@ -310,6 +257,8 @@ void register_tune(CLI::App& app, Context& ctx) {
                             {"holdout", cfg.search.holdout},
                             {"spread_k", cfg.search.spread_k},
                             {"margin", cfg.search.margin},
+                            {"min_sparsity", cfg.search.min_sparsity},
+                            {"mode", cfg.search.mode},
                             {"permutation", cfg.permutation.order},
                             {"heads", out.trace}};
       write_file_atomic(a.trace, doc.dump(1) + "\n");

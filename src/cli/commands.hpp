@@ -5,6 +5,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cli/arg_lists.hpp"
+
 namespace sparge::cli {
 
 struct Context {

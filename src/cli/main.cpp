@@ -13,6 +13,7 @@
 #include "common/log.hpp"
 #include "common/progress.hpp"
 #include "common/version.hpp"
+#include "runtime/cuda_oracle.hpp"
 
 namespace {
 
@@ -54,6 +55,9 @@ int main(int argc, char** argv) {
     if (verbose >= 2) log::set_level(log::Level::kTrace);
     Progress::set_globally_disabled(no_progress || quiet);
   });
+
+  // Oracle backends beyond the built-in "cpu": `--backend cuda` of tune and eval.
+  runtime::register_cuda_oracle();
 
   cli::Context ctx;
   cli::register_devices(app, ctx);

@@ -25,4 +25,21 @@ struct Preset {
 Preset load_preset(const std::string& name_or_path);
 std::filesystem::path preset_dir();
 
+// The preset -> search options merge of `sparge tune --preset`: sets each search field the preset
+// names on `search` and leaves the others as they are; explicit flags are applied after it and win.
+// `search` is a tune::SearchOptions (a template, so that config stays below tune); the preset's
+// granularity is a tune request's, not a search option, and is left to the caller.
+template <class SearchOptions>
+void apply_preset(const Preset& p, SearchOptions& search) {
+  if (p.l1) search.l1 = *p.l1;
+  if (p.l2) search.l2 = *p.l2;
+  if (p.theta_grid) search.theta_grid = *p.theta_grid;
+  if (p.tau_tol) search.tau_tol = *p.tau_tol;
+  if (p.lambda_min) search.lambda_min = *p.lambda_min;
+  if (p.lambda_max) search.lambda_max = *p.lambda_max;
+  if (p.lambda_tol) search.lambda_tol = *p.lambda_tol;
+  if (p.min_sparsity) search.min_sparsity = *p.min_sparsity;
+  if (p.margin) search.margin = *p.margin;
+}
+
 }  // namespace sparge::config

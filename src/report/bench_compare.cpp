@@ -10,6 +10,7 @@
 #include <tuple>
 
 #include "common/error.hpp"
+#include "report/markup.hpp"
 
 namespace sparge::report {
 
@@ -105,7 +106,7 @@ Key key_of(const Row& r) {
   const auto& s = r.shape;
   // Densities compared at 1e-6 resolution (they are written with full precision). The inputs
   // (data) are part of the row: real-image and N(0, 1) rows of one shape are different rows.
-  return {r.variant,  s.batch,  s.heads,
+  return {r.name,     s.batch,  s.heads,
           s.kv_heads, s.seq_q,  s.seq_k,
           s.head_dim, r.causal, std::llround(r.density * 1e6),
           r.data};
@@ -268,29 +269,6 @@ std::string rule_line(const BenchComparison& cmp, const CompareOptions& o) {
   return s;
 }
 
-std::string escape_html(const std::string& s) {
-  std::string out;
-  for (char ch : s) {
-    switch (ch) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      default:
-        out += ch;
-    }
-  }
-  return out;
-}
-
 }  // namespace
 
 std::string render_markdown(const BenchComparison& cmp, const CompareOptions& options) {
@@ -322,7 +300,7 @@ std::string tops_charts(const BenchComparison& cmp) {
     const Row& any = r.any();
     if (any.mask != "random") continue;
     const std::string title =
-        fmt::format("{} · {}{}", any.variant, any.shape.str(), any.causal ? " · causal" : "");
+        fmt::format("{} · {}{}", any.name, any.shape.str(), any.causal ? " · causal" : "");
     if (r.base) groups[title].base.emplace_back(r.base->density, r.base->effective_tops());
     if (r.cur) groups[title].cur.emplace_back(r.cur->density, r.cur->effective_tops());
   }
@@ -342,7 +320,7 @@ std::string tops_charts(const BenchComparison& cmp) {
     out += fmt::format(
         "<figure><svg width=\"{}\" height=\"{}\" viewBox=\"0 0 {} {}\" role=\"img\">"
         "<text x=\"{}\" y=\"18\" font-size=\"12\">{}</text>",
-        W, H, W, H, L, escape_html(title));
+        W, H, W, H, L, escape_markup(title));
     out += fmt::format(
         "<line x1=\"{0}\" y1=\"{1}\" x2=\"{2}\" y2=\"{1}\" stroke=\"#888\"/>"
         "<line x1=\"{0}\" y1=\"{3}\" x2=\"{0}\" y2=\"{1}\" stroke=\"#888\"/>",
@@ -416,7 +394,7 @@ std::string speedup_bars(const BenchComparison& cmp) {
         "<text x=\"{}\" y=\"{:.1f}\" font-size=\"10\" text-anchor=\"end\">{}</text>"
         "<rect x=\"{}\" y=\"{:.1f}\" width=\"{:.1f}\" height=\"{}\" fill=\"{}\"/>"
         "<text x=\"{:.1f}\" y=\"{:.1f}\" font-size=\"10\">{:.3f}×</text>",
-        L - 6, y + 12, escape_html(label), L, y, px(v) - L, bar_h, v >= 1 ? "#2e9e4f" : "#d13b3b",
+        L - 6, y + 12, escape_markup(label), L, y, px(v) - L, bar_h, v >= 1 ? "#2e9e4f" : "#d13b3b",
         px(v) + 4, y + 12, v);
   }
   out += fmt::format(
@@ -439,22 +417,22 @@ std::string render_html(const BenchComparison& cmp, const CompareOptions& option
       "td:first-child,td:nth-child(2){text-align:left;}"
       "tr.SLOW{background:#fde2e2;}tr.FAST{background:#e2f6e7;}tr.NOISY{background:#fff6d6;}"
       "figure{display:inline-block;margin:0.5em;}</style></head><body>\n";
-  out +=
-      fmt::format("<h2>sparge report — {} vs {} — {}</h2>\n", escape_html(build_name(cmp.new_env)),
-                  escape_html(build_name(cmp.base_env)), escape_html(cmp.new_env.gpu_name()));
+  out += fmt::format(
+      "<h2>sparge report — {} vs {} — {}</h2>\n", escape_markup(build_name(cmp.new_env)),
+      escape_markup(build_name(cmp.base_env)), escape_markup(cmp.new_env.gpu_name()));
   if (const std::string note = variant_note(cmp); !note.empty()) {
-    out += fmt::format("<p><b>{}</b></p>\n", escape_html(note));
+    out += fmt::format("<p><b>{}</b></p>\n", escape_markup(note));
   }
   out += fmt::format("<p>base <code>{}</code>: {}<br>new <code>{}</code>: {}</p>\n",
-                     escape_html(cmp.base_name), escape_html(env_line(cmp.base_env)),
-                     escape_html(cmp.new_name), escape_html(env_line(cmp.new_env)));
-  out += fmt::format("<p>{}</p>\n<p><b>{}</b></p>\n", escape_html(rule_line(cmp, options)),
-                     escape_html(summary_line(cmp)));
+                     escape_markup(cmp.base_name), escape_markup(env_line(cmp.base_env)),
+                     escape_markup(cmp.new_name), escape_markup(env_line(cmp.new_env)));
+  out += fmt::format("<p>{}</p>\n<p><b>{}</b></p>\n", escape_markup(rule_line(cmp, options)),
+                     escape_markup(summary_line(cmp)));
   out += tops_charts(cmp);
   out += speedup_bars(cmp);
   const Cells c = table_cells(cmp);
   out += "<table><thead><tr>";
-  for (const auto& h : c.header) out += "<th>" + escape_html(h) + "</th>";
+  for (const auto& h : c.header) out += "<th>" + escape_markup(h) + "</th>";
   out += "</tr></thead><tbody>\n";
   for (size_t i = 0; i < c.rows.size(); ++i) {
     const std::string label = status_label(cmp.rows[i].status);
@@ -462,7 +440,7 @@ std::string render_html(const BenchComparison& cmp, const CompareOptions& option
     out += fmt::format("<tr class=\"{}\">", cmp.rows[i].less_accurate
                                                 ? std::string("SLOW")
                                                 : label.substr(label.find(' ') + 1));
-    for (const auto& cell : c.rows[i]) out += "<td>" + escape_html(cell) + "</td>";
+    for (const auto& cell : c.rows[i]) out += "<td>" + escape_markup(cell) + "</td>";
     out += "</tr>\n";
   }
   out += "</tbody></table>\n</body></html>\n";

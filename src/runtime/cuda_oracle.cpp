@@ -6,10 +6,12 @@
 // head's thresholds over the same statistics, kv heads = 1), so one prediction launch and one
 // attention launch evaluate up to kBatch candidates; candidates giving an already evaluated
 // (mask, λ) reuse its result. Errors and sparsities are reduced on the GPU; only masks (for the
-// cache key), per-candidate sums and the stage-2 counts (pv_executed) come back.
+// cache key), per-candidate sums and the stage-2 counts (stage2_kept) come back.
 //
 // Inputs of fp32 dumps are rounded to fp16 for the kernels (as SpargeAttn does); fp16/bf16 are
 // used as stored.
+#include "runtime/cuda_oracle.hpp"
+
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -28,8 +30,6 @@
 #include "tune/oracle.hpp"
 
 namespace sparge::runtime {
-
-extern const bool kCudaOracleRegistered;
 
 namespace {
 
@@ -73,8 +73,8 @@ Prepared replicate(const Prepared& base, int64_t heads) {
 
 class CudaHeadOracle final : public tune::HeadOracle {
  public:
-  CudaHeadOracle(tune::HeadRequest req, std::string variant)
-      : geometry_(req.geometry), variant_(std::move(variant)) {
+  CudaHeadOracle(tune::HeadRequest req, std::string kernel)
+      : geometry_(req.geometry), kernel_(std::move(kernel)) {
     opts_.causal = req.attention.causal;
     opts_.sink = req.attention.sink;
     opts_.scale = req.attention.scale;
@@ -189,10 +189,10 @@ class CudaHeadOracle final : public tune::HeadOracle {
       at::Tensor o_t =
           at::empty({a.batch, u, a.seq_q, a.head_dim}, at::TensorOptions(a.dtype).device(dev));
       const int64_t groups = geometry_.block_q / geometry_.warp_rows;
-      at::Tensor pv =
+      at::Tensor stage2_kept =
           at::zeros({a.batch, u, a.num_q_blocks, groups}, at::TensorOptions(at::kInt).device(dev));
       try {
-        run_attention(a, o_t, vec(lam), variant_, pv);
+        run_attention(a, o_t, vec(lam), kernel_, stage2_kept);
       } catch (const Error& e) {  // a failure here is ours, not the user's input
         fail(ExitCode::kSoftware, "cuda oracle: {}", e.what());
       }
@@ -201,9 +201,9 @@ class CudaHeadOracle final : public tune::HeadOracle {
       at::Tensor od = o_t.narrow(3, 0, st.base.head_dim_in).to(at::kDouble);
       at::Tensor err = (od - st.ref).abs().sum(at::IntArrayRef{0, 2, 3}) / st.ref_l1;
       at::Tensor kept = a.lut_len.sum(at::IntArrayRef{0, 2}).to(at::kDouble);
-      at::Tensor executed =
-          pv.sum(at::IntArrayRef{0, 2, 3}).to(at::kDouble) / static_cast<double>(groups);
-      at::Tensor stats = at::stack({err, kept, executed}).cpu();
+      at::Tensor kept2 =
+          stage2_kept.sum(at::IntArrayRef{0, 2, 3}).to(at::kDouble) / static_cast<double>(groups);
+      at::Tensor stats = at::stack({err, kept, kept2}).cpu();
       const auto sa = stats.accessor<double, 2>();
       for (int64_t t = 0; t < u; ++t) {
         Outcome oc;
@@ -219,7 +219,7 @@ class CudaHeadOracle final : public tune::HeadOracle {
   }
 
   ref::Geometry geometry_;
-  std::string variant_;
+  std::string kernel_;
   Options opts_;
   at::Device device_{at::kCUDA, 0};
   std::vector<State> states_;
@@ -243,8 +243,8 @@ class CudaBackend final : public tune::OracleBackend {
       std::vector<tune::HeadRequest> heads) override {
     std::vector<std::unique_ptr<tune::HeadOracle>> out;
     for (auto& h : heads) {
-      const std::string variant = resolve_variant(h.geometry.name);
-      out.push_back(std::make_unique<CudaHeadOracle>(std::move(h), variant));
+      const std::string kernel = resolve_kernel(h.geometry.name);
+      out.push_back(std::make_unique<CudaHeadOracle>(std::move(h), kernel));
     }
     return out;
   }
@@ -252,8 +252,9 @@ class CudaBackend final : public tune::OracleBackend {
 
 }  // namespace
 
-// Referenced from runtime.cpp so that linking the runtime links this registration too.
-const bool kCudaOracleRegistered = tune::register_oracle_backend(
-    "cuda", [] { return std::unique_ptr<tune::OracleBackend>(new CudaBackend()); });
+void register_cuda_oracle() {
+  tune::register_oracle_backend(
+      "cuda", [] { return std::unique_ptr<tune::OracleBackend>(new CudaBackend()); });
+}
 
 }  // namespace sparge::runtime

@@ -17,11 +17,6 @@
 
 namespace sparge::runtime {
 
-// Defined in cuda_oracle.cpp: referencing it makes every link of the runtime (a static library
-// member) also pull in the `--backend cuda` registration.
-extern const bool kCudaOracleRegistered;
-const bool* kCudaOracleAnchor = &kCudaOracleRegistered;
-
 namespace {
 
 constexpr double kLog2e = 1.4426950408889634;
@@ -329,31 +324,53 @@ Prepared prepare_with_mask(const at::Tensor& q, const at::Tensor& k, const at::T
   return p;
 }
 
-std::vector<std::string> available_variants() {
-  std::vector<std::string> out;
-  if (kernels::device_count() == 0) return out;
+DeviceKernels current_device_kernels() {
+  DeviceKernels here;
+  if (kernels::device_count() == 0) return here;
   const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
-  if (prop->major >= 8) out.push_back("sm80");
-  if (kernels::attention_sm90_available()) out.push_back("sm90");
+  here.device = true;
+  here.major = prop->major;
+  here.minor = prop->minor;
+  here.sm90_image = kernels::attention_sm90_available();
+  return here;
+}
+
+std::vector<std::string> available_kernels(const DeviceKernels& here) {
+  std::vector<std::string> out;
+  if (!here.device) return out;
+  if (here.major >= 8) out.push_back("sm80");
+  if (here.sm90_image) out.push_back("sm90");
   return out;
 }
 
-std::string resolve_variant(const std::string& variant) {
-  if (variant != "auto" && variant != "sm90" && variant != "sm80")
-    fail(ExitCode::kUsage, "unknown kernel variant '{}' (known: auto, sm90, sm80)", variant);
-  if (kernels::device_count() == 0)
-    fail(ExitCode::kNoDevice, "kernel variant {}: no CUDA device", variant);
-  const auto avail = available_variants();
+std::vector<std::string> available_kernels() { return available_kernels(current_device_kernels()); }
+
+std::string choose_kernel(const std::string& kernel, const DeviceKernels& here) {
+  if (kernel != "auto" && kernel != "sm90" && kernel != "sm80")
+    fail(ExitCode::kUsage, "unknown kernel '{}' (known: auto, sm90, sm80)", kernel);
+  if (!here.device) fail(ExitCode::kNoDevice, "kernel {}: no CUDA device", kernel);
+  const auto avail = available_kernels(here);
   auto has = [&](const char* v) { return std::find(avail.begin(), avail.end(), v) != avail.end(); };
-  if (variant == "auto") {
-    const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
-    if (prop->major == 9 && prop->minor == 0 && has("sm90")) return "sm90";
+  if (kernel == "auto") {
+    if (here.major == 9 && here.minor == 0 && has("sm90")) return "sm90";
     if (has("sm80")) return "sm80";
-  } else if (has(variant.c_str())) {
-    return variant;
+  } else if (has(kernel.c_str())) {
+    return kernel;
   }
-  fail(ExitCode::kNoDevice, "kernel variant {} not available on this device/build (available: {})",
-       variant, avail.empty() ? "none" : fmt::format("{}", fmt::join(avail, ", ")));
+  const std::string have = avail.empty() ? "none" : fmt::format("{}", fmt::join(avail, ", "));
+  // A kernel the GPU itself cannot run is the caller's choice to change (use another kernel);
+  // one this GPU could run but the build lacks is missing software.
+  const bool gpu_can = kernel == "sm90" ? here.major == 9 && here.minor == 0 : here.major >= 8;
+  if (kernel != "auto" && !gpu_can)
+    fail(ExitCode::kUsage,
+         "kernel {} cannot run on this GPU (compute capability {}.{}; available: {})", kernel,
+         here.major, here.minor, have);
+  fail(ExitCode::kNoDevice, "kernel {} not available on this device/build (available: {})", kernel,
+       have);
+}
+
+std::string resolve_kernel(const std::string& kernel) {
+  return choose_kernel(kernel, current_device_kernels());
 }
 
 kernels::AttentionParams attention_params(const Prepared& p, const at::Tensor& o,
@@ -404,44 +421,52 @@ kernels::AttentionParams attention_params(const Prepared& p, const at::Tensor& o
   return a;
 }
 
-void run_attention(const Prepared& p, const at::Tensor& o, const at::Tensor& lambda,
-                   const std::string& variant, const at::Tensor& pv_executed) {
-  const std::string v = resolve_variant(variant);
-  if (v != p.geometry.name)
-    fail(ExitCode::kUsage, "attention: inputs prepared for geometry {} cannot run variant {}",
-         p.geometry.name, v);
-  const c10::cuda::CUDAGuard guard(p.q8.device());
-  at::Tensor lambda_log2;
-  kernels::AttentionParams a = attention_params(p, o, lambda, lambda_log2);
-  if (pv_executed.defined()) {
-    const std::vector<int64_t> want{p.batch, p.heads, p.num_q_blocks,
-                                    p.geometry.block_q / p.geometry.warp_rows};
-    if (pv_executed.scalar_type() != at::kInt || !pv_executed.is_cuda() ||
-        !pv_executed.is_contiguous() || pv_executed.sizes() != at::IntArrayRef(want))
-      fail(ExitCode::kUsage, "attention: pv_executed must be a contiguous int32 CUDA tensor {}",
-           fmt::join(want, "x"));
-    a.pv_executed = pv_executed.data_ptr<int32_t>();
-  }
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream().stream();
+void launch_attention(const std::string& kernel, const kernels::AttentionParams& a,
+                      cudaStream_t stream) {
   try {
-    if (v == "sm90") {
+    if (kernel == "sm90") {
       kernels::launch_attention_sm90(a, stream);
     } else {
       kernels::launch_attention_sm80(a, stream);
     }
   } catch (const std::invalid_argument& e) {
-    fail(ExitCode::kUsage, "attention {}: {}", v, e.what());
+    fail(ExitCode::kUsage, "attention {}: {}", kernel, e.what());
   } catch (const std::runtime_error& e) {
-    fail(ExitCode::kSoftware, "attention {}: {}", v, e.what());
+    // The sm90 launcher refuses a device without sm_90a code for it: classed as resolve_kernel
+    // classes that choice. Anything else is a failed launch.
+    if (kernel == "sm90" && !kernels::attention_sm90_available())
+      choose_kernel(kernel, current_device_kernels());
+    fail(ExitCode::kSoftware, "attention {}: {}", kernel, e.what());
   }
+}
+
+void run_attention(const Prepared& p, const at::Tensor& o, const at::Tensor& lambda,
+                   const std::string& kernel, const at::Tensor& stage2_kept) {
+  const std::string v = resolve_kernel(kernel);
+  if (v != p.geometry.name)
+    fail(ExitCode::kUsage, "attention: inputs prepared for geometry {} cannot run kernel {}",
+         p.geometry.name, v);
+  const c10::cuda::CUDAGuard guard(p.q8.device());
+  at::Tensor lambda_log2;
+  kernels::AttentionParams a = attention_params(p, o, lambda, lambda_log2);
+  if (stage2_kept.defined()) {
+    const std::vector<int64_t> want{p.batch, p.heads, p.num_q_blocks,
+                                    p.geometry.block_q / p.geometry.warp_rows};
+    if (stage2_kept.scalar_type() != at::kInt || !stage2_kept.is_cuda() ||
+        !stage2_kept.is_contiguous() || stage2_kept.sizes() != at::IntArrayRef(want))
+      fail(ExitCode::kUsage, "attention: stage2_kept must be a contiguous int32 CUDA tensor {}",
+           fmt::join(want, "x"));
+    a.stage2_kept = stage2_kept.data_ptr<int32_t>();
+  }
+  launch_attention(v, a, at::cuda::getCurrentCUDAStream().stream());
   check_cuda(cudaGetLastError(), "attention kernel launch");
 }
 
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const Thresholds& thresholds, const Options& options,
-                     const std::string& variant) {
-  const std::string var = resolve_variant(variant);
-  const ref::Geometry geometry = ref::geometry_by_name(var);
+                     const std::string& kernel) {
+  const std::string name = resolve_kernel(kernel);
+  const ref::Geometry geometry = ref::geometry_by_name(name);
   Options opts = options;
   opts.return_mask = false;
   const Prepared p = prepare(q, k, v, geometry, thresholds, opts);
@@ -450,7 +475,7 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   at::Tensor o =
       nhd ? at::empty({p.batch, p.seq_q, p.heads, p.head_dim}, q.options()).transpose(1, 2)
           : at::empty({p.batch, p.heads, p.seq_q, p.head_dim}, q.options());
-  run_attention(p, o, thresholds.lambda, var);
+  run_attention(p, o, thresholds.lambda, name);
   if (p.head_dim != p.head_dim_in) o = o.narrow(3, 0, p.head_dim_in).clone();
   return o;
 }

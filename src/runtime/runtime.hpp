@@ -10,6 +10,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <cuda_runtime.h>
 
 #include <limits>
 #include <string>
@@ -81,11 +82,22 @@ Prepared prepare_with_mask(const at::Tensor& q, const at::Tensor& k, const at::T
 
 // The kernel (attention path) to run: "sm90" (Hopper, i8f8) or "sm80" (portable, i8f16); each
 // name is also its block geometry (ref::geometry_by_name). "auto" picks sm90 on a compute
-// capability 9.0 device when compiled in, else sm80. An explicit kernel that is not compiled or
-// cannot run here throws Error(kNoDevice) naming the available set. (Not the numbered Hopper
-// kernel variants of SPARGE_SM90_VARIANT: those are chosen inside launch_attention_sm90.)
-std::string resolve_variant(const std::string& variant);
-std::vector<std::string> available_variants();
+// capability 9.0 device when compiled in, else sm80. Errors (choose_kernel): an unknown name or a
+// kernel this GPU cannot run (sm90 on an sm80 GPU) is Error(kUsage); no CUDA device, no kernel for
+// this GPU under "auto", or sm90 on a 9.0 GPU in a build without sm_90a is Error(kNoDevice). (Not
+// the numbered Hopper kernels of SPARGE_SM90_VARIANT: launch_attention_sm90 chooses those.)
+std::string resolve_kernel(const std::string& kernel);
+std::vector<std::string> available_kernels();
+
+// What resolve_kernel knows of the current device, so the choice can be tested without one.
+struct DeviceKernels {
+  bool device = false;       // a CUDA device is visible
+  int major = 0, minor = 0;  // its compute capability
+  bool sm90_image = false;   // kernels::attention_sm90_available(): sm_90a code that runs on it
+};
+DeviceKernels current_device_kernels();
+std::vector<std::string> available_kernels(const DeviceKernels& here);
+std::string choose_kernel(const std::string& kernel, const DeviceKernels& here);
 
 // Fills the attention kernels' parameters for `prepared`, writing into `o` ([B, H, Nq, head_dim]
 // with any strides, contiguous last dim). lambda: fp32 [H] device tensor in natural-log units or
@@ -93,27 +105,35 @@ std::vector<std::string> available_variants();
 kernels::AttentionParams attention_params(const Prepared& prepared, const at::Tensor& o,
                                           const at::Tensor& lambda,
                                           at::Tensor& lambda_log2_storage);
-// Runs the kernel `variant` ("sm90"/"sm80"; must match prepared.geometry.name) into o.
-// pv_executed: optional int32 [B, H, nq, block_q / warp_rows] device tensor (contiguous). The
+// The one sm80/sm90 dispatch: launches the kernel `kernel` (as resolve_kernel names it) on filled
+// parameters, asynchronously on `stream`, and turns the kernel API's exceptions into sparge
+// errors: parameters the kernel cannot run (std::invalid_argument) are Error(kUsage), sm90 where
+// it cannot run is classed as choose_kernel classes that choice, a failed launch is
+// Error(kSoftware).
+void launch_attention(const std::string& kernel, const kernels::AttentionParams& params,
+                      cudaStream_t stream);
+// Runs the kernel `kernel` ("sm90"/"sm80"; must match prepared.geometry.name) into o.
+// stage2_kept: optional int32 [B, H, nq, block_q / warp_rows] device tensor (contiguous). The
 // kernel overwrites each entry with the number of kept K blocks that row group did not skip in
-// stage 2 (one plain store per group, no atomics). On sm80 that is the P·V products it ran; the
-// default sm90 kernel issues P·V for every kept block and zeroes P for a skipping group, so there
-// it counts skip decisions, not tensor-core work saved (docs/design.md, Stage 2).
+// stage 2 (one plain store per group at the end; nothing accumulates across launches). On sm80
+// that is the P·V products it ran; the default sm90 kernel issues P·V for every kept block and
+// zeroes P for a skipping group, so there it counts skip decisions, not tensor-core work saved
+// (docs/design.md, Stage 2).
 void run_attention(const Prepared& prepared, const at::Tensor& o, const at::Tensor& lambda,
-                   const std::string& variant, const at::Tensor& pv_executed = {});
+                   const std::string& kernel, const at::Tensor& stage2_kept = {});
 
 // Sparsity over both stages in units of half a block pair: a block skipped by stage 1 saves
 // QKᵀ and P·V (2 halves), a block whose P·V stage 2 skipped saves 1 half. `valid`: causally valid
-// block pairs, `kept`: pairs the LUT kept, `pv_executed`: kept pairs stage 2 did not skip (block
-// units: the sum of run_attention's pv_executed / (block_q / warp_rows)).
-inline double stage12_sparsity(double valid, double kept, double pv_executed) {
-  return valid > 0 ? (2.0 * (valid - kept) + (kept - pv_executed)) / (2.0 * valid) : 0.0;
+// block pairs, `kept`: pairs the LUT kept, `stage2_kept`: kept pairs stage 2 did not skip (block
+// units: the sum of run_attention's stage2_kept / (block_q / warp_rows)).
+inline double stage12_sparsity(double valid, double kept, double stage2_kept) {
+  return valid > 0 ? (2.0 * (valid - kept) + (kept - stage2_kept)) / (2.0 * valid) : 0.0;
 }
 
 // The whole pipeline: predict + quantise + block-sparse attention. Returns [B, H, Nq, D] in the
 // input dtype, laid out like q (HND or NHD strides).
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const Thresholds& thresholds, const Options& options,
-                     const std::string& variant = "auto");
+                     const std::string& kernel = "auto");
 
 }  // namespace sparge::runtime

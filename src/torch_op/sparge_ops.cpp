@@ -101,7 +101,7 @@ std::tuple<at::Tensor, at::Tensor> attention_cuda(const at::Tensor& q_in, const 
   const at::Device dev = q_in.device();
   const Ordered in = in_tuned_order(q_in, k_in, v_in, perm);
   const at::Tensor &q = in.q, &k = in.k, &v = in.v;
-  const std::string var = rt::resolve_variant(kernel);
+  const std::string var = rt::resolve_kernel(kernel);
   const ref::Geometry geometry = ref::geometry_by_name(var);
   rt::Options opts;
   opts.causal = is_causal;

@@ -132,7 +132,7 @@ KernelCheckOutcome run_kernel_check(KernelCheckRequest rq) {
   // No device: exit 69 at once, not after minutes of CPU reference work.
   if (rq.kernel_backend == "cuda") require_cuda_device();
   if (rq.dense) {
-    const std::string name = rq.kernel.empty() ? runtime::resolve_variant("auto") : rq.kernel;
+    const std::string name = rq.kernel.empty() ? runtime::resolve_kernel("auto") : rq.kernel;
     rq.eval.config = dense_config(rq.eval.dump, rq.eval.layers, ref::geometry_by_name(name));
   }
   const auto& cfg = rq.eval.config;

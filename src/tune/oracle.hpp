@@ -7,13 +7,10 @@
 // backend can launch them together.
 //
 // Backends are pluggable by name. "cpu" (the libtorch reference of src/reference/) is built in;
-// another backend registers itself from its own .cpp with SPARGE_REGISTER_ORACLE_BACKEND, e.g.
-//
-//   // src/runtime/cuda_oracle.cpp
-//   SPARGE_REGISTER_ORACLE_BACKEND("cuda", [] { return std::make_unique<CudaOracleBackend>(); });
-//
-// and `make_oracle_backend("cuda")` finds it. Without it: Error(kNoDevice) "backend cuda not
-// available: built without GPU support or no device".
+// another backend is registered by an explicit call of register_oracle_backend, e.g. the "cuda"
+// one by runtime::register_cuda_oracle() (src/runtime/cuda_oracle.hpp), which the CLI's main()
+// calls. `make_oracle_backend("cuda")` then finds it; without it: Error(kNoDevice) "backend cuda
+// not available: built without GPU support or no device".
 #pragma once
 
 #include <ATen/ATen.h>
@@ -114,7 +111,7 @@ class OracleBackend {
 using OracleBackendFactory = std::function<std::unique_ptr<OracleBackend>()>;
 
 // Registers a backend under `name` (a later registration of the same name replaces it). Returns
-// true so it can initialise a static. A factory may throw Error(kNoDevice) when no device exists.
+// true. A factory may throw Error(kNoDevice) when no device exists.
 bool register_oracle_backend(const std::string& name, OracleBackendFactory factory);
 // Names registered, sorted.
 std::vector<std::string> oracle_backend_names();
@@ -128,11 +125,3 @@ std::unique_ptr<OracleBackend> make_oracle_backend(const std::string& name);
 std::unique_ptr<OracleBackend> make_cpu_backend();
 
 }  // namespace sparge::tune
-
-#define SPARGE_ORACLE_CONCAT2(a, b) a##b
-#define SPARGE_ORACLE_CONCAT(a, b) SPARGE_ORACLE_CONCAT2(a, b)
-// Registers a backend at static-initialisation time. Note: in a static library the object file
-// holding this must be linked in (referenced, or the library linked whole-archive).
-#define SPARGE_REGISTER_ORACLE_BACKEND(name, factory)                                            \
-  [[maybe_unused]] static const bool SPARGE_ORACLE_CONCAT(sparge_oracle_registered_, __LINE__) = \
-      ::sparge::tune::register_oracle_backend(name, factory)

@@ -48,16 +48,42 @@ void SearchOptions::validate() const {
     fail(ExitCode::kUsage, "--spread-k {}: must be in [0, 10]", spread_k);
 }
 
-double predicted_error(const Evaluation& e, const SearchOptions& o) {
-  const auto& v = e.error_per_sample;
-  if (o.holdout == "edge" || v.size() < 2) return e.error_worst;
-  const size_t n = e.group_size > 0 ? static_cast<size_t>(e.group_size) : v.size();
-  double out = e.error_worst;
+namespace {
+
+// The rule on per-sample values v (errors, or the error λ adds): the worst, plus for the spread
+// rule spread_k x (max - min) within each group of `group` consecutive samples (one head each).
+double rule_over(const std::vector<double>& v, int group, const SearchOptions& o) {
+  if (v.empty()) return 0;
+  double out = *std::max_element(v.begin(), v.end());
+  if (o.holdout == "edge" || v.size() < 2) return out;
+  const size_t n = group > 0 ? static_cast<size_t>(group) : v.size();
   for (size_t g = 0; g + n <= v.size(); g += n) {  // per head: its own samples' spread
     const auto [lo, hi] = std::minmax_element(v.begin() + g, v.begin() + g + n);
     out = std::max(out, *hi + o.spread_k * (*hi - *lo));
   }
   return out;
+}
+
+}  // namespace
+
+double predicted_error(const Evaluation& e, const SearchOptions& o) {
+  return std::max(e.error_worst, rule_over(e.error_per_sample, e.group_size, o));
+}
+
+double predicted_increment(const Evaluation& stage12, const Evaluation& stage1,
+                           const SearchOptions& o) {
+  const auto& a = stage12.error_per_sample;
+  const auto& b = stage1.error_per_sample;
+  SPARGE_ASSERT(a.size() == b.size(), "stage-2 point with {} samples, its stage-1 point {}",
+                a.size(), b.size());
+  std::vector<double> inc(a.size());
+  for (size_t i = 0; i < a.size(); ++i) inc[i] = a[i] - b[i];
+  return rule_over(inc, stage12.group_size, o);
+}
+
+bool stage2_passes(double predicted, double increment, const SearchOptions& o) {
+  if (!(predicted <= o.target_l2())) return false;
+  return o.holdout == "edge" || increment <= o.target_l2() - o.target_l1();
 }
 
 namespace {
@@ -104,7 +130,16 @@ class Memo {
     for (const auto& c : order_) {
       TracePoint t{c, cache_.at(key_of(c))};
       t.predicted = predicted_error(t.e, opt);
-      t.pass = t.predicted <= (std::isinf(c.lambda) ? opt.target_l1() : opt.target_l2());
+      if (std::isinf(c.lambda)) {
+        t.pass = t.predicted <= opt.target_l1();
+      } else {
+        Candidate s1 = c;
+        s1.lambda = kNoSkip;
+        auto base = cache_.find(key_of(s1));  // stage 2 runs at an evaluated stage-1 point
+        SPARGE_ASSERT(base != cache_.end(), "stage-2 point without its stage-1 point");
+        t.increment = predicted_increment(t.e, base->second, opt);
+        t.pass = stage2_passes(t.predicted, t.increment, opt);
+      }
       out.push_back(std::move(t));
     }
     return out;
@@ -216,7 +251,8 @@ Point search_stage2(Memo& memo, const SearchOptions& opt, const Point& base) {
     return Point{c, memo.evaluate(c)};
   };
   auto consider = [&](const Point& p) {
-    bool pass = predicted_error(p.e, opt) <= opt.target_l2();
+    const bool pass =
+        stage2_passes(predicted_error(p.e, opt), predicted_increment(p.e, base.e, opt), opt);
     if (pass && better_stage2(p, best)) best = p;
     return pass;
   };

@@ -2,99 +2,28 @@
 
 #include <ATen/Parallel.h>
 #include <c10/util/hash.h>
-#include <fcntl.h>
 #include <fmt/ranges.h>
-#include <sys/file.h>
-#include <unistd.h>
 
-#include <atomic>
-#include <cerrno>
-#include <chrono>
 #include <cmath>
-#include <cstring>
-#include <ctime>
-#include <exception>
-#include <fstream>
-#include <functional>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <sstream>
 #include <thread>
 
-#include "common/atomic_file.hpp"
 #include "common/error.hpp"
 #include "common/log.hpp"
+#include "common/parallel.hpp"
 #include "common/progress.hpp"
+#include "common/utc_time.hpp"
 #include "common/version.hpp"
 #include "io/dump.hpp"
 #include "tune/content_hash.hpp"
+#include "tune/journal.hpp"
 
 namespace sparge::tune {
 
-std::vector<int> parse_index_list(const std::string& text, const std::string& flag) {
-  std::vector<int> out;
-  std::stringstream ss(text);
-  std::string item;
-  auto number = [&](const std::string& s) {
-    size_t used = 0;
-    int v = -1;
-    try {
-      v = std::stoi(s, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != s.size() || v < 0) {
-      fail(ExitCode::kUsage, "{} '{}': expected non-negative indices like 0,2,5-7", flag, text);
-    }
-    return v;
-  };
-  while (std::getline(ss, item, ',')) {
-    if (item.empty()) continue;
-    auto dash = item.find('-');
-    if (dash == std::string::npos) {
-      out.push_back(number(item));
-    } else {
-      int a = number(item.substr(0, dash)), b = number(item.substr(dash + 1));
-      if (b < a) fail(ExitCode::kUsage, "{} '{}': range {} is backwards", flag, text, item);
-      for (int i = a; i <= b; ++i) out.push_back(i);
-    }
-  }
-  if (out.empty()) fail(ExitCode::kUsage, "{} '{}': no index given", flag, text);
-  std::set<int> uniq(out.begin(), out.end());
-  return {uniq.begin(), uniq.end()};
-}
-
 namespace {
-
-// Runs fn(0..n-1) on `jobs` threads; the first exception stops the others and is rethrown.
-void parallel_for(int n, int jobs, const std::function<void(int)>& fn) {
-  std::atomic<int> next{0};
-  std::atomic<bool> stop{false};
-  std::exception_ptr error;
-  std::mutex mu;
-  auto worker = [&] {
-    for (;;) {
-      if (stop) return;
-      int i = next++;
-      if (i >= n) return;
-      try {
-        fn(i);
-      } catch (...) {
-        std::lock_guard lock(mu);
-        if (!error) error = std::current_exception();
-        stop = true;
-      }
-    }
-  };
-  jobs = std::max(1, std::min(jobs, n));
-  std::vector<std::thread> threads;
-  for (int t = 1; t < jobs; ++t) threads.emplace_back(worker);
-  worker();
-  for (auto& t : threads) t.join();
-  if (error) std::rethrow_exception(error);
-}
 
 // Each worker runs libtorch ops; their intra-op pool would multiply the threads by `jobs`.
 int resolve_jobs(int requested, int units) {
@@ -169,56 +98,6 @@ void warn_off_grid(const io::DumpInfo& info, const std::vector<const io::LayerIn
   }
 }
 
-// One finished head, as journalled and as written.
-struct HeadRecord {
-  int layer = 0, head = 0;
-  Candidate c;
-  bool sparse = false, meets = true;
-  double s1 = 0, s12 = 0, e1 = 0, e12 = 0;
-  double x1 = 0, x12 = 0;  // predicted held-out error (SearchOptions::holdout)
-  nlohmann::json trace = nlohmann::json::array();  // trace_json of the search
-};
-
-nlohmann::json to_json(const HeadRecord& r) {
-  nlohmann::json j;
-  j["layer"] = r.layer;
-  j["head"] = r.head;
-  j["tau"] = r.c.tau;
-  j["theta"] = r.c.theta;
-  j["topk"] = r.c.topk;
-  j["lambda"] = std::isinf(r.c.lambda) ? nlohmann::json(nullptr) : nlohmann::json(r.c.lambda);
-  j["sparse"] = r.sparse;
-  j["meets"] = r.meets;
-  j["s1"] = r.s1;
-  j["s12"] = r.s12;
-  j["e1"] = r.e1;
-  j["e12"] = r.e12;
-  j["x1"] = r.x1;
-  j["x12"] = r.x12;
-  j["trace"] = r.trace;
-  return j;
-}
-
-HeadRecord from_json(const nlohmann::json& j) {
-  HeadRecord r;
-  r.layer = j.at("layer").get<int>();
-  r.head = j.at("head").get<int>();
-  r.c.tau = j.at("tau").get<float>();
-  r.c.theta = j.at("theta").get<float>();
-  r.c.topk = j.at("topk").get<bool>();
-  r.c.lambda = j.at("lambda").is_null() ? kNoSkip : j.at("lambda").get<float>();
-  r.sparse = j.at("sparse").get<bool>();
-  r.meets = j.at("meets").get<bool>();
-  r.s1 = j.at("s1").get<double>();
-  r.s12 = j.at("s12").get<double>();
-  r.e1 = j.at("e1").get<double>();
-  r.e12 = j.at("e12").get<double>();
-  r.x1 = j.at("x1").get<double>();
-  r.x12 = j.at("x12").get<double>();
-  r.trace = j.at("trace");
-  return r;
-}
-
 nlohmann::json candidate_json(const Candidate& c) {
   return {{"mode", c.topk ? "topk" : "cdf"},
           {"tau", c.tau},
@@ -235,6 +114,7 @@ nlohmann::json trace_json(const std::vector<TracePoint>& trace) {
     p["error"] = t.e.error_per_sample;
     p["error_worst"] = t.e.error_worst;
     p["predicted"] = t.predicted;
+    if (!std::isinf(t.c.lambda)) p["increment"] = t.increment;  // stage 2's share (search.hpp)
     p["sparsity_stage1"] = t.e.sparsity_stage1_mean;
     p["sparsity_stage12"] = t.e.sparsity_stage12_mean;
     p["sparsity_stage1_per_sample"] = t.e.sparsity_stage1_per_sample;
@@ -242,129 +122,6 @@ nlohmann::json trace_json(const std::vector<TracePoint>& trace) {
     out.push_back(std::move(p));
   }
   return out;
-}
-
-// Append-only JSON-lines journal. Each record is one write(2) of one line followed by fsync, so
-// a kill leaves at most a torn last line, which the reader drops (and rewrites the file without
-// it before appending again).
-class Journal {
- public:
-  Journal(std::filesystem::path path, std::string fingerprint)
-      : path_(std::move(path)), fingerprint_(std::move(fingerprint)) {}
-  ~Journal() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-
-  // Loads matching records when resuming; otherwise (or when absent) starts a fresh journal.
-  // Two runs writing one output would discard each other's journal: the live journal is held
-  // under flock(2), and a second run refuses (exit 74) while the first holds it.
-  std::map<std::pair<int, int>, HeadRecord> open(bool resume) {
-    std::map<std::pair<int, int>, HeadRecord> done;
-    int old_fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-    if (old_fd >= 0 && ::flock(old_fd, LOCK_EX | LOCK_NB) != 0) {
-      ::close(old_fd);
-      fail(ExitCode::kIoError,
-           "{}: another `sparge tune` is writing this output (its journal is locked); wait for "
-           "it or choose another -o",
-           path_.string());
-    }
-    struct CloseOld {
-      int fd;
-      ~CloseOld() {
-        if (fd >= 0) ::close(fd);
-      }
-    } close_old{old_fd};
-    std::string kept = header() + "\n";
-    if (resume && std::filesystem::exists(path_)) {
-      std::ifstream in(path_);
-      std::string line;
-      bool first = true;
-      while (std::getline(in, line)) {
-        nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-        if (first) {
-          first = false;
-          if (j.is_discarded() || !j.is_object() ||
-              j.value("schema", "") != std::string("sparge.tune-journal")) {
-            fail(ExitCode::kDataError,
-                 "{}: not a sparge tune journal (unreadable first line); delete it or rerun "
-                 "without --resume",
-                 path_.string());
-          }
-          if (j.value("fingerprint", "") != fingerprint_) {
-            fail(ExitCode::kUsage,
-                 "{}: journal was written for other inputs or flags; rerun without --resume to "
-                 "start over (or with the original flags)",
-                 path_.string());
-          }
-          continue;
-        }
-        if (j.is_discarded()) continue;  // torn last line of a killed run
-        try {
-          HeadRecord r = from_json(j);
-          done[{r.layer, r.head}] = r;
-          kept += line + "\n";
-        } catch (const nlohmann::json::exception&) {
-          log::warn("{}: skipping unreadable journal line", path_.string());
-        }
-      }
-    } else if (std::filesystem::exists(path_)) {
-      log::warn("{}: discarding the journal of an earlier run (pass --resume to continue it)",
-                path_.string());
-    }
-    write_file_atomic(path_, kept);
-    fd_ = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
-    if (fd_ < 0) {
-      fail(ExitCode::kIoError, "{}: cannot open journal: {}", path_.string(), std::strerror(errno));
-    }
-    ::flock(fd_, LOCK_EX | LOCK_NB);
-    return done;
-  }
-
-  void append(const std::vector<HeadRecord>& records) {
-    std::string text;
-    for (const auto& r : records) text += to_json(r).dump() + "\n";
-    std::lock_guard lock(mu_);
-    size_t off = 0;
-    while (off < text.size()) {
-      ssize_t n = ::write(fd_, text.data() + off, text.size() - off);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        fail(ExitCode::kIoError, "{}: cannot append to journal: {}", path_.string(),
-             std::strerror(errno));
-      }
-      off += static_cast<size_t>(n);
-    }
-    ::fsync(fd_);
-  }
-
-  void remove() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-    std::error_code ec;
-    std::filesystem::remove(path_, ec);
-  }
-
- private:
-  std::string header() const {
-    nlohmann::json h;
-    h["schema"] = "sparge.tune-journal";
-    h["schema_version"] = 1;
-    h["fingerprint"] = fingerprint_;
-    return h.dump();
-  }
-  std::filesystem::path path_;
-  std::string fingerprint_;
-  int fd_ = -1;
-  std::mutex mu_;
-};
-
-std::string utc_now() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
 }
 
 }  // namespace
@@ -413,10 +170,12 @@ TuneOutcome run_tune(const TuneRequest& rq) {
   std::optional<config::Shard> shard_record;
   if (rq.shard) {
     const auto [shard, shards] = *rq.shard;
+    SPARGE_ASSERT(
+        shards >= 1 && shard >= 0 && shard < shards,
+        "shard {}/{}: TuneRequest::shard needs 0 <= i < n (cli::parse_shard checks --shard)", shard,
+        shards);
     shard_record = config::Shard{shard, shards, {}};
     for (const auto* l : layers) shard_record->layers.push_back(l->index);
-    if (shards < 1 || shard < 0 || shard >= shards)
-      fail(ExitCode::kUsage, "--shard {}/{}: need 0 <= i < n", shard, shards);
     std::vector<const io::LayerInfo*> mine;
     for (size_t pos = 0; pos < layers.size(); ++pos) {
       if (static_cast<int>(pos % shards) == shard) mine.push_back(layers[pos]);

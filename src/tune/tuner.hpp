@@ -22,8 +22,9 @@ struct TuneRequest {
   std::optional<std::filesystem::path> state_dir;  // journal folder instead of beside the output
   std::optional<std::vector<int>> layers;          // default: every layer of the dump
   std::optional<std::vector<int>> samples;         // default: every sample of each layer
-  // (i, n): only the layers at positions i, i + n, i + 2n, ... of the selected layers, so n jobs
-  // of a job array split a model; `sparge merge` joins their YAMLs into the single-run result.
+  // (i, n) with 0 <= i < n: only the layers at positions i, i + n, i + 2n, ... of the selected
+  // layers, so n jobs of a job array split a model; `sparge merge` joins their YAMLs into the
+  // single-run result. The CLI checks the range (cli::parse_shard); run_tune asserts it.
   std::optional<std::pair<int, int>> shard;
   SearchOptions search;
   std::string granularity = "head";  // "head" or "layer" (one set of thresholds per layer)
@@ -91,8 +92,5 @@ EvalOutcome run_eval(const EvalRequest& request);
 // geometry no kernel has could never be used.
 inline constexpr int kMaxHeadDim = 128;
 void check_head_dim(const io::LayerInfo& layer, const std::filesystem::path& dump);
-
-// "0,2,5-7" -> {0, 2, 5, 6, 7}. Throws Error(kUsage) naming `flag`.
-std::vector<int> parse_index_list(const std::string& text, const std::string& flag);
 
 }  // namespace sparge::tune

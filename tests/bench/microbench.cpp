@@ -25,7 +25,7 @@ using namespace sparge;
 
 struct Inputs {
   at::Tensor q, k, v;
-  std::string variant;
+  std::string kernel;
   ref::Geometry geometry;
 };
 
@@ -41,8 +41,8 @@ std::optional<Inputs> make_inputs(benchmark::State& state) {
   in.q = at::empty({1, 32, n, d}, opts).uniform_(-1, 1);
   in.k = at::empty({1, 32, n, d}, opts).uniform_(-1, 1);
   in.v = at::empty({1, 32, n, d}, opts).uniform_(-1, 1);
-  in.variant = runtime::resolve_variant("auto");
-  in.geometry = ref::geometry_by_name(in.variant);
+  in.kernel = runtime::resolve_kernel("auto");
+  in.geometry = ref::geometry_by_name(in.kernel);
   return in;
 }
 
@@ -89,7 +89,7 @@ void BM_Attention(benchmark::State& state) {
   auto o = at::empty_like(in->q);
   for (auto _ : state) {
     state.SetIterationTime(
-        1e-3 * timer().sample_ms([&] { runtime::run_attention(p, o, at::Tensor(), in->variant); }));
+        1e-3 * timer().sample_ms([&] { runtime::run_attention(p, o, at::Tensor(), in->kernel); }));
   }
   set_counters(state, 4.0 * 32 * n * n * d);  // dense-equivalent ("effective") TOPS
   state.counters["density"] = mask.density();

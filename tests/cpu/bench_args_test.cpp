@@ -52,7 +52,7 @@ TEST(BenchArgs, BadFlagsExitTwo) {
       "--density 0.5",  // density without --shape
       "--format xml",
       "--dtype fp8",
-      "--variant sm70",
+      "--kernel sm70",
       "--dump x.h5",  // --dump without --config
       "--shape 1,2,128,64 --min-samples 0",
   };

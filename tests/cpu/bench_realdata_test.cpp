@@ -127,8 +127,7 @@ TEST(RealDataArgs, FlagsListAndUsageErrors) {
     const auto r = run_sparge("bench --list --real-data tiny");
     EXPECT_EQ(r.code, 0) << r.err;
     EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 2) << r.out;  // D = 64 and 128
-    EXPECT_NE(r.out.find("sparge bench --real-data tiny --seed 0 --variant auto"),
-              std::string::npos)
+    EXPECT_NE(r.out.find("sparge bench --real-data tiny --seed 0 --kernel auto"), std::string::npos)
         << r.out;
   }
   {
@@ -286,7 +285,7 @@ TEST(RealDataResults, Version2RoundTripsAndVersion1StillReads) {
     if (r.data != "uniform") {
       EXPECT_EQ(r.accuracy_reference, "fp64");
       EXPECT_TRUE(r.rel_l1_mean && r.rel_l1 && *r.rel_l1_mean <= *r.rel_l1);
-      EXPECT_EQ(r.label(), r.variant + " [" + r.data + "]");
+      EXPECT_EQ(r.label(), r.name + " [" + r.data + "]");
     }
   }
   EXPECT_EQ(real, 2);

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -94,6 +95,51 @@ TEST_F(CliTune, TuneThenEvalPassesAndIsDeterministic) {
                              masks.string()));
   EXPECT_EQ(m.code, 0) << m.err;
   EXPECT_TRUE(fs::exists(masks));
+}
+
+// The trace of the default rule (--holdout spread): every passing λ point adds at most l2 - l1
+// over its stage-1 point as the rule predicts it (stage 2's share), the written point is a
+// passing point of the trace (a dense head's dense mask: within l1 on the calibration samples),
+// and its predicted error is what the YAML records as expected.
+TEST_F(CliTune, TraceFollowsTheHoldoutRule) {
+  const fs::path y = tmp_dir() / "rule.yaml", tr = tmp_dir() / "rule.trace.json";
+  Result t = run(fmt::format("tune {} -o {} --samples 0-1 --layers 0 --jobs 2 --trace {}",
+                             dump_.string(), y.string(), tr.string()));
+  ASSERT_EQ(t.code, 0) << t.err << seed_note();
+  const auto j = nlohmann::json::parse(slurp(tr));
+  const auto cfg = sparge::config::read_tuned(y);
+  const double l1 = j.at("budget").at("l1"), l2 = j.at("budget").at("l2");
+  ASSERT_EQ(j.at("holdout"), "spread");
+  int lambda_points = 0;
+  for (const auto& h : j.at("heads")) {
+    const auto& c = h.at("chosen");
+    bool found = false;
+    for (const auto& p : h.at("points")) {
+      const bool s12 = !p.at("lambda").is_null();
+      EXPECT_EQ(p.contains("increment"), s12) << p.dump();
+      if (s12 && p.at("pass").get<bool>()) {
+        ++lambda_points;
+        EXPECT_LE(p.at("increment").get<double>(), l2 - l1 + 1e-12) << p.dump();
+        EXPECT_LE(p.at("predicted").get<double>(), l2 + 1e-12) << p.dump();
+      }
+      if (p.at("tau") == c.at("tau") && p.at("theta") == c.at("theta") &&
+          p.at("lambda") == c.at("lambda")) {
+        found = true;
+        if (!h.at("sparse").get<bool>() && p.at("lambda").is_null()) {
+          // The dense mask is written whatever the rule predicts (nothing keeps more blocks); it
+          // meets the budget on the calibration samples.
+          EXPECT_LE(p.at("error_worst").get<double>(), l1) << p.dump();
+        } else {
+          EXPECT_TRUE(p.at("pass").get<bool>()) << "written point fails: " << p.dump();
+        }
+        const int head = h.at("head");
+        EXPECT_FLOAT_EQ(cfg.layers.at(0).expected_stage12.at(head),
+                        static_cast<float>(p.at("predicted").get<double>()));
+      }
+    }
+    EXPECT_TRUE(found) << "chosen point of head " << h.at("head") << " is not in the trace";
+  }
+  EXPECT_GT(lambda_points, 0) << "no λ point passed on any head " << seed_note();
 }
 
 TEST_F(CliTune, EvalFailsOnImpossibleBudget) {

@@ -41,7 +41,7 @@ std::string fixture(const char* name) { return (kFixtures / name).string(); }
 
 bench::Row make_row(int i, double median, double spread) {
   bench::Row r;
-  r.variant = "sparge_fwd.sm90.hd128.i8f8";
+  r.name = "sparge_fwd.sm90.hd128.i8f8";
   r.shape = {1, 32, 32, 4096 * (1 + i % 3), 4096 * (1 + i % 3), 128};
   r.density = std::array<double, 4>{1.0, 0.5, 0.25, 0.1}[i % 4];
   r.causal = (i / 4) % 2 == 1;
@@ -120,7 +120,7 @@ TEST(ReportRule, RandomRowsClassifiedByThresholdAndNoise) {
     const double sb = noisy ? big(rng) : small(rng), sn = noisy ? big(rng) : small(rng);
     const double factor = i < 10 ? 1.10 : i < 20 ? 0.90 : i < 30 ? (i % 2 ? 1.02 : 0.98) : 1.10;
     bench::Row b = make_row(i, m, sb);
-    b.variant += std::to_string(i);  // unique keys
+    b.name += std::to_string(i);  // unique keys
     bench::Row n = b;
     n.time.median = m * factor;
     n.time.q1 = n.time.median * (1 - sn / 2);
@@ -262,7 +262,7 @@ TEST(ResultsJson, RoundTripKeepsEveryField) {
   EXPECT_EQ(a.env.gpu_name(), b.env.gpu_name());
   EXPECT_EQ(a.env.git, b.env.git);
   for (size_t i = 0; i < a.rows.size(); ++i) {
-    EXPECT_EQ(a.rows[i].variant, b.rows[i].variant);
+    EXPECT_EQ(a.rows[i].name, b.rows[i].name);
     EXPECT_EQ(a.rows[i].shape, b.rows[i].shape);
     EXPECT_EQ(a.rows[i].density, b.rows[i].density);
     EXPECT_DOUBLE_EQ(a.rows[i].time.median, b.rows[i].time.median);

@@ -225,6 +225,37 @@ TEST(TuneSearch, CombinedOracleUsesWorstHead) {
   EXPECT_TRUE(std::isinf(r.chosen.lambda));
 }
 
+TEST(TuneSearch, StageTwoShareBoundsWhatLambdaAdds) {
+  // A dense head (stage-1 error 0.001, 1.1x on sample 1) under the spread rule (K = 2: predicted
+  // = 1.3 x the sample-0 value). Before the stage-2 share, λ could spend l2 minus the stage-1
+  // error: 1.3 (0.001 + 0.02 e^(λ/4)) <= 0.06 holds up to λ = 0, the end of the range. With the
+  // share, the predicted increment 1.3 x 0.02 e^(λ/4) must stay <= l2 - l1 = 0.01.
+  Model m = monotone_model();
+  Model base = m;
+  m.s1 = [base](const Candidate& c) { return base.s1(c) * 0.01; };
+  m.s12 = [m](const Candidate& c) {
+    double s1 = m.s1(c);
+    return std::isinf(c.lambda) ? s1 : s1 + (1.0 - s1) * 0.5 * std::exp(c.lambda / 8.0);
+  };
+  SyntheticOracle oracle(m, 2);
+  SearchOptions opt;  // spread, K = 2
+  ASSERT_EQ(opt.holdout, "spread");
+  HeadResult r = search_head(oracle, opt);
+  ASSERT_FALSE(r.sparse);
+  const double lambda_star = 4.0 * std::log((opt.l2 - opt.l1) / (1.3 * 0.02));
+  EXPECT_LE(r.chosen.lambda, lambda_star + 1e-5);
+  EXPECT_GE(r.chosen.lambda, lambda_star - opt.lambda_tol);
+  // The increment at the chosen λ, as the rule predicts it, is within the share.
+  const double inc0 = 0.02 * std::exp(r.chosen.lambda / 4.0);
+  EXPECT_LE(1.1 * inc0 + 2.0 * 0.1 * inc0, opt.l2 - opt.l1 + 1e-12);
+  EXPECT_LT(r.expected_stage12, 0.5 * opt.l2) << "far inside l2: the share, not l2, bound it";
+
+  // The edge rule keeps the old behaviour: λ up to where the worst error reaches l2.
+  SyntheticOracle o2(m, 2);
+  HeadResult e = search_head(o2, edge());
+  EXPECT_GT(e.chosen.lambda, r.chosen.lambda + 1.0);
+}
+
 TEST(TuneSearch, MarginTightensTheTargetNotTheBudget) {
   // With margin m the written point passes (1 - m) l1 and (1 - m) l2 on the calibration samples,
   // and the stage-1 optimum moves to the τ* of the tightened target.

@@ -29,6 +29,7 @@
 #include "kernels/attention_api.h"
 #include "kernels/params.h"
 #include "reference/reference.hpp"
+#include "support/gpu.hpp"
 
 namespace {
 
@@ -42,15 +43,15 @@ constexpr double kLog2e = 1.4426950408889634;
 
 bool have_gpu() { return sparge::kernels::device_count() > 0; }
 
-void cuda_ok(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
-}
+using sparge::test::cuda_check;
 
 // Owning device allocation.
 class DevBuf {
  public:
   DevBuf() = default;
-  explicit DevBuf(size_t bytes) : bytes_(bytes) { cuda_ok(cudaMalloc(&ptr_, bytes), "cudaMalloc"); }
+  explicit DevBuf(size_t bytes) : bytes_(bytes) {
+    cuda_check(cudaMalloc(&ptr_, bytes), "cudaMalloc");
+  }
   DevBuf(DevBuf&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_) { o.ptr_ = nullptr; }
   DevBuf& operator=(DevBuf&& o) noexcept {
     std::swap(ptr_, o.ptr_);
@@ -71,7 +72,7 @@ class DevBuf {
 DevBuf upload(const at::Tensor& t) {
   at::Tensor c = t.contiguous();
   DevBuf d(std::max<size_t>(c.nbytes(), 16));
-  cuda_ok(cudaMemcpy(d.get(), c.data_ptr(), c.nbytes(), cudaMemcpyHostToDevice), "upload");
+  cuda_check(cudaMemcpy(d.get(), c.data_ptr(), c.nbytes(), cudaMemcpyHostToDevice), "upload");
   return d;
 }
 
@@ -204,7 +205,7 @@ struct RunOptions {
 
 struct KernelResult {
   at::Tensor o;            // [B, H, Nq, D] fp32
-  at::Tensor pv_executed;  // int32 [B, H, nq, 8]
+  at::Tensor stage2_kept;  // int32 [B, H, nq, 8]
   at::Tensor raw;          // the output buffer as written (bytes), for bitwise comparisons
 };
 
@@ -219,9 +220,9 @@ KernelResult run_kernel(const Problem& p, const RunOptions& ro) {
   const size_t esize = at::elementSize(odt);
   DevBuf o((elems + kGuardElems) * esize);
   // 0xFF bytes are NaN in fp16, bf16 and fp32: any element the kernel does not write stays NaN.
-  cuda_ok(cudaMemset(o.get(), 0xFF, o.bytes()), "memset");
+  cuda_check(cudaMemset(o.get(), 0xFF, o.bytes()), "memset");
   DevBuf pv(int64_t{c.B} * c.H * p.nq * kGroups * sizeof(int32_t));
-  cuda_ok(cudaMemset(pv.get(), 0xFF, pv.bytes()), "memset");
+  cuda_check(cudaMemset(pv.get(), 0xFF, pv.bytes()), "memset");
 
   AttentionParams a;
   a.q8 = static_cast<const int8_t*>(p.q8.get());
@@ -241,19 +242,19 @@ KernelResult run_kernel(const Problem& p, const RunOptions& ro) {
   }
   a.o_dtype = ro.o_dtype;
   a.v_dtype = c.dtype == at::kHalf ? DType::kFloat16 : DType::kBFloat16;
-  a.pv_executed = static_cast<int32_t*>(pv.get());
+  a.stage2_kept = static_cast<int32_t*>(pv.get());
   a.batch = c.B, a.heads = c.H, a.kv_heads = c.Hkv, a.seq_q = c.Nq, a.seq_k = c.Nk;
   a.head_dim = c.D, a.num_q_blocks = p.nq, a.num_k_blocks = p.nk;
   a.sm_scale_log2 = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.D)) * kLog2e);
   a.causal = c.causal;
   a.causal_offset = c.causal ? c.Nk - c.Nq : 0;
   sparge::kernels::launch_attention_sm80(a, nullptr);
-  cuda_ok(cudaGetLastError(), "launch");
-  cuda_ok(cudaDeviceSynchronize(), "kernel");
+  cuda_check(cudaGetLastError(), "launch");
+  cuda_check(cudaDeviceSynchronize(), "kernel");
 
   KernelResult r;
   r.raw = at::empty({static_cast<int64_t>(o.bytes())}, at::kByte);
-  cuda_ok(cudaMemcpy(r.raw.data_ptr(), o.get(), o.bytes(), cudaMemcpyDeviceToHost), "download");
+  cuda_check(cudaMemcpy(r.raw.data_ptr(), o.get(), o.bytes(), cudaMemcpyDeviceToHost), "download");
   at::Tensor typed = r.raw.view(odt);
   at::Tensor main = typed.narrow(0, 0, elems);
   r.o = c.nhd ? main.view({c.B, c.Nq, c.H, c.D}).permute({0, 2, 1, 3}).to(at::kFloat).contiguous()
@@ -261,16 +262,16 @@ KernelResult run_kernel(const Problem& p, const RunOptions& ro) {
   // The guard after the output must be untouched (rows >= Nq are never written).
   at::Tensor guard = r.raw.narrow(0, elems * esize, kGuardElems * esize);
   if (!guard.eq(0xFF).all().item<bool>()) throw std::runtime_error("kernel wrote past the output");
-  r.pv_executed = at::empty({c.B, c.H, p.nq, kGroups}, at::kInt);
-  cuda_ok(cudaMemcpy(r.pv_executed.data_ptr(), pv.get(), pv.bytes(), cudaMemcpyDeviceToHost),
-          "download");
+  r.stage2_kept = at::empty({c.B, c.H, p.nq, kGroups}, at::kInt);
+  cuda_check(cudaMemcpy(r.stage2_kept.data_ptr(), pv.get(), pv.bytes(), cudaMemcpyDeviceToHost),
+             "download");
   return r;
 }
 
 // P·V products skipped by the kernel, in block units (a group is 1/8 of a block product). Groups
 // made only of padding rows (>= Nq) count as skipped for a finite lambda, as in the reference.
-double kernel_pv_skipped(const Problem& p, const at::Tensor& pv_executed) {
-  auto e = pv_executed.accessor<int32_t, 4>();
+double kernel_pv_skipped(const Problem& p, const at::Tensor& stage2_kept) {
+  auto e = stage2_kept.accessor<int32_t, 4>();
   auto ll = p.lut_len.accessor<int32_t, 3>();
   double skipped = 0;
   for (int b = 0; b < p.c.B; ++b)
@@ -392,7 +393,7 @@ TEST(AttentionSm80, MatchesReferenceEmulation) {
     EXPECT_LT(err, 1e-3);
     std::printf("[sm80] %-80s rel-L1 vs emulation %.2e\n", c.str().c_str(), err);
 
-    const double skipped = kernel_pv_skipped(p, k.pv_executed);
+    const double skipped = kernel_pv_skipped(p, k.stage2_kept);
     const double total = p.lut_len.sum().item<int64_t>() * 1.0;
     // Identical fp32 logits make the decisions identical except at exact ties of
     // m_local - m_new against lambda (float vs reference arithmetic): allow 0.5% of them.
@@ -463,8 +464,8 @@ TEST(AttentionSm80, DenseModeAndLambdaOffAreExact) {
     const KernelResult off = run_kernel(p, {DType::kFloat32, true, false});
     EXPECT_TRUE(at::equal(full.raw, dense.raw)) << "dense mode != full LUT";
     EXPECT_TRUE(at::equal(full.raw, off.raw)) << "lambda = -inf != stage 2 off";
-    EXPECT_EQ(kernel_pv_skipped(p, full.pv_executed), 0.0);
-    EXPECT_TRUE(at::equal(full.pv_executed, dense.pv_executed));
+    EXPECT_EQ(kernel_pv_skipped(p, full.stage2_kept), 0.0);
+    EXPECT_TRUE(at::equal(full.stage2_kept, dense.stage2_kept));
   }
 }
 
@@ -486,8 +487,8 @@ TEST(AttentionSm80, Stage2SkipsAndStaysClose) {
   const KernelResult base = run_kernel(p8, {DType::kFloat32, true, false});
   const KernelResult k8 = run_kernel(p8, {});
   const KernelResult k3 = run_kernel(p3, {});
-  const double s8 = kernel_pv_skipped(p8, k8.pv_executed);
-  const double s3 = kernel_pv_skipped(p3, k3.pv_executed);
+  const double s8 = kernel_pv_skipped(p8, k8.stage2_kept);
+  const double s3 = kernel_pv_skipped(p3, k3.stage2_kept);
   std::printf("[sm80] structured N=1024: skipped %.2f (lambda -8) %.2f (lambda -3) of %lld\n", s8,
               s3, static_cast<long long>(p8.lut_len.sum().item<int64_t>()));
   EXPECT_GT(s8, 0.0);
@@ -541,7 +542,7 @@ TEST(AttentionSm80Bench, DISABLED_Throughput) {
   const Shape shapes[] = {{1, 32, 8192, 128}, {1, 32, 32768, 64}, {1, 32, 32768, 128}};
   const double densities[] = {1.0, 0.5, 0.25};
   cudaDeviceProp prop{};
-  cuda_ok(cudaGetDeviceProperties(&prop, 0), "props");
+  cuda_check(cudaGetDeviceProperties(&prop, 0), "props");
   std::printf("[bench] device %s, %d SMs\n", prop.name, prop.multiProcessorCount);
   std::printf("[bench] %-18s %7s %10s %10s %9s %9s\n", "B,H,N,D", "density", "median_ms",
               "spread_ms", "eff_TOPS", "act_TOPS");
@@ -557,18 +558,18 @@ TEST(AttentionSm80Bench, DISABLED_Throughput) {
     }
     DevBuf q8(qn), k8(qn), vh(qn * 2), qsc(int64_t{s.B} * s.H * nq * 4),
         ksc(int64_t{s.B} * s.H * nk * 4), o(qn * 2);
-    cuda_ok(cudaMemcpy(q8.get(), h8.data(), qn, cudaMemcpyHostToDevice), "h2d");
+    cuda_check(cudaMemcpy(q8.get(), h8.data(), qn, cudaMemcpyHostToDevice), "h2d");
     std::reverse(h8.begin(), h8.end());
-    cuda_ok(cudaMemcpy(k8.get(), h8.data(), qn, cudaMemcpyHostToDevice), "h2d");
+    cuda_check(cudaMemcpy(k8.get(), h8.data(), qn, cudaMemcpyHostToDevice), "h2d");
     {
       std::vector<__half> hv(qn);
       for (int64_t i = 0; i < qn; ++i)
         hv[i] =
             __float2half(static_cast<float>(static_cast<int>(rng.next() % 2001) - 1000) / 1000.f);
-      cuda_ok(cudaMemcpy(vh.get(), hv.data(), qn * 2, cudaMemcpyHostToDevice), "h2d");
+      cuda_check(cudaMemcpy(vh.get(), hv.data(), qn * 2, cudaMemcpyHostToDevice), "h2d");
       std::vector<float> sc(std::max(nq, nk) * int64_t{s.B} * s.H, 0.02f);
-      cuda_ok(cudaMemcpy(qsc.get(), sc.data(), qsc.bytes(), cudaMemcpyHostToDevice), "h2d");
-      cuda_ok(cudaMemcpy(ksc.get(), sc.data(), ksc.bytes(), cudaMemcpyHostToDevice), "h2d");
+      cuda_check(cudaMemcpy(qsc.get(), sc.data(), qsc.bytes(), cudaMemcpyHostToDevice), "h2d");
+      cuda_check(cudaMemcpy(ksc.get(), sc.data(), ksc.bytes(), cudaMemcpyHostToDevice), "h2d");
     }
     for (double density : densities) {
       // Random LUT rows with round(density * nk) blocks (>= 1), ascending.
@@ -586,8 +587,8 @@ TEST(AttentionSm80Bench, DISABLED_Throughput) {
         kept += n;
       }
       DevBuf lut_d(lut.size() * 4), len_d(len.size() * 4);
-      cuda_ok(cudaMemcpy(lut_d.get(), lut.data(), lut_d.bytes(), cudaMemcpyHostToDevice), "h2d");
-      cuda_ok(cudaMemcpy(len_d.get(), len.data(), len_d.bytes(), cudaMemcpyHostToDevice), "h2d");
+      cuda_check(cudaMemcpy(lut_d.get(), lut.data(), lut_d.bytes(), cudaMemcpyHostToDevice), "h2d");
+      cuda_check(cudaMemcpy(len_d.get(), len.data(), len_d.bytes(), cudaMemcpyHostToDevice), "h2d");
       AttentionParams a;
       a.q8 = static_cast<const int8_t*>(q8.get());
       a.k8 = static_cast<const int8_t*>(k8.get());
@@ -602,24 +603,9 @@ TEST(AttentionSm80Bench, DISABLED_Throughput) {
       a.batch = s.B, a.heads = s.H, a.kv_heads = s.H, a.seq_q = a.seq_k = s.N;
       a.head_dim = s.D, a.num_q_blocks = nq, a.num_k_blocks = nk;
       a.sm_scale_log2 = static_cast<float>(kLog2e / std::sqrt(static_cast<double>(s.D)));
-      cudaEvent_t e0, e1;
-      cuda_ok(cudaEventCreate(&e0), "event");
-      cuda_ok(cudaEventCreate(&e1), "event");
-      for (int i = 0; i < 5; ++i) sparge::kernels::launch_attention_sm80(a, nullptr);
-      cuda_ok(cudaDeviceSynchronize(), "warm-up");
-      std::vector<float> ms;
-      for (int i = 0; i < 30; ++i) {
-        cuda_ok(cudaEventRecord(e0), "record");
-        sparge::kernels::launch_attention_sm80(a, nullptr);
-        cuda_ok(cudaEventRecord(e1), "record");
-        cuda_ok(cudaEventSynchronize(e1), "sync");
-        float t = 0;
-        cuda_ok(cudaEventElapsedTime(&t, e0, e1), "elapsed");
-        ms.push_back(t);
-      }
-      cudaEventDestroy(e0);
-      cudaEventDestroy(e1);
-      std::sort(ms.begin(), ms.end());
+      const std::vector<float> ms =
+          sparge::test::time_launches([&] { sparge::kernels::launch_attention_sm80(a, nullptr); },
+                                      /*warmup=*/5, /*reps=*/30);
       const double med = ms[ms.size() / 2];
       const double flops = 4.0 * s.B * s.H * double(s.N) * s.N * s.D;
       const double frac = double(kept) / double(rows * nk);

@@ -31,6 +31,7 @@
 #include "kernels/attention_api.h"
 #include "kernels/params.h"
 #include "reference/reference.hpp"
+#include "support/gpu.hpp"
 #include "support/v8_order.hpp"
 
 namespace {
@@ -43,9 +44,7 @@ constexpr int kBlock = 128;  // "sm90" geometry: 128 x 128 blocks, 16-row stage-
 constexpr int kGroups = 8;
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
-void cuda_check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
-}
+using sparge::test::cuda_check;
 
 bool sm90_ready() { return sparge::kernels::attention_sm90_available(); }
 #define REQUIRE_SM90()                                                               \
@@ -218,7 +217,7 @@ RunResult run_kernel(const Problem& p, const DeviceInputs& in, const RunOptions&
   } else {
     prm.o_stride_b = H * Nq * D, prm.o_stride_h = Nq * D, prm.o_stride_n = D;
   }
-  prm.pv_executed = pv.as<int32_t>();
+  prm.stage2_kept = pv.as<int32_t>();
   prm.batch = static_cast<int>(B);
   prm.heads = static_cast<int>(H);
   prm.kv_heads = static_cast<int>(p.Hkv());
@@ -350,16 +349,16 @@ TEST_P(AttentionSm90V, MatchesCpuEmulation) {
         ref::sparse_attention(p.q, p.k, p.v, mask, lambda, ref::hopper_geometry(), ao);
     const double err = rel_l1(r.o, e.o);
     EXPECT_LE(err, emulation_tolerance(c.out));
-    // Stage-2 decisions are exact: executed groups = kept groups - skipped groups.
-    const int64_t executed = r.pv.sum().item<int64_t>();
+    // Stage-2 decisions are exact: stage-2 kept groups = kept groups - skipped groups.
+    const int64_t stage2_kept = r.pv.sum().item<int64_t>();
     const double expected =
         static_cast<double>(e.kept_blocks) * kGroups - e.pv_skipped_blocks * kGroups;
-    EXPECT_EQ(static_cast<double>(executed), expected);
+    EXPECT_EQ(static_cast<double>(stage2_kept), expected);
     if (std::isfinite(c.lambda)) {
       EXPECT_GT(e.pv_skipped_blocks, 0.0) << "structured case should exercise stage 2";
     }
-    std::printf("[%s] rel-L1 vs emulation %.3g, pv executed %lld of %lld groups\n", c.name, err,
-                (long long)executed, (long long)(e.kept_blocks * kGroups));
+    std::printf("[%s] rel-L1 vs emulation %.3g, stage 2 kept %lld of %lld groups\n", c.name, err,
+                (long long)stage2_kept, (long long)(e.kept_blocks * kGroups));
   }
 }
 
@@ -584,24 +583,9 @@ TEST(AttentionSm90Bench, DISABLED_Throughput) {
         prm.lut = nullptr;
         prm.lut_len = nullptr;
       }
-      for (int w = 0; w < 3; ++w) sparge::kernels::launch_attention_sm90(prm, nullptr);
-      cuda_check(cudaDeviceSynchronize(), "warm-up");
-      cudaEvent_t e0, e1;
-      cuda_check(cudaEventCreate(&e0), "event");
-      cuda_check(cudaEventCreate(&e1), "event");
-      std::vector<float> ms;
-      for (int rep = 0; rep < 30; ++rep) {
-        cuda_check(cudaEventRecord(e0), "record");
-        sparge::kernels::launch_attention_sm90(prm, nullptr);
-        cuda_check(cudaEventRecord(e1), "record");
-        cuda_check(cudaEventSynchronize(e1), "sync");
-        float t = 0;
-        cuda_check(cudaEventElapsedTime(&t, e0, e1), "elapsed");
-        ms.push_back(t);
-      }
-      cudaEventDestroy(e0);
-      cudaEventDestroy(e1);
-      std::sort(ms.begin(), ms.end());
+      const std::vector<float> ms =
+          sparge::test::time_launches([&] { sparge::kernels::launch_attention_sm90(prm, nullptr); },
+                                      /*warmup=*/3, /*reps=*/30);
       const double t = ms[ms.size() / 2] * 1e-3;
       double flops = 4.0 * s.B * s.H * double(s.N) * s.N * s.D;
       if (s.causal) flops /= 2;

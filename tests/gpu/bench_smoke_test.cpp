@@ -74,8 +74,8 @@ TEST(BenchSmoke, TinyBenchWritesCompleteJsonAndReports) {
   EXPECT_FALSE(r.env.driver.empty());
   int kernel_rows = 0, baselines = 0;
   for (const Row& row : r.rows) {
-    EXPECT_GT(row.time.median, 0.0) << row.variant;
-    EXPECT_GE(row.time.count, 10) << row.variant;
+    EXPECT_GT(row.time.median, 0.0) << row.name;
+    EXPECT_GE(row.time.count, 10) << row.name;
     EXPECT_FALSE(row.command.empty());
     if (row.mask == "random") {
       ++kernel_rows;

@@ -15,14 +15,13 @@
 #include "kernels/api.h"
 #include "reference/reference.hpp"
 #include "runtime/runtime.hpp"
+#include "support/gpu.hpp"
 
 namespace {
 
 namespace ref = sparge::ref;
 namespace rt = sparge::runtime;
-
-#define REQUIRE_GPU() \
-  if (sparge::kernels::device_count() == 0) GTEST_SKIP() << "no CUDA device"
+using sparge::test::to_gpu;
 
 struct Case {
   std::string name;
@@ -32,6 +31,7 @@ struct Case {
   const char* geometry;
   bool causal, sink, topk_mode, structured;
 };
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
 at::Tensor make_input(const Case& c, int64_t heads, int64_t n, at::Generator& gen,
                       const at::Tensor& latent_basis, float offset) {
@@ -50,11 +50,6 @@ at::Tensor make_input(const Case& c, int64_t heads, int64_t n, at::Generator& ge
         0.3 * at::randn({c.batch, heads, n, c.head_dim}, gen, f32);
   }
   return (x + offset).to(c.dtype);
-}
-
-at::Tensor to_gpu(const at::Tensor& x, bool nhd) {
-  if (!nhd) return x.to(at::kCUDA).contiguous();
-  return x.transpose(1, 2).contiguous().to(at::kCUDA).transpose(1, 2);
 }
 
 // LUT rows must list the mask's kept blocks ascending, zero filled, with matching lengths >= 1.
@@ -163,8 +158,6 @@ TEST_P(PredictTest, MatchesReference) {
   }
 }
 
-std::string case_name(const ::testing::TestParamInfo<Case>& info) { return info.param.name; }
-
 INSTANTIATE_TEST_SUITE_P(
     Shapes, PredictTest,
     ::testing::Values(Case{"f16_hnd_d128", at::kHalf, 1, 4, 4, 1024, 1024, 128, false, "sm90",
@@ -183,7 +176,7 @@ INSTANTIATE_TEST_SUITE_P(
                            false, false, false, true},
                       Case{"bf16_hnd_d64_tiny", at::kBFloat16, 1, 1, 1, 5, 70, 64, false, "sm80",
                            true, false, false, false}),
-    case_name);
+    sparge::test::param_name<Case>);
 
 // Given masks: LUT = ascending kept blocks of (mask AND causal validity); an empty row keeps its
 // last causally valid block.

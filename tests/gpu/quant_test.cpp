@@ -12,15 +12,14 @@
 #include "kernels/api.h"
 #include "reference/reference.hpp"
 #include "runtime/runtime.hpp"
+#include "support/gpu.hpp"
 #include "support/v8_order.hpp"
 
 namespace {
 
 namespace ref = sparge::ref;
 namespace rt = sparge::runtime;
-
-#define REQUIRE_GPU() \
-  if (sparge::kernels::device_count() == 0) GTEST_SKIP() << "no CUDA device"
+using sparge::test::to_gpu;
 
 struct Case {
   std::string name;
@@ -30,6 +29,7 @@ struct Case {
   const char* geometry;  // "sm90" (128x128, FP8 V) or "sm80" (128x64, half V)
   bool structured;
 };
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
 // Low-rank + locality: tokens follow a smooth random walk in an R-dim latent space, so nearby
 // tokens (and their blocks) are similar and the compressed map is far from uniform.
@@ -47,12 +47,6 @@ at::Tensor make_input(const Case& c, int64_t heads, int64_t n, at::Generator& ge
   }
   x = x + offset;  // a common offset per channel is what K smoothing removes
   return x.to(c.dtype);
-}
-
-// [B, H, N, D] values on the GPU with HND or NHD strides.
-at::Tensor to_gpu(const at::Tensor& x, bool nhd) {
-  if (!nhd) return x.to(at::kCUDA).contiguous();
-  return x.transpose(1, 2).contiguous().to(at::kCUDA).transpose(1, 2);
 }
 
 // Padded rows of a [B, H, nblk*block, D] tensor beyond `valid` tokens must be zero.
@@ -123,8 +117,6 @@ TEST_P(QuantTest, MatchesReference) {
   }
 }
 
-std::string case_name(const ::testing::TestParamInfo<Case>& info) { return info.param.name; }
-
 INSTANTIATE_TEST_SUITE_P(
     Shapes, QuantTest,
     ::testing::Values(
@@ -135,6 +127,6 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"bf16_hnd_d64_tiny", at::kBFloat16, 1, 2, 2, 1, 1, 64, false, "sm90", false},
         Case{"f16_hnd_d64_sm80_structured", at::kHalf, 1, 3, 3, 1000, 700, 64, false, "sm80", true},
         Case{"bf16_nhd_d128_long", at::kBFloat16, 1, 2, 1, 2100, 4500, 128, true, "sm90", false}),
-    case_name);
+    sparge::test::param_name<Case>);
 
 }  // namespace

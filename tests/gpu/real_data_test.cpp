@@ -39,15 +39,13 @@
 #include "kernels/attention_sm90.cuh"
 #include "reference/reference.hpp"
 #include "runtime/runtime.hpp"
+#include "support/gpu.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
 namespace ref = sparge::ref;
 namespace rt = sparge::runtime;
-
-#define REQUIRE_GPU() \
-  if (sparge::kernels::device_count() == 0) GTEST_SKIP() << "no CUDA device"
 
 constexpr int kHeads = 4;
 constexpr float kNoSkip = -std::numeric_limits<float>::infinity();
@@ -112,7 +110,7 @@ class ScopedVariant {
 
 struct KernelOutput {
   at::Tensor o;         // [1, H, N, D] fp32 on the CPU
-  int64_t pv_executed;  // (block, row group) pairs stage 2 did not skip
+  int64_t stage2_kept;  // (block, row group) pairs stage 2 did not skip
 };
 // The kernel on the given mask ([1, H, nq, nk] bool, CPU) through the runtime: GPU quantisation
 // + LUT from the mask + attention, as `sparge eval --backend cuda` runs it.
@@ -123,10 +121,10 @@ KernelOutput run_gpu(const RealInputs& in, const at::Tensor& mask, float lambda,
   const at::Tensor o = at::empty_like(q);
   at::Tensor lam;
   if (std::isfinite(lambda)) lam = at::full({q.size(1)}, lambda, q.options().dtype(at::kFloat));
-  const at::Tensor pv = at::zeros({q.size(0), q.size(1), p.num_q_blocks, g.block_q / g.warp_rows},
-                                  q.options().dtype(at::kInt));
-  rt::run_attention(p, o, lam, g.name, pv);
-  return {o.cpu().to(at::kFloat), pv.sum().item<int64_t>()};
+  const at::Tensor stage2_kept = at::zeros(
+      {q.size(0), q.size(1), p.num_q_blocks, g.block_q / g.warp_rows}, q.options().dtype(at::kInt));
+  rt::run_attention(p, o, lam, g.name, stage2_kept);
+  return {o.cpu().to(at::kFloat), stage2_kept.sum().item<int64_t>()};
 }
 
 struct MaskCase {
@@ -144,6 +142,7 @@ struct Param {
   const char* kernel;  // "sm90" or "sm80"
   int64_t head_dim;
 };
+void PrintTo(const Param& p, std::ostream* os) { *os << p.kernel << "_d" << p.head_dim; }
 
 class RealImage : public ::testing::TestWithParam<Param> {};
 
@@ -154,7 +153,7 @@ class RealImage : public ::testing::TestWithParam<Param> {};
 TEST_P(RealImage, KernelWithinContract) {
   REQUIRE_GPU();
   const Param prm = GetParam();
-  const auto avail = rt::available_variants();
+  const auto avail = rt::available_kernels();
   if (std::find(avail.begin(), avail.end(), prm.kernel) == avail.end()) {
     GTEST_SKIP() << prm.kernel << " not runnable on this device/build";
   }
@@ -175,7 +174,7 @@ TEST_P(RealImage, KernelWithinContract) {
     const std::vector<float> lambda(H, mc.lambda);
     const ref::SparseResult cpu = ref::sparse_attention(in.q, in.k, in.v, mask, lambda, g, {});
     const std::vector<double> err_cpu = per_head_error(cpu.o, in.exact);
-    const double cpu_executed =
+    const double cpu_stage2_kept =
         (static_cast<double>(cpu.kept_blocks) - cpu.pv_skipped_blocks) * (g.block_q / g.warp_rows);
     for (int variant : variants) {
       const ScopedVariant scoped(variant);
@@ -196,7 +195,7 @@ TEST_P(RealImage, KernelWithinContract) {
                                      << "max(1.1 x contract, contract + 0.002)";
       }
       EXPECT_LE(direct, 4e-3) << "kernel output differs from the CPU contract";
-      EXPECT_EQ(static_cast<double>(gpu.pv_executed), cpu_executed)
+      EXPECT_EQ(static_cast<double>(gpu.stage2_kept), cpu_stage2_kept)
           << "stage-2 decisions differ from the contract";
       if (std::isfinite(mc.lambda)) {
         EXPECT_GT(cpu.pv_skipped_blocks, 0.0) << "lambda should skip some P·V on real data";

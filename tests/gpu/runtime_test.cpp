@@ -1,5 +1,5 @@
 // src/runtime end to end: input validation (one-line sparge::Error with the right exit code),
-// variant choice, the full pipeline against the CPU reference (layouts, padding of D, GQA,
+// kernel choice, the full pipeline against the CPU reference (layouts, padding of D, GQA,
 // causal, batch), stream ordering. Plus a disabled timing test for the prediction/quantisation
 // overhead, run by hand on the GPU machine:
 //   gpu_test_runtime --gtest_also_run_disabled_tests --gtest_filter='*Bench*'
@@ -26,6 +26,8 @@
 #include "common/error.hpp"
 #include "kernels/api.h"
 #include "reference/reference.hpp"
+#include "runtime/cuda_oracle.hpp"
+#include "support/gpu.hpp"
 #include "tune/oracle.hpp"
 
 namespace {
@@ -33,9 +35,6 @@ namespace {
 namespace ref = sparge::ref;
 namespace rt = sparge::runtime;
 using sparge::ExitCode;
-
-#define REQUIRE_GPU() \
-  if (sparge::kernels::device_count() == 0) GTEST_SKIP() << "no CUDA device"
 
 // Runs f and returns the exit code of the sparge::Error it throws (kOk if none).
 template <typename F>
@@ -79,7 +78,7 @@ TEST(RuntimeValidation, BadInputsAreUsageErrors) {
   causal.causal = true;
   EXPECT_EQ(code_of(quant(q, k.narrow(2, 0, 100), k.narrow(2, 0, 100), causal)), ExitCode::kUsage)
       << "causal with Nq > Nk";
-  EXPECT_EQ(code_of([] { rt::resolve_variant("sm75"); }), ExitCode::kUsage) << "unknown variant";
+  EXPECT_EQ(code_of([] { rt::resolve_kernel("sm75"); }), ExitCode::kUsage) << "unknown kernel";
 
   rt::Prepared p = rt::quantize(q, k, k, g, o);
   rt::Thresholds t = rt::Thresholds::uniform(3, 0.9f, 0.5f, at::kCUDA);
@@ -91,12 +90,12 @@ TEST(RuntimeValidation, BadInputsAreUsageErrors) {
       << "mask shape";
 }
 
-TEST(RuntimeVariants, AutoPicksTheDevicesPath) {
+TEST(RuntimeKernels, AutoPicksTheDevicesPath) {
   REQUIRE_GPU();
-  const auto avail = rt::available_variants();
+  const auto avail = rt::available_kernels();
   ASSERT_FALSE(avail.empty());
-  const std::string v = rt::resolve_variant("auto");
-  std::printf("[ variants ] available: %s; auto -> %s\n",
+  const std::string v = rt::resolve_kernel("auto");
+  std::printf("[ kernels ] available: %s; auto -> %s\n",
               fmt::format("{}", fmt::join(avail, ", ")).c_str(), v.c_str());
   const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
   if (prop->major == 9 && prop->minor == 0 && sparge::kernels::attention_sm90_available()) {
@@ -104,10 +103,14 @@ TEST(RuntimeVariants, AutoPicksTheDevicesPath) {
   } else {
     EXPECT_EQ(v, "sm80");
   }
+  // Not available: a kernel this GPU cannot run is a usage error, one the build lacks exit 69.
   for (const char* name : {"sm80", "sm90"}) {
     const bool has = std::find(avail.begin(), avail.end(), name) != avail.end();
-    EXPECT_EQ(code_of([&] { rt::resolve_variant(name); }),
-              has ? ExitCode::kOk : ExitCode::kNoDevice)
+    const bool gpu_can =
+        std::string(name) == "sm90" ? prop->major == 9 && prop->minor == 0 : prop->major >= 8;
+    EXPECT_EQ(code_of([&] { rt::resolve_kernel(name); }), has       ? ExitCode::kOk
+                                                          : gpu_can ? ExitCode::kNoDevice
+                                                                    : ExitCode::kUsage)
         << name;
   }
 }
@@ -117,8 +120,11 @@ struct E2E {
   at::ScalarType dtype;
   int64_t batch, heads, kv_heads, seq_q, seq_k, head_dim;
   bool nhd, causal;
-  const char* variant;
+  const char* kernel;
 };
+
+// gtest prints a failing parameter through this (not as a byte dump).
+void PrintTo(const E2E& c, std::ostream* os) { *os << c.name; }
 
 class RuntimeAttention : public ::testing::TestWithParam<E2E> {};
 
@@ -130,9 +136,9 @@ class RuntimeAttention : public ::testing::TestWithParam<E2E> {};
 TEST_P(RuntimeAttention, MatchesReference) {
   REQUIRE_GPU();
   const E2E c = GetParam();
-  const auto avail = rt::available_variants();
-  if (std::find(avail.begin(), avail.end(), c.variant) == avail.end())
-    GTEST_SKIP() << c.variant << " not available here";
+  const auto avail = rt::available_kernels();
+  if (std::find(avail.begin(), avail.end(), c.kernel) == avail.end())
+    GTEST_SKIP() << c.kernel << " not available here";
   const uint64_t seed = std::random_device{}();
   SCOPED_TRACE("seed " + std::to_string(seed));
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
@@ -141,16 +147,13 @@ TEST_P(RuntimeAttention, MatchesReference) {
   };
   const at::Tensor q = make(c.heads, c.seq_q), k = make(c.kv_heads, c.seq_k),
                    v = make(c.kv_heads, c.seq_k);
-  auto gpu = [&](const at::Tensor& x) {
-    return c.nhd ? x.transpose(1, 2).contiguous().to(at::kCUDA).transpose(1, 2)
-                 : x.to(at::kCUDA).contiguous();
-  };
+  auto gpu = [&](const at::Tensor& x) { return sparge::test::to_gpu(x, c.nhd); };
   ref::Thresholds th = ref::Thresholds::uniform(static_cast<int>(c.heads), 0.9f, 0.02f);
   rt::Options opts;
   opts.causal = c.causal;
   const rt::Thresholds t = rt::Thresholds::from_ref(th, at::kCUDA);
 
-  const at::Tensor o = rt::attention(gpu(q), gpu(k), gpu(v), t, opts, c.variant);
+  const at::Tensor o = rt::attention(gpu(q), gpu(k), gpu(v), t, opts, c.kernel);
   ASSERT_EQ(o.sizes(), q.sizes());
   EXPECT_EQ(o.scalar_type(), c.dtype);
   EXPECT_EQ(o.stride(2) < o.stride(1), c.nhd) << "output layout follows q";
@@ -159,7 +162,7 @@ TEST_P(RuntimeAttention, MatchesReference) {
 
   // The mask the pipeline used (prediction is deterministic).
   opts.return_mask = true;
-  const ref::Geometry g = ref::geometry_by_name(c.variant);
+  const ref::Geometry g = ref::geometry_by_name(c.kernel);
   const rt::Prepared p = rt::prepare(gpu(q), gpu(k), gpu(v), g, t, opts);
   ref::AttentionOptions ro;
   ro.causal = c.causal;
@@ -181,7 +184,7 @@ INSTANTIATE_TEST_SUITE_P(
         E2E{"sm90_f16_hnd_d80_padded", at::kHalf, 1, 2, 1, 200, 260, 80, false, false, "sm90"},
         E2E{"sm80_f16_nhd_d128_causal", at::kHalf, 1, 2, 2, 257, 257, 128, true, true, "sm80"},
         E2E{"sm80_bf16_hnd_d64_b2", at::kBFloat16, 2, 2, 1, 130, 333, 64, false, false, "sm80"}),
-    [](const ::testing::TestParamInfo<E2E>& info) { return info.param.name; });
+    sparge::test::param_name<E2E>);
 
 // Work queued on a side stream is ordered on that stream: results equal those of the default
 // stream.
@@ -265,6 +268,7 @@ TEST(RuntimeCudaOracle, AgreesWithCpuBackend) {
     req.samples.push_back({tok(), tok(), at::randn({1, 1, n, d}, gen, at::kFloat).to(at::kHalf)});
   }
   sparge::tune::HeadRequest req_cpu = req;
+  sparge::runtime::register_cuda_oracle();
   auto gpu_backend = sparge::tune::make_oracle_backend("cuda");
   auto cpu_backend = sparge::tune::make_cpu_backend();
   std::vector<sparge::tune::HeadRequest> a{req}, b{req_cpu};
