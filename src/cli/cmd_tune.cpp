@@ -22,14 +22,20 @@
 namespace sparge::cli {
 namespace {
 
+// The search options' defaults come from tune::SearchOptions itself, so --help and the search
+// cannot drift apart.
+inline const tune::SearchOptions kSearchDefaults{};
+
 struct TuneArgs {
   std::string dump, output, preset, theta_grid, lambda_range, layers, samples, shard,
       granularity = "head", backend = "cpu", kernel = "sm90", state_dir, format = "text",
-      holdout = "spread", trace, mode = "cdf";
-  double l1 = 0.05, l2 = 0.06, min_sparsity = 0.05, margin = 0.0, spread_k = 2.0;
+      holdout = kSearchDefaults.holdout, trace, mode = kSearchDefaults.mode;
+  double l1 = kSearchDefaults.l1, l2 = kSearchDefaults.l2,
+         min_sparsity = kSearchDefaults.min_sparsity, margin = kSearchDefaults.margin,
+         spread_k = kSearchDefaults.spread_k;
   bool no_hilbert = false;
-  float tau_tol = 0.001f, lambda_tol = 0.125f;
-  bool no_lambda = false, resume = false, timestamp = false;
+  float tau_tol = kSearchDefaults.tau_tol, lambda_tol = kSearchDefaults.lambda_tol;
+  bool no_lambda = !kSearchDefaults.tune_lambda, resume = false, timestamp = false;
   std::optional<bool> causal, sink;
   int jobs = 0;
 };
