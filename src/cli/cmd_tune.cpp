@@ -16,6 +16,7 @@
 #include "common/io_guard.hpp"
 #include "common/log.hpp"
 #include "config/preset.hpp"
+#include "kernels/api.h"
 #include "tune/table.hpp"
 #include "tune/tuner.hpp"
 
@@ -28,7 +29,7 @@ inline const tune::SearchOptions kSearchDefaults{};
 
 struct TuneArgs {
   std::string dump, output, preset, theta_grid, lambda_range, layers, samples, shard,
-      granularity = "head", backend = "cpu", kernel = "sm90", state_dir, format = "text",
+      granularity = "head", backend = "cpu", kernel = "sm90", state_dir, format = "text", devices,
       holdout = kSearchDefaults.holdout, trace, mode = kSearchDefaults.mode;
   double l1 = kSearchDefaults.l1, l2 = kSearchDefaults.l2,
          min_sparsity = kSearchDefaults.min_sparsity, margin = kSearchDefaults.margin,
@@ -139,6 +140,9 @@ void register_tune(CLI::App& app, Context& ctx) {
   sub->add_option("--jobs", args->jobs,
                   "Heads tuned in parallel, >= 1 [default: hardware threads on cpu, 8 on cuda]")
       ->check(CLI::Range(1, 4096));
+  sub->add_option("--devices", args->devices,
+                  "With --backend cuda: GPUs to spread the heads over, 0,1,... or all "
+                  "[default: the current GPU]; the default --jobs scales with their number");
   sub->add_option("--causal", args->causal, "Override the dump's causal attribute (true/false)");
   sub->add_option("--sink", args->sink,
                   "Attention sink: first K block always kept (true/false) [default: dump attr]");
@@ -189,6 +193,14 @@ void register_tune(CLI::App& app, Context& ctx) {
     rq.causal = a.causal;
     rq.sink = a.sink;
     rq.jobs = a.jobs;
+    if (!a.devices.empty()) {
+      if (a.backend == "cpu") {
+        fail(ExitCode::kUsage, "--devices applies to --backend cuda (the cpu backend uses no GPU)");
+      }
+      rq.devices = parse_devices(a.devices, kernels::device_count());
+      if (rq.devices.empty())
+        fail(ExitCode::kNoDevice, "--devices {}: no CUDA device visible", a.devices);
+    }
     rq.resume = a.resume;
     if (!a.state_dir.empty()) rq.state_dir = a.state_dir;
     rq.timestamp = a.timestamp;

@@ -15,8 +15,10 @@
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -73,8 +75,9 @@ Prepared replicate(const Prepared& base, int64_t heads) {
 
 class CudaHeadOracle final : public tune::HeadOracle {
  public:
-  CudaHeadOracle(tune::HeadRequest req, std::string kernel)
-      : geometry_(req.geometry), kernel_(std::move(kernel)) {
+  // All of this head's tensors and launches live on GPU `device`.
+  CudaHeadOracle(tune::HeadRequest req, std::string kernel, int device)
+      : geometry_(req.geometry), kernel_(std::move(kernel)), device_(at::kCUDA, device) {
     opts_.causal = req.attention.causal;
     opts_.sink = req.attention.sink;
     opts_.scale = req.attention.scale;
@@ -221,7 +224,7 @@ class CudaHeadOracle final : public tune::HeadOracle {
   ref::Geometry geometry_;
   std::string kernel_;
   Options opts_;
-  at::Device device_{at::kCUDA, 0};
+  at::Device device_;
   std::vector<State> states_;
   long evaluations_ = 0;
 };
@@ -233,7 +236,23 @@ class CudaBackend final : public tune::OracleBackend {
       fail(ExitCode::kNoDevice, "backend cuda not available: no CUDA device");
   }
   std::string name() const override { return "cuda"; }
-  std::string device() const override { return at::cuda::getCurrentDeviceProperties()->name; }
+  std::string device() const override {
+    if (devices_.size() <= 1) {
+      return at::cuda::getDeviceProperties(devices_.empty() ? current() : devices_[0])->name;
+    }
+    std::string names;
+    for (int d : devices_) names += (names.empty() ? "" : ", ") + std::to_string(d);
+    return fmt::format("{} x {} (GPUs {})", devices_.size(),
+                       at::cuda::getDeviceProperties(devices_[0])->name, names);
+  }
+  void use_devices(const std::vector<int>& devices) override {
+    const int n = kernels::device_count();
+    for (int d : devices) {
+      if (d < 0 || d >= n)
+        fail(ExitCode::kUsage, "--devices: GPU {} does not exist ({} visible)", d, n);
+    }
+    devices_ = devices;
+  }
   // Each oracle fills the GPU with batched candidates, but between launches a head waits on
   // host work (HDF5 reads, the search's bookkeeping, result copies); 8 heads in flight hide it.
   // Measured on the H100 (2 layers x 32 heads x 2 samples, N = 17776, D = 64): jobs 1 / 2 / 4 /
@@ -243,11 +262,21 @@ class CudaBackend final : public tune::OracleBackend {
       std::vector<tune::HeadRequest> heads) override {
     std::vector<std::unique_ptr<tune::HeadOracle>> out;
     for (auto& h : heads) {
+      // Heads go round the devices in the order the driver asks for them; each head's result
+      // depends only on its inputs (same kernels on the same GPU model), not on which GPU ran it.
+      const int device =
+          devices_.empty() ? current() : devices_[next_.fetch_add(1) % devices_.size()];
+      const c10::cuda::CUDAGuard guard(device);
       const std::string kernel = resolve_kernel(h.geometry.name);
-      out.push_back(std::make_unique<CudaHeadOracle>(std::move(h), kernel));
+      out.push_back(std::make_unique<CudaHeadOracle>(std::move(h), kernel, device));
     }
     return out;
   }
+
+ private:
+  static int current() { return static_cast<int>(c10::cuda::current_device()); }
+  std::vector<int> devices_;  // empty: the current device
+  std::atomic<size_t> next_{0};
 };
 
 }  // namespace

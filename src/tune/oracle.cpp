@@ -167,6 +167,13 @@ std::unique_ptr<OracleBackend> make_oracle_backend(const std::string& name) {
        name);
 }
 
+void OracleBackend::use_devices(const std::vector<int>& devices) {
+  if (!devices.empty()) {
+    fail(ExitCode::kUsage, "--devices: backend {} does not run on GPUs (use --backend cuda)",
+         name());
+  }
+}
+
 std::unique_ptr<OracleBackend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
 
 }  // namespace sparge::tune

@@ -105,6 +105,9 @@ class OracleBackend {
   virtual std::string device() const = 0;  // for provenance, e.g. "cpu (2 threads)" or GPU name
   // How many heads the driver should tune concurrently with this backend (0 = use --jobs).
   virtual int preferred_jobs() const { return 0; }
+  // Spread the heads of later make_oracles calls over these GPU indices (`tune --devices`).
+  // Backends that run on no GPU refuse any (Error(kUsage)).
+  virtual void use_devices(const std::vector<int>& devices);
   virtual std::vector<std::unique_ptr<HeadOracle>> make_oracles(std::vector<HeadRequest> heads) = 0;
 };
 

@@ -146,6 +146,7 @@ TuneOutcome run_tune(const TuneRequest& rq) {
     fail(ExitCode::kUsage, "--granularity '{}': expected head or layer", rq.granularity);
   }
   auto backend = make_oracle_backend(rq.backend);
+  backend->use_devices(rq.devices);
   io::DumpReader reader(rq.dump);
   const auto& info = reader.info();
 
@@ -289,7 +290,9 @@ TuneOutcome run_tune(const TuneRequest& rq) {
   }
   if (resumed) log::info("resuming: {} of {} heads already tuned", resumed, total_heads);
 
-  int jobs = rq.jobs > 0 ? rq.jobs : backend->preferred_jobs();
+  int jobs = rq.jobs > 0 ? rq.jobs
+                         : backend->preferred_jobs() *
+                               std::max<int>(1, static_cast<int>(rq.devices.size()));
   jobs = resolve_jobs(jobs, static_cast<int>(units.size()));
   log::info("tuning {} heads in {} layers on {} ({} jobs, l1 {} l2 {})", total_heads - resumed,
             layers.size(), backend->device(), jobs, rq.search.l1, rq.search.l2);

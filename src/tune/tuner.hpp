@@ -34,7 +34,10 @@ struct TuneRequest {
   // Reorder the visual tokens of a gridded, non-causal dump along the Hilbert curve before
   // prediction and kernel (tune/token_order.hpp); recorded in the config. --no-hilbert: false.
   bool hilbert = true;
-  int jobs = 0;            // heads tuned concurrently; 0 = hardware concurrency
+  int jobs = 0;  // heads tuned concurrently; 0 = hardware concurrency
+  // GPUs the backend spreads heads over (OracleBackend::use_devices); empty = the current one.
+  // The default jobs count scales with them.
+  std::vector<int> devices;
   bool resume = false;     // continue from the journal (must match inputs and flags)
   bool timestamp = false;  // add provenance.created_utc (breaks byte identity)
   bool progress = true;

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "config/tuned.hpp"
+#include "kernels/api.h"
 #include "support/cli_harness.hpp"
 #include "synth/synth.hpp"
 
@@ -211,6 +212,20 @@ TEST_F(CliTune, ErrorsHaveTheirExitCodes) {
   Result cuda = run(fmt::format("tune {} -o x.yaml --backend nosuch", dump_.string()));
   EXPECT_EQ(cuda.code, 2) << "an unknown backend is a usage error (issue 19)";
   EXPECT_NE(cuda.err.find("--backend"), std::string::npos) << cuda.err;
+  // --devices: only for the cuda backend; a bad list is a usage error; "all" needs a GPU (or
+  // this machine's: it must not fall back to the current device silently).
+  Result dcpu = run(fmt::format("tune {} -o x.yaml --devices 0", dump_.string()));
+  EXPECT_EQ(dcpu.code, 2) << dcpu.err;
+  EXPECT_NE(dcpu.err.find("--devices applies to --backend cuda"), std::string::npos) << dcpu.err;
+  EXPECT_EQ(run(fmt::format("tune {} -o x.yaml --backend cuda --devices 0,x", dump_.string())).code,
+            2);
+  EXPECT_EQ(run(fmt::format("tune {} -o x.yaml --backend cuda --devices 0,0", dump_.string())).code,
+            2);
+  if (sparge::kernels::device_count() == 0) {
+    Result dall =
+        run(fmt::format("tune {} -o x.yaml --backend cuda --devices all", dump_.string()));
+    EXPECT_EQ(dall.code, 69) << dall.err;
+  }
   fs::path bad = tmp_dir() / "bad.yaml";
   std::ofstream(bad) << "schema: sparge.tuned\nschema_version: 9\n";
   Result v = run(fmt::format("config validate {}", bad.string()));

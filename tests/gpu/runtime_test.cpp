@@ -272,13 +272,28 @@ TEST(RuntimeCudaOracle, AgreesWithCpuBackend) {
   auto gpu_backend = sparge::tune::make_oracle_backend("cuda");
   auto cpu_backend = sparge::tune::make_cpu_backend();
   std::vector<sparge::tune::HeadRequest> a{req}, b{req_cpu};
+  sparge::tune::HeadRequest req_all = req;
   auto gpu = std::move(gpu_backend->make_oracles(std::move(a)).at(0));
   auto cpu = std::move(cpu_backend->make_oracles(std::move(b)).at(0));
+  // `tune --devices all`: the same head on the last GPU of the host gives the same answers.
+  auto spread_backend = sparge::tune::make_oracle_backend("cuda");
+  spread_backend->use_devices({sparge::kernels::device_count() - 1});
+  std::vector<sparge::tune::HeadRequest> c{req_all};
+  auto gpu_last = std::move(spread_backend->make_oracles(std::move(c)).at(0));
   const float inf = std::numeric_limits<float>::infinity();
   const std::vector<sparge::tune::Candidate> cands{
       {0.9f, 0.3f, -inf}, {0.5f, 0.1f, -inf}, {0.99f, 0.5f, -4.f}, sparge::tune::kDenseCandidate};
   const auto eg = gpu->evaluate(cands), ec = cpu->evaluate(cands);
   ASSERT_EQ(eg.size(), cands.size());
+  const auto el = gpu_last->evaluate(cands);
+  for (size_t i = 0; i < cands.size(); ++i) {
+    for (int s = 0; s < 2; ++s) {  // same kernels; only the order of GPU reductions may differ
+      EXPECT_NEAR(el[i].error_per_sample[s], eg[i].error_per_sample[s], 1e-6) << "cand " << i;
+      EXPECT_EQ(el[i].sparsity_stage1_per_sample[s], eg[i].sparsity_stage1_per_sample[s]);
+    }
+  }
+  EXPECT_THROW(spread_backend->use_devices({sparge::kernels::device_count()}), sparge::Error);
+  EXPECT_THROW(cpu_backend->use_devices({0}), sparge::Error);
   for (size_t i = 0; i < cands.size(); ++i) {
     for (int s = 0; s < 2; ++s) {
       std::printf(
