@@ -60,7 +60,7 @@ struct Prepared {
   // which each launch leaves zero again, so no launch allocates or clears one. Hence two
   // launches of one Prepared must not overlap (keep them on one stream).
   at::Tensor tile_counter;
-  at::Tensor mask;          // bool [B,H,nq,nk] when asked for
+  at::Tensor mask;  // bool [B,H,nq,nk] when asked for
 };
 
 // Block statistics + INT8/FP8 quantisation only (no LUT yet): 4 launches.

@@ -419,9 +419,9 @@ TEST_P(AttentionSm90V, DenseModeAndLambdaOffAreExact) {
 }
 
 // Variants 9 (persistent) and 12 (one warpgroup per CTA) run variant 6's per-row computation, so
-// their outputs and stage-2 counts are bit-identical to 6's, whatever the grid of 9: 1 CTA walks every tile through the same
-// Q/K/V rings (phases wrap many times), 3 CTAs claim tiles from the atomic counter in a
-// run-dependent order, 0 = one CTA per SM.
+// their outputs and stage-2 counts are bit-identical to 6's, whatever the grid of 9: 1 CTA walks
+// every tile through the same Q/K/V rings (phases wrap many times), 3 CTAs claim tiles from the
+// atomic counter in a run-dependent order, 0 = one CTA per SM.
 TEST(AttentionSm90, PersistentGridIsExactForAnyCtaCount) {
   REQUIRE_SM90();
   struct Persist {
