@@ -90,19 +90,18 @@ void launch_warp_specialised(const AttentionParams& p, cudaStream_t stream) {
     const int sms = sm_count();
     const int tiles = p.batch * p.heads * p.num_q_blocks;
     const int ctas = std::min(tiles, p.max_ctas > 0 ? std::min(p.max_ctas, sms) : sms);
-    if (p.tile_counter != nullptr) {
-      kernel<<<ctas, kThreads, Plan::kAlloc, stream>>>(m.q, m.k, m.v, p, p.tile_counter);
-      check_cuda(cudaGetLastError(), "launch failed");
-      return;
+    int* counter = p.tile_counter;
+    if (counter == nullptr) {
+      check_cuda(cudaMallocAsync(&counter, 2 * sizeof(int), stream),
+                 "cudaMallocAsync (tile counter)");
+      check_cuda(cudaMemsetAsync(counter, 0, 2 * sizeof(int), stream),
+                 "cudaMemsetAsync (tile counter)");
     }
-    int* counter = nullptr;
-    check_cuda(cudaMallocAsync(&counter, 2 * sizeof(int), stream),
-               "cudaMallocAsync (tile counter)");
-    check_cuda(cudaMemsetAsync(counter, 0, 2 * sizeof(int), stream),
-               "cudaMemsetAsync (tile counter)");
     kernel<<<ctas, kThreads, Plan::kAlloc, stream>>>(m.q, m.k, m.v, p, counter);
     const cudaError_t launch_err = cudaGetLastError();
-    check_cuda(cudaFreeAsync(counter, stream), "cudaFreeAsync (tile counter)");
+    if (p.tile_counter == nullptr) {
+      check_cuda(cudaFreeAsync(counter, stream), "cudaFreeAsync (tile counter)");
+    }
     check_cuda(launch_err, "launch failed");
   }
 }

@@ -69,7 +69,7 @@ def build_dit(o: "g.Options", blocks: int, *, gate: float = 0.1, device="cpu", d
             wall = np.concatenate([t * wq for wq, t in zip(w.wq, w.temp)] + w.wk + w.wv, axis=1)
             self.qkv = torch.nn.Linear(c, (h + 2 * hkv) * d, bias=False)
             self.qkv.weight.data = torch.from_numpy((e.T @ wall).T.astype(np.float32))
-            r = np.random.default_rng([o.seed, _TAG_DIT, layer])
+            r = g._rng(o.seed, _TAG_DIT, layer)
             lin = lambda i, j: torch.from_numpy(  # noqa: E731
                 (r.standard_normal((j, i)) / math.sqrt(i)).astype(np.float32))
             self.out = torch.nn.Linear(c, c, bias=False)

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "common/error.hpp"
+#include "common/json_fields.hpp"
 
 namespace sparge::bench {
 
@@ -144,39 +145,10 @@ std::string to_json_text(const Results& results) { return to_json(results).dump(
 
 namespace {
 
-// Typed access with one-line errors naming the file and the JSON path.
-struct Reader {
-  const std::string& source;
-
-  [[noreturn]] void bad(const std::string& path, const std::string& why) const {
-    fail(ExitCode::kDataError, "{}: {}: {}", source, path, why);
-  }
-  const json& at(const json& j, const std::string& key, const std::string& path) const {
-    if (!j.is_object()) bad(path, "expected an object");
-    auto it = j.find(key);
-    if (it == j.end()) bad(path + "." + key, "missing");
-    return *it;
-  }
-  double num(const json& j, const std::string& key, const std::string& path) const {
-    const json& v = at(j, key, path);
-    if (!v.is_number()) bad(path + "." + key, "expected a number");
-    return v.get<double>();
-  }
-  int64_t integer(const json& j, const std::string& key, const std::string& path) const {
-    const json& v = at(j, key, path);
-    if (!v.is_number_integer()) bad(path + "." + key, "expected an integer");
-    return v.get<int64_t>();
-  }
-  std::string str(const json& j, const std::string& key, const std::string& path) const {
-    const json& v = at(j, key, path);
-    if (!v.is_string()) bad(path + "." + key, "expected a string");
-    return v.get<std::string>();
-  }
-  bool boolean(const json& j, const std::string& key, const std::string& path) const {
-    const json& v = at(j, key, path);
-    if (!v.is_boolean()) bad(path + "." + key, "expected true or false");
-    return v.get<bool>();
-  }
+// Typed access with one-line errors naming the file and the JSON path (common/json_fields.hpp),
+// plus the optional fields of a row.
+struct Reader : JsonFields {
+  using JsonFields::JsonFields;
   // Optional: absent or null -> nullopt; anything else must be a number.
   std::optional<double> opt_num(const json& j, const char* obj, const char* key,
                                 const std::string& path) const {
@@ -197,10 +169,10 @@ struct Reader {
 }  // namespace
 
 Results results_from_json(const json& j, const std::string& source) {
-  Reader rd{source};
+  Reader rd(source);
   if (!j.is_object()) rd.bad("document", "expected a JSON object");
   if (!j.contains("schema")) rd.bad("schema", "missing (not a sparge bench result?)");
-  const std::string schema = rd.str(j, "schema", "");
+  const std::string schema = rd.text(j, "schema", "");
   if (schema != kBenchSchema) {
     rd.bad("schema", fmt::format("'{}', expected '{}'", schema, kBenchSchema));
   }
@@ -223,14 +195,14 @@ Results results_from_json(const json& j, const std::string& source) {
   if (env.contains("sm90_variant")) {
     r.env.sm90_variant = static_cast<int>(rd.integer(env, "sm90_variant", "environment"));
   }
-  const std::string gpu = rd.str(env, "gpu", "environment");
+  const std::string gpu = rd.text(env, "gpu", "environment");
   if (auto g = env.find("gpus"); g != env.end() && g->is_array()) {
     for (size_t i = 0; i < g->size(); ++i) {
       const json& x = (*g)[i];
       const std::string p = fmt::format("environment.gpus[{}]", i);
       GpuInfo info;
       info.index = static_cast<int>(rd.integer(x, "index", p));
-      info.name = rd.str(x, "name", p);
+      info.name = rd.text(x, "name", p);
       info.sm = rd.opt_str(x, "sm", "");
       info.sm_count = x.value("sm_count", 0);
       info.l2_bytes = x.value("l2_bytes", int64_t{0});
@@ -256,8 +228,8 @@ Results results_from_json(const json& j, const std::string& source) {
     const std::string p = fmt::format("rows[{}]", i);
     Row row;
     // "variant" before the key was "name" (files written until issue 20 say so).
-    row.name = !x.contains("name") && x.contains("variant") ? rd.str(x, "variant", p)
-                                                            : rd.str(x, "name", p);
+    row.name = !x.contains("name") && x.contains("variant") ? rd.text(x, "variant", p)
+                                                            : rd.text(x, "name", p);
     const json& s = rd.at(x, "shape", p);
     const std::string sp = p + ".shape";
     row.shape.batch = rd.integer(s, "batch", sp);
@@ -267,7 +239,7 @@ Results results_from_json(const json& j, const std::string& source) {
     row.shape.seq_k = rd.integer(s, "seq_k", sp);
     row.shape.head_dim = rd.integer(s, "head_dim", sp);
     row.causal = rd.boolean(x, "causal", p);
-    row.density = rd.num(x, "density", p);
+    row.density = rd.number(x, "density", p);
     row.dtype = rd.opt_str(x, "dtype", "fp16");
     row.mask = rd.opt_str(x, "mask", "random");
     row.data = rd.opt_str(x, "data", "uniform");  // absent in version 1: U(-1, 1) inputs
@@ -275,11 +247,11 @@ Results results_from_json(const json& j, const std::string& source) {
     row.device = x.value("device", 0);
     const json& t = rd.at(x, "time_ms", p);
     const std::string tp = p + ".time_ms";
-    row.time.median = rd.num(t, "median", tp);
+    row.time.median = rd.number(t, "median", tp);
     if (!(row.time.median > 0)) rd.bad(tp + ".median", "must be > 0");
     row.time.count = static_cast<int>(rd.integer(t, "samples", tp));
     // The spread is stored as a ratio; keep quartiles consistent with it when absent.
-    const double rel = rd.num(t, "rel_spread", tp);
+    const double rel = rd.number(t, "rel_spread", tp);
     row.time.mean = t.value("mean", row.time.median);
     row.time.min = t.value("min", row.time.median);
     row.time.max = t.value("max", row.time.median);

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "common/error.hpp"
+#include "common/json_fields.hpp"
 #include "report/markup.hpp"
 
 namespace sparge::report {
@@ -16,23 +17,13 @@ namespace {
 
 using nlohmann::json;
 
-// Field access with the JSON path in the message (exit 65).
-class Reader {
+// The trace's fields (common/json_fields.hpp), plus its own kinds: finite numbers, λ with null
+// for -inf, and small non-negative counts.
+class Reader : public JsonFields {
  public:
-  explicit Reader(std::string file) : file_(std::move(file)) {}
-  [[noreturn]] void bad(const std::string& path, const std::string& what) const {
-    fail(ExitCode::kDataError, "{}: {}: {}", file_, path, what);
-  }
-  const json& at(const json& obj, const std::string& key, const std::string& path) const {
-    if (!obj.is_object()) bad(path, "expected an object");
-    auto it = obj.find(key);
-    if (it == obj.end()) bad(path + "." + key, "missing");
-    return *it;
-  }
-  double number(const json& obj, const std::string& key, const std::string& path) const {
-    const json& v = at(obj, key, path);
-    if (!v.is_number()) bad(path + "." + key, "expected a number");
-    const double d = v.get<double>();
+  using JsonFields::JsonFields;
+  double finite(const json& obj, const std::string& key, const std::string& path) const {
+    const double d = number(obj, key, path);
     if (!std::isfinite(d)) bad(path + "." + key, "not finite");
     return d;
   }
@@ -42,25 +33,12 @@ class Reader {
     if (!v.is_number()) bad(path + ".lambda", "expected a number or null (-inf)");
     return v.get<float>();
   }
-  bool boolean(const json& obj, const std::string& key, const std::string& path) const {
-    const json& v = at(obj, key, path);
-    if (!v.is_boolean()) bad(path + "." + key, "expected true or false");
-    return v.get<bool>();
-  }
-  int integer(const json& obj, const std::string& key, const std::string& path) const {
+  int count(const json& obj, const std::string& key, const std::string& path) const {
     const json& v = at(obj, key, path);
     if (!v.is_number_integer() || v.get<long long>() < 0 || v.get<long long>() > (1 << 20))
       bad(path + "." + key, "expected a non-negative integer");
     return v.get<int>();
   }
-  std::string text(const json& obj, const std::string& key, const std::string& path) const {
-    const json& v = at(obj, key, path);
-    if (!v.is_string()) bad(path + "." + key, "expected a string");
-    return v.get<std::string>();
-  }
-
- private:
-  std::string file_;
 };
 
 bool is_dense_candidate(const TraceDocPoint& p) {
@@ -107,18 +85,18 @@ TraceDoc read_trace(const std::filesystem::path& path) {
   if (schema != "sparge.tune-trace")
     r.bad("$.schema",
           fmt::format("'{}': expected sparge.tune-trace (sparge tune --trace)", schema));
-  const int version = r.integer(j, "schema_version", "$");
+  const int version = r.count(j, "schema_version", "$");
   if (version != 1) r.bad("$.schema_version", fmt::format("{}: this sparge reads 1", version));
   TraceDoc d;
   const json& b = r.at(j, "budget", "$");
-  d.l1 = r.number(b, "l1", "$.budget");
-  d.l2 = r.number(b, "l2", "$.budget");
+  d.l1 = r.finite(b, "l1", "$.budget");
+  d.l2 = r.finite(b, "l2", "$.budget");
   if (!(d.l1 > 0) || !(d.l2 >= d.l1)) r.bad("$.budget", "need 0 < l1 <= l2");
   d.holdout = r.text(j, "holdout", "$");
-  d.spread_k = r.number(j, "spread_k", "$");
-  d.margin = r.number(j, "margin", "$");
+  d.spread_k = r.finite(j, "spread_k", "$");
+  d.margin = r.finite(j, "margin", "$");
   if (!(d.margin >= 0 && d.margin < 1)) r.bad("$.margin", "expected a number in [0, 1)");
-  if (j.contains("min_sparsity")) d.min_sparsity = r.number(j, "min_sparsity", "$");
+  if (j.contains("min_sparsity")) d.min_sparsity = r.finite(j, "min_sparsity", "$");
   if (j.contains("dump") && j["dump"].is_string()) d.dump = j["dump"].get<std::string>();
   if (j.contains("tuned") && j["tuned"].is_string()) d.tuned = j["tuned"].get<std::string>();
   if (j.contains("permutation") && j["permutation"].is_string())
@@ -129,30 +107,30 @@ TraceDoc read_trace(const std::filesystem::path& path) {
     const std::string hp = fmt::format("$.heads[{}]", i);
     const json& hj = heads[i];
     TraceDocHead h;
-    h.layer = r.integer(hj, "layer", hp);
-    h.head = r.integer(hj, "head", hp);
+    h.layer = r.count(hj, "layer", hp);
+    h.head = r.count(hj, "head", hp);
     h.sparse = r.boolean(hj, "sparse", hp);
     const json& c = r.at(hj, "chosen", hp);
     h.mode = r.text(c, "mode", hp + ".chosen");
-    h.tau = static_cast<float>(r.number(c, "tau", hp + ".chosen"));
-    h.theta = static_cast<float>(r.number(c, "theta", hp + ".chosen"));
+    h.tau = static_cast<float>(r.finite(c, "tau", hp + ".chosen"));
+    h.theta = static_cast<float>(r.finite(c, "theta", hp + ".chosen"));
     h.lambda = r.lambda(c, hp + ".chosen");
-    h.expected_stage1 = r.number(hj, "expected_stage1", hp);
-    h.expected_stage12 = r.number(hj, "expected_stage12", hp);
+    h.expected_stage1 = r.finite(hj, "expected_stage1", hp);
+    h.expected_stage12 = r.finite(hj, "expected_stage12", hp);
     const json& pts = r.at(hj, "points", hp);
     if (!pts.is_array()) r.bad(hp + ".points", "expected an array");
     for (size_t k = 0; k < pts.size(); ++k) {
       const std::string pp = fmt::format("{}.points[{}]", hp, k);
       const json& pj = pts[k];
       TraceDocPoint p;
-      p.tau = static_cast<float>(r.number(pj, "tau", pp));
-      p.theta = static_cast<float>(r.number(pj, "theta", pp));
+      p.tau = static_cast<float>(r.finite(pj, "tau", pp));
+      p.theta = static_cast<float>(r.finite(pj, "theta", pp));
       p.lambda = r.lambda(pj, pp);
-      p.error_worst = r.number(pj, "error_worst", pp);
-      p.predicted = r.number(pj, "predicted", pp);
-      if (pj.contains("increment")) p.increment = r.number(pj, "increment", pp);
-      p.sparsity_stage1 = r.number(pj, "sparsity_stage1", pp);
-      p.sparsity_stage12 = r.number(pj, "sparsity_stage12", pp);
+      p.error_worst = r.finite(pj, "error_worst", pp);
+      p.predicted = r.finite(pj, "predicted", pp);
+      if (pj.contains("increment")) p.increment = r.finite(pj, "increment", pp);
+      p.sparsity_stage1 = r.finite(pj, "sparsity_stage1", pp);
+      p.sparsity_stage12 = r.finite(pj, "sparsity_stage12", pp);
       p.pass = r.boolean(pj, "pass", pp);
       h.points.push_back(p);
     }

@@ -163,8 +163,9 @@ TEST(TuneSearch, NonMonotoneOracleNeverWritesFailingPoint) {
   }
 }
 
-TEST(TuneSearch, DenseFallbackKeepsLambda) {
-  // Sparsity never reaches min_sparsity: the head is dense, yet λ may still skip P·V.
+// monotone_model whose stage-1 sparsity never reaches min_sparsity (the head ends dense), while
+// λ still skips P·V: the stage-2 search runs on the dense mask.
+Model dense_lambda_model() {
   Model m = monotone_model();
   Model base = m;
   m.s1 = [base](const Candidate& c) { return base.s1(c) * 0.01; };
@@ -172,6 +173,12 @@ TEST(TuneSearch, DenseFallbackKeepsLambda) {
     double s1 = m.s1(c);
     return std::isinf(c.lambda) ? s1 : s1 + (1.0 - s1) * 0.5 * std::exp(c.lambda / 8.0);
   };
+  return m;
+}
+
+TEST(TuneSearch, DenseFallbackKeepsLambda) {
+  // Sparsity never reaches min_sparsity: the head is dense, yet λ may still skip P·V.
+  Model m = dense_lambda_model();
   SyntheticOracle oracle(m, 2);
   SearchOptions opt = edge();
   HeadResult r = search_head(oracle, opt);
@@ -230,13 +237,7 @@ TEST(TuneSearch, StageTwoShareBoundsWhatLambdaAdds) {
   // = 1.3 x the sample-0 value). Before the stage-2 share, λ could spend l2 minus the stage-1
   // error: 1.3 (0.001 + 0.02 e^(λ/4)) <= 0.06 holds up to λ = 0, the end of the range. With the
   // share, the predicted increment 1.3 x 0.02 e^(λ/4) must stay <= l2 - l1 = 0.01.
-  Model m = monotone_model();
-  Model base = m;
-  m.s1 = [base](const Candidate& c) { return base.s1(c) * 0.01; };
-  m.s12 = [m](const Candidate& c) {
-    double s1 = m.s1(c);
-    return std::isinf(c.lambda) ? s1 : s1 + (1.0 - s1) * 0.5 * std::exp(c.lambda / 8.0);
-  };
+  Model m = dense_lambda_model();
   SyntheticOracle oracle(m, 2);
   SearchOptions opt;  // spread, K = 2
   ASSERT_EQ(opt.holdout, "spread");
