@@ -51,6 +51,12 @@ inline constexpr int kVariants[] = {4, 6, 9, 12};
 constexpr int default_variant(int head_dim) { return head_dim == 64 ? 12 : 9; }
 constexpr int stages_of(int variant) { return variant == 4 ? 2 : 4; }
 constexpr bool is_persistent(int variant) { return variant == 9; }
+// Share of exp2 on the FMA pipe (block_exp_int's kPolyEvery): every 16th element in variants
+// 6, 9 and 12, the best share measured at both head dims (each poly element trades one MUFU for
+// ~8 issue slots, and issue is the tighter resource; kernels/NOTES.md runs 10-12). Variant 4
+// keeps the 1/8 it was measured with.
+inline constexpr int kPolyEveryV4 = 8;
+inline constexpr int kPolyEveryV6 = 16;
 // Named barrier ids: 0 = __syncthreads, 1 + cw = consumer warpgroup cw's stage-2 vote (128
 // threads), kSchedBarrier + cw = variants 6/9's ping-pong turn of consumer cw (256 threads).
 inline constexpr int kSchedBarrier = 3;

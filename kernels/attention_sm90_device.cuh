@@ -245,13 +245,6 @@ __device__ __forceinline__ void block_exp_int(const int32_t (&s)[64], float blk,
   }
 }
 
-// Share of exp2 on the FMA pipe (block_exp_int's kPolyEvery): every 16th element in variants
-// 6, 9 and 12, the best share measured at both head dims (each poly element trades one MUFU for
-// ~8 issue slots, and issue is the tighter resource; kernels/NOTES.md runs 10-12). Variant 4
-// keeps the 1/8 it was measured with.
-inline constexpr int kPolyEveryV4 = 8;
-inline constexpr int kPolyEveryV6 = 16;
-
 template <int kD, typename OutT>
 __device__ __forceinline__ void store_out(const float (&acc)[kD / 2], float l0, float l1,
                                           const Lanes& ln, const AttentionParams& p, int b, int h,

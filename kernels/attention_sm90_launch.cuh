@@ -63,13 +63,14 @@ TensorMaps tensor_maps(const AttentionParams& p, uint32_t q_rows) {
                CU_TENSOR_MAP_SWIZZLE_128B, "v8")};
 }
 
-template <int kD>
+template <int kD, int kVariant>
 void launch_wg(const AttentionParams& p, cudaStream_t stream) {
-  constexpr auto kernel = attention_kernel_wg<kD>;
-  allow_shared_memory<kernel>(WgPlan<kD>::kAlloc);
+  constexpr auto kernel = attention_kernel_wg<kD, kVariant>;
+  using Plan = WgPlan<kD, kVariant>;
+  allow_shared_memory<kernel>(Plan::kAlloc);
   const TensorMaps m = tensor_maps<kD>(p, kWgRows);
   const dim3 grid(2 * p.num_q_blocks, p.heads, p.batch);
-  kernel<<<grid, kWgThreads, WgPlan<kD>::kAlloc, stream>>>(m.q, m.k, m.v, p);
+  kernel<<<grid, kWgThreads, Plan::kAlloc, stream>>>(m.q, m.k, m.v, p);
   check_cuda(cudaGetLastError(), "launch failed");
 }
 
@@ -108,8 +109,8 @@ void launch_warp_specialised(const AttentionParams& p, cudaStream_t stream) {
 
 template <int kD, int kVariant>
 void launch_variant(const AttentionParams& p, cudaStream_t stream) {
-  if constexpr (kVariant == 12) {
-    launch_wg<kD>(p, stream);
+  if constexpr (is_one_warpgroup(kVariant)) {
+    launch_wg<kD, kVariant>(p, stream);
   } else {
     launch_warp_specialised<kD, kVariant>(p, stream);
   }

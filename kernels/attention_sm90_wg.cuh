@@ -15,11 +15,18 @@ namespace sparge::kernels::sm90 {
 
 inline constexpr int kWgThreads = 128;
 inline constexpr int kWgRows = 64;
-constexpr int wg_stages(int d) { return d == 64 ? 4 : 2; }
+// Shape of a one-warpgroup kernel: K/V stages, CTAs per SM (the register cap follows from it:
+// 65536 / (128 x ctas)) and the share of exp2 on the FMA pipe (block_exp_int's kPolyEvery).
+// A/B runs of other shapes add cases here (kernels/NOTES.md records them).
+struct WgShape {
+  int stages, ctas, poly_every;
+};
+constexpr WgShape wg_shape(int d, int /*variant*/) { return {d == 64 ? 4 : 2, 3, kPolyEveryV6}; }
+constexpr bool is_one_warpgroup(int variant) { return variant == 12; }
 
-template <int kD>
+template <int kD, int kVariant>
 struct WgPlan {
-  static constexpr int kStages = wg_stages(kD);
+  static constexpr int kStages = wg_shape(kD, kVariant).stages;
   static constexpr int kQBytes = kWgRows * kD;
   static constexpr int kKBytes = kBlockK * kD;
   static constexpr int kVBytes = kD * kBlockK;
@@ -32,13 +39,14 @@ struct WgPlan {
   static_assert(kQBytes % 1024 == 0 && kKBytes % 1024 == 0 && kVBytes % 1024 == 0);
 };
 
-template <int kD>
-__global__ void __launch_bounds__(kWgThreads, 3)
+template <int kD, int kVariant>
+__global__ void __launch_bounds__(kWgThreads, wg_shape(kD, kVariant).ctas)
     attention_kernel_wg(const __grid_constant__ CUtensorMap tm_q,
                         const __grid_constant__ CUtensorMap tm_k,
                         const __grid_constant__ CUtensorMap tm_v, const AttentionParams p) {
 #if SPARGE_SM90A_DEVICE
-  using Plan = WgPlan<kD>;
+  using Plan = WgPlan<kD, kVariant>;
+  constexpr int kPoly = wg_shape(kD, kVariant).poly_every;
   constexpr int kStages = Plan::kStages;
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) &
@@ -137,9 +145,9 @@ __global__ void __launch_bounds__(kWgThreads, 3)
       l0 *= alpha0;
       l1 *= alpha1;
       if (mask) {
-        block_exp_int<true, kPolyEveryV6>(s, blk, mn0, mn1, s, l0, l1);
+        block_exp_int<true, kPoly>(s, blk, mn0, mn1, s, l0, l1);
       } else {
-        block_exp_int<false, kPolyEveryV6>(s, blk, mn0, mn1, s, l0, l1);
+        block_exp_int<false, kPoly>(s, blk, mn0, mn1, s, l0, l1);
       }
       pack_p(s, a);
       ++pv_count;
