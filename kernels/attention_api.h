@@ -15,6 +15,8 @@
 
 #include <cuda_runtime.h>
 
+#include <vector>
+
 #include "kernels/params.h"
 
 namespace sparge::kernels {
@@ -26,9 +28,14 @@ void launch_attention_sm80(const AttentionParams& params, cudaStream_t stream);
 void launch_attention_sm90(const AttentionParams& params, cudaStream_t stream);
 // True when the sm_90a kernels are compiled into this build and the current device can run them.
 bool attention_sm90_available();
-// The kernel variant SPARGE_SM90_VARIANT selects for every head dim, or 0 when it is unset: each
-// head dim then runs its default (kernels/attention_sm90.cuh, default_variant). Needs no device; a
-// value that names no compiled variant throws std::invalid_argument, as the launch would.
-int attention_sm90_variant();
+// Name of a Hopper kernel ("default", "pingpong", "warpgroup", "serial", "grid").
+const char* sm90_kernel_name(Sm90Kernel kernel);
+// The kernel a name denotes; false for a name that is no Hopper kernel.
+bool parse_sm90_kernel(const char* name, Sm90Kernel* kernel);
+// The Hopper kernels compiled into this build (kDefault excluded), in the order of the enum.
+// Needs no device.
+std::vector<Sm90Kernel> sm90_kernels_compiled();
+// The kernel kDefault runs at head dim `head_dim`.
+Sm90Kernel sm90_default_kernel(int head_dim);
 
 }  // namespace sparge::kernels

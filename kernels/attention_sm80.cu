@@ -43,9 +43,13 @@ void launch_attention_sm80(const AttentionParams& params, cudaStream_t stream) {
     if (inst.head_dim == params.head_dim && inst.v_dtype == params.v_dtype)
       return inst.launch(params, stream);
   }
+  std::string compiled;
+  for (const sm80::Instance& inst : sm80::kInstances) {
+    compiled += (compiled.empty() ? "" : ", ") + std::string(inst.name);
+  }
   bad("head_dim " + std::to_string(params.head_dim) + " with V " +
       (params.v_dtype == DType::kBFloat16 ? "bf16" : "fp16") +
-      " is not compiled (compiled: " + sm80::kCompiledNames + ")");
+      " is not compiled (compiled: " + compiled + ")");
 }
 
 }  // namespace sparge::kernels

@@ -9,6 +9,8 @@
 
 #include <cstdint>
 
+#include "kernels/params.h"
+
 // True only in the device pass that targets sm_90a (wgmma/setmaxnreg exist there); the sm_80
 // pass of the same file compiles the kernel to an empty stub.
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -31,34 +33,39 @@ inline constexpr int kRowsPerWarpgroup = kBlockQ / kConsumerWarpgroups;  // 64 =
 inline constexpr int kThreads = 128 * (1 + kConsumerWarpgroups);
 inline constexpr int kGroupsPerBlock = kBlockQ / kWarpRows;  // stage2_kept entries per q block
 
-// Kernel variants (kernels/NOTES.md "sm90 attention" has their measurements; variants tried and
-// removed are described there):
-//   9 (default at D = 128): warp-specialised, persistent. One CTA per SM claims 128-row tiles
-//      from a counter; a producer warpgroup issues the TMA loads, two consumer warpgroups of 64
-//      rows take turns issuing their GEMMs (FA3's ping-pong: QKᵀ(j+1) and P·V(j) together), so
-//      one's GEMMs run while the other is in its softmax.
-//   12 (default at D = 64): one warpgroup per CTA (attention_sm90_wg.cuh). A CTA owns 64 rows,
-//      issues its own loads and runs each block serially; three CTAs share an SM, so each SM
-//      sub-partition has three math warps instead of two. D = 64 has half the MMA work per
+// The kernels (Sm90Kernel in kernels/params.h; kernels/NOTES.md "sm90 attention" has their
+// measurements under their run numbers: pingpong = 9, warpgroup = 12, serial = 4, grid = 6):
+//   pingpong (default at D = 128): warp-specialised, persistent. One CTA per SM claims 128-row
+//      tiles from a counter; a producer warpgroup issues the TMA loads, two consumer warpgroups
+//      of 64 rows take turns issuing their GEMMs (FA3's ping-pong: QKᵀ(j+1) and P·V(j)
+//      together), so one's GEMMs run while the other is in its softmax.
+//   warpgroup (default at D = 64): one warpgroup per CTA (attention_sm90_wg.cuh). A CTA owns 64
+//      rows, issues its own loads and runs each block serially; three CTAs share an SM, so each
+//      SM sub-partition has three math warps instead of two. D = 64 has half the MMA work per
 //      softmax element, and the third warp hides more of the softmax's dependency waits than
-//      the ping-pong gains there (+10-13 % over 9 at D = 64, -6 % at D = 128, H100).
-//   4: one warpgroup's QKᵀ, wait, softmax, P·V, wait, in a 128-row CTA; under stage 2 it skips
-//      the P·V wgmma when all 4 warps of a warpgroup skip (the others always issue it).
-//   6: 9 on a one-tile-per-CTA grid (bit-identical to 9; a reference for its tests).
-// 6, 9 and 12 run the same per-row code in the same order: their outputs are bit-identical
-// (PersistentGridIsExactForAnyCtaCount); 4 sends another share of exp2 to the polynomial.
-inline constexpr int kVariants[] = {4, 6, 9, 12};
-constexpr int default_variant(int head_dim) { return head_dim == 64 ? 12 : 9; }
-constexpr int stages_of(int variant) { return variant == 4 ? 2 : 4; }
-constexpr bool is_persistent(int variant) { return variant == 9; }
-// Share of exp2 on the FMA pipe (block_exp_int's kPolyEvery): every 16th element in variants
-// 6, 9 and 12, the best share measured at both head dims (each poly element trades one MUFU for
-// ~8 issue slots, and issue is the tighter resource; kernels/NOTES.md runs 10-12). Variant 4
+//      the ping-pong gains there (+10-13 % over pingpong at D = 64, -6 % at D = 128, H100).
+//   serial (experiment): one warpgroup's QKᵀ, wait, softmax, P·V, wait, in a 128-row CTA; under
+//      stage 2 it skips the P·V wgmma when all 4 warps of a warpgroup skip.
+//   grid (experiment): pingpong on a one-tile-per-CTA grid.
+// grid, pingpong and warpgroup run the same per-row code in the same order: their outputs are
+// bit-identical (PersistentGridIsExactForAnyCtaCount); serial sends another share of exp2 to the
+// polynomial. Experiments are slower everywhere measured and compiled only with
+// SPARGE_KERNEL_EXPERIMENTS=ON (kernels/CMakeLists.txt).
+constexpr Sm90Kernel default_kernel(int head_dim) {
+  return head_dim == 64 ? Sm90Kernel::kWarpgroup : Sm90Kernel::kPingPong;
+}
+constexpr int stages_of(Sm90Kernel k) { return k == Sm90Kernel::kSerial ? 2 : 4; }
+constexpr bool is_persistent(Sm90Kernel k) { return k == Sm90Kernel::kPingPong; }
+constexpr bool is_one_warpgroup(Sm90Kernel k) { return k == Sm90Kernel::kWarpgroup; }
+// Share of exp2 on the FMA pipe (block_exp_int's kPolyEvery; 0 = none): each poly element trades
+// one MUFU for ~8 issue slots. D = 128: every 16th element, the best share measured (NOTES runs
+// 10-12). D = 64: none, the best for warpgroup's four math warps per SM sub-partition (run 22);
+// pingpong and grid use the same share per head dim so that all three stay bit-identical. serial
 // keeps the 1/8 it was measured with.
-inline constexpr int kPolyEveryV4 = 8;
-inline constexpr int kPolyEveryV6 = 16;
+inline constexpr int kPolyEverySerial = 8;
+constexpr int poly_every(int head_dim) { return head_dim == 64 ? 0 : 16; }
 // Named barrier ids: 0 = __syncthreads, 1 + cw = consumer warpgroup cw's stage-2 vote (128
-// threads), kSchedBarrier + cw = variants 6/9's ping-pong turn of consumer cw (256 threads).
+// threads), kSchedBarrier + cw = pingpong's (and grid's) turn of consumer cw (256 threads).
 inline constexpr int kSchedBarrier = 3;
 
 // Shared-memory plan of one CTA (byte offsets from a 1024-aligned base; every tile starts on a

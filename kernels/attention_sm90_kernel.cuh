@@ -1,11 +1,12 @@
 // Hopper (sm_90a) block-sparse quantised attention "i8f8": the warp-specialised kernel template
-// (design: docs/design.md, "Kernels"; constants and variants: attention_sm90.cuh; measurements:
-// kernels/NOTES.md "sm90 attention"). Its host launch is in attention_sm90_launch.cuh, which the
-// generated instance files in kernels/instances/ include (one (head dim, variant) per
-// translation unit); the dispatch lives in attention_sm90.cu, the device-side building blocks
-// (softmax, packing, epilogue, tile walk, K/V loads) in attention_sm90_device.cuh.
+// of pingpong, grid and serial (design: docs/design.md, "Kernels"; constants and kernels:
+// attention_sm90.cuh; measurements: kernels/NOTES.md "sm90 attention"). Its host launch is in
+// attention_sm90_launch.cuh, which the generated instance files in kernels/instances/ include
+// (one (head dim, kernel) per translation unit); the dispatch lives in attention_sm90.cu, the
+// device-side building blocks (softmax, packing, epilogue, tile walk, K/V loads) in
+// attention_sm90_device.cuh.
 //
-// A CTA works on tiles (b, h, q block): one tile per CTA in variants 4 and 6; in variant 9
+// A CTA works on tiles (b, h, q block): one tile per CTA in serial and grid; in pingpong
 // (persistent) one CTA per SM claims tiles from a counter. Warpgroup 0 is the producer (one
 // thread issues the TMA loads: each tile's Q into one of two Q slots, then the K8/V8 tiles of its
 // LUT blocks into a kStages-deep ring guarded by mbarriers; the warpgroup gives its registers
@@ -40,20 +41,20 @@
 namespace sparge::kernels {
 namespace sm90 {
 
-// tile_counter (persistent variants only): int32 [2], zero at the launch; CTA c starts on tile c
+// tile_counter (the persistent kernel only): int32 [2], zero at the launch; CTA c starts on tile c
 // and then claims gridDim.x + atomicAdd(&tile_counter[0], 1) until the tiles run out. Each CTA's
 // producer counts itself done in tile_counter[1] once its last claim has returned; the last one
 // resets both to zero (every claim of the launch happened before it), so the next launch on the
 // stream finds them zero without a memset.
-template <int kD, int kVariant>
+template <int kD, Sm90Kernel kKernel>
 __global__ void __launch_bounds__(kThreads, 1)
     attention_kernel(const __grid_constant__ CUtensorMap tm_q,
                      const __grid_constant__ CUtensorMap tm_k,
                      const __grid_constant__ CUtensorMap tm_v, const AttentionParams p,
                      int* tile_counter) {
 #if SPARGE_SM90A_DEVICE
-  constexpr int kStages = stages_of(kVariant);
-  constexpr bool kPersistent = is_persistent(kVariant);
+  constexpr int kStages = stages_of(kKernel);
+  constexpr bool kPersistent = is_persistent(kKernel);
   using Plan = SmemPlan<kD, kStages>;
 
   extern __shared__ uint8_t smem_raw[];
@@ -218,7 +219,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     };
 
     // Output of tile c from acc and l (ln holds c's rows); stage2_kept gets this warp's count of
-    // blocks stage 2 did not skip (P·V is issued for the others too, with P = 0, except in 4).
+    // blocks stage 2 did not skip (P·V is issued for the others too, with P = 0, except in serial).
     auto finish = [&](const TileCtx& c) {
       l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
       l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
@@ -252,7 +253,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (ln.lane == 0) mbar_arrive(&q_empty[cur.slot]);
     };
 
-    if constexpr (kVariant == 4) {
+    if constexpr (kKernel == Sm90Kernel::kSerial) {
       while (take(cur)) {
         reset();
         set_rows(ln, cur.w, cw, p);
@@ -284,9 +285,9 @@ __global__ void __launch_bounds__(kThreads, 1)
             l0 *= alpha0;
             l1 *= alpha1;
             if (bi.mask) {
-              block_exp_int<true, kPolyEveryV4>(s, bi.blk, mn0, mn1, x, l0, l1);
+              block_exp_int<true, kPolyEverySerial>(s, bi.blk, mn0, mn1, x, l0, l1);
             } else {
-              block_exp_int<false, kPolyEveryV4>(s, bi.blk, mn0, mn1, x, l0, l1);
+              block_exp_int<false, kPolyEverySerial>(s, bi.blk, mn0, mn1, x, l0, l1);
             }
             pack_p(x, a);
             ++pv_count;
@@ -314,9 +315,9 @@ __global__ void __launch_bounds__(kThreads, 1)
         g += cur.w.num_iters;
       }
     } else {
-      static_assert(kVariant == 6 || kVariant == 9);
-      // kVariant 6 (9: the same, persistent): 4's softmax + FA3's inter-warpgroup ping-pong. Each
-      // GEMM phase issues QKᵀ(it+1) and P·V(it) back to back; the two consumer warpgroups take
+      static_assert(kKernel == Sm90Kernel::kGrid || kKernel == Sm90Kernel::kPingPong);
+      // grid (pingpong: the same, persistent): serial's softmax + FA3's inter-warpgroup ping-pong.
+      // Each GEMM phase issues QKᵀ(it+1) and P·V(it) back to back; the two consumer warpgroups take
       // turns issuing (named barriers kSchedBarrier + cw), so one warpgroup's GEMMs run on the
       // tensor cores while the other is in its softmax. Inside a warpgroup, softmax(it+1)
       // overlaps P·V(it) (wait_group 1), and P(it+1) is written over S in place (no second
@@ -359,9 +360,9 @@ __global__ void __launch_bounds__(kThreads, 1)
           l0 *= alpha0;
           l1 *= alpha1;
           if (bi.mask) {
-            block_exp_int<true, kPolyEveryV6>(s, bi.blk, mn0, mn1, s, l0, l1);
+            block_exp_int<true, poly_every(kD)>(s, bi.blk, mn0, mn1, s, l0, l1);
           } else {
-            block_exp_int<false, kPolyEveryV6>(s, bi.blk, mn0, mn1, s, l0, l1);
+            block_exp_int<false, poly_every(kD)>(s, bi.blk, mn0, mn1, s, l0, l1);
           }
         }
         m0 = mn0;

@@ -1,7 +1,7 @@
-// Host launch of the Hopper attention kernels (attention_sm90_kernel.cuh: warp-specialised,
-// variants 4, 6, 9; attention_sm90_wg.cuh: one warpgroup per CTA, variant 12): shared-memory
-// attribute, tensor maps, grid and, for the persistent kernel, its tile counter. Included by the
-// generated instance files (kernels/instances/), which instantiate launch_variant<D, variant>;
+// Host launch of the Hopper attention kernels (attention_sm90_kernel.cuh: warp-specialised
+// pingpong, grid, serial; attention_sm90_wg.cuh: warpgroup): shared-memory attribute, tensor maps,
+// grid and, for the persistent kernel, its tile counter. Included by the generated instance files
+// (kernels/instances/), which instantiate launch_kernel<D, kernel>;
 // attention_sm90.cu dispatches to them.
 #pragma once
 
@@ -63,10 +63,10 @@ TensorMaps tensor_maps(const AttentionParams& p, uint32_t q_rows) {
                CU_TENSOR_MAP_SWIZZLE_128B, "v8")};
 }
 
-template <int kD, int kVariant>
+template <int kD>
 void launch_wg(const AttentionParams& p, cudaStream_t stream) {
-  constexpr auto kernel = attention_kernel_wg<kD, kVariant>;
-  using Plan = WgPlan<kD, kVariant>;
+  constexpr auto kernel = attention_kernel_wg<kD>;
+  using Plan = WgPlan<kD>;
   allow_shared_memory<kernel>(Plan::kAlloc);
   const TensorMaps m = tensor_maps<kD>(p, kWgRows);
   const dim3 grid(2 * p.num_q_blocks, p.heads, p.batch);
@@ -74,13 +74,13 @@ void launch_wg(const AttentionParams& p, cudaStream_t stream) {
   check_cuda(cudaGetLastError(), "launch failed");
 }
 
-template <int kD, int kVariant>
+template <int kD, Sm90Kernel kKernel>
 void launch_warp_specialised(const AttentionParams& p, cudaStream_t stream) {
-  using Plan = SmemPlan<kD, stages_of(kVariant)>;
-  constexpr auto kernel = attention_kernel<kD, kVariant>;
+  using Plan = SmemPlan<kD, stages_of(kKernel)>;
+  constexpr auto kernel = attention_kernel<kD, kKernel>;
   allow_shared_memory<kernel>(Plan::kAlloc);
   const TensorMaps m = tensor_maps<kD>(p, kBlockQ);
-  if constexpr (!is_persistent(kVariant)) {
+  if constexpr (!is_persistent(kKernel)) {
     const dim3 grid(p.num_q_blocks, p.heads, p.batch);
     kernel<<<grid, kThreads, Plan::kAlloc, stream>>>(m.q, m.k, m.v, p, nullptr);
     check_cuda(cudaGetLastError(), "launch failed");
@@ -107,12 +107,12 @@ void launch_warp_specialised(const AttentionParams& p, cudaStream_t stream) {
   }
 }
 
-template <int kD, int kVariant>
-void launch_variant(const AttentionParams& p, cudaStream_t stream) {
-  if constexpr (is_one_warpgroup(kVariant)) {
-    launch_wg<kD, kVariant>(p, stream);
+template <int kD, Sm90Kernel kKernel>
+void launch_kernel(const AttentionParams& p, cudaStream_t stream) {
+  if constexpr (is_one_warpgroup(kKernel)) {
+    launch_wg<kD>(p, stream);
   } else {
-    launch_warp_specialised<kD, kVariant>(p, stream);
+    launch_warp_specialised<kD, kKernel>(p, stream);
   }
 }
 

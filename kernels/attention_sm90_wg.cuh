@@ -1,10 +1,10 @@
-// Hopper attention, one warpgroup per CTA (variant 12, the default at D = 64). A CTA owns 64
+// Hopper attention, one warpgroup per CTA ("warpgroup", the default at D = 64). A CTA owns 64
 // query rows, one half of a 128-row q block, so it reads that block's LUT row; it issues its own
-// TMA loads and runs each block serially: QKᵀ, wait, softmax, P·V, wait, merge. Up to three CTAs
-// share an SM (__launch_bounds__(128, 3), shared memory for 3), so the overlap of one CTA's GEMMs
+// TMA loads and runs each block serially: QKᵀ, wait, softmax, P·V, wait, merge. Several CTAs
+// share an SM (wg_shape: four at D = 64, three at D = 128), so the overlap of one CTA's GEMMs
 // with another's softmax comes from the warp schedulers rather than a ping-pong protocol, and
-// each SM sub-partition has three math warps instead of the two of variant 9. Per row it runs the
-// code of variants 6/9 in the same order, so its outputs are bit-identical to theirs (tested).
+// each SM sub-partition has more math warps than the two of pingpong. Per row it runs the code of
+// pingpong in the same order, so its outputs are bit-identical to pingpong's (tested).
 #pragma once
 
 #include "kernels/attention_sm90.cuh"
@@ -15,18 +15,18 @@ namespace sparge::kernels::sm90 {
 
 inline constexpr int kWgThreads = 128;
 inline constexpr int kWgRows = 64;
-// Shape of a one-warpgroup kernel: K/V stages, CTAs per SM (the register cap follows from it:
-// 65536 / (128 x ctas)) and the share of exp2 on the FMA pipe (block_exp_int's kPolyEvery).
-// A/B runs of other shapes add cases here (kernels/NOTES.md records them).
+// Shape of the one-warpgroup kernel: K/V ring stages and CTAs per SM (the register cap follows
+// from it: 65536 / (128 x ctas)). D = 64: four CTAs per SM at 128 registers (a few spills around
+// the P·V GEMM) beat three at 168 by 3-5 %, two stages being what four CTAs' shared memory holds
+// (kernels/NOTES.md run 22).
 struct WgShape {
-  int stages, ctas, poly_every;
+  int stages, ctas;
 };
-constexpr WgShape wg_shape(int d, int /*variant*/) { return {d == 64 ? 4 : 2, 3, kPolyEveryV6}; }
-constexpr bool is_one_warpgroup(int variant) { return variant == 12; }
+constexpr WgShape wg_shape(int d) { return d == 64 ? WgShape{2, 4} : WgShape{2, 3}; }
 
-template <int kD, int kVariant>
+template <int kD>
 struct WgPlan {
-  static constexpr int kStages = wg_shape(kD, kVariant).stages;
+  static constexpr int kStages = wg_shape(kD).stages;
   static constexpr int kQBytes = kWgRows * kD;
   static constexpr int kKBytes = kBlockK * kD;
   static constexpr int kVBytes = kD * kBlockK;
@@ -39,14 +39,14 @@ struct WgPlan {
   static_assert(kQBytes % 1024 == 0 && kKBytes % 1024 == 0 && kVBytes % 1024 == 0);
 };
 
-template <int kD, int kVariant>
-__global__ void __launch_bounds__(kWgThreads, wg_shape(kD, kVariant).ctas)
+template <int kD>
+__global__ void __launch_bounds__(kWgThreads, wg_shape(kD).ctas)
     attention_kernel_wg(const __grid_constant__ CUtensorMap tm_q,
                         const __grid_constant__ CUtensorMap tm_k,
                         const __grid_constant__ CUtensorMap tm_v, const AttentionParams p) {
 #if SPARGE_SM90A_DEVICE
-  using Plan = WgPlan<kD, kVariant>;
-  constexpr int kPoly = wg_shape(kD, kVariant).poly_every;
+  using Plan = WgPlan<kD>;
+  constexpr int kPoly = poly_every(kD);
   constexpr int kStages = Plan::kStages;
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) &
@@ -58,7 +58,7 @@ __global__ void __launch_bounds__(kWgThreads, wg_shape(kD, kVariant).ctas)
   uint64_t* k_full = q_full + 1;
   uint64_t* v_full = k_full + kStages;
 
-  // Tile (b, h, q block) as variants 4/6 walk them; the low bit of blockIdx.x picks the half.
+  // Tile (b, h, q block) as grid walks them; the low bit of blockIdx.x picks the half.
   const int half = static_cast<int>(blockIdx.x) & 1;
   const int tile =
       (static_cast<int>(blockIdx.z) * p.heads + static_cast<int>(blockIdx.y)) * p.num_q_blocks +

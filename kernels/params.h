@@ -35,6 +35,18 @@ constexpr int v8_slot(int x) {
 
 enum class DType : int { kFloat16 = 0, kBFloat16 = 1, kFloat32 = 2 };
 
+// The Hopper attention kernels by what they do (kernels/attention_sm90.cuh has the designs,
+// kernels/NOTES.md their measurements). kDefault runs each head dim's fastest: warpgroup at
+// D = 64, pingpong at D = 128. serial and grid are experiments, compiled only with the CMake
+// option SPARGE_KERNEL_EXPERIMENTS=ON.
+enum class Sm90Kernel : int {
+  kDefault = 0,
+  kPingPong = 1,   // "pingpong": producer + two consumer warpgroups taking turns, persistent grid
+  kWarpgroup = 2,  // "warpgroup": one warpgroup of 64 rows per CTA, several CTAs per SM
+  kSerial = 3,     // "serial" (experiment): one 128-row CTA, stage 2 skips whole P·V products
+  kGrid = 4,       // "grid" (experiment): pingpong with one tile per CTA instead of persistent
+};
+
 struct AttentionParams {
   // Quantised inputs (see the layouts above).
   const int8_t* q8 = nullptr;
@@ -59,14 +71,16 @@ struct AttentionParams {
   // Optional stage-2 statistics, int32 [B, H, nq, block_q / warp_rows]: per row group (one
   // warp's 16 rows), the kept K blocks it did not skip in stage 2. Written once per group with a
   // plain store (no atomics, no need to zero it). sm80 skips the P·V of a skipping warp, so there
-  // this is the P·V products run; sm90 variants 6, 9 and 12 always issue P·V (P = 0 for a skipping
-  // warp), so there it counts decisions. nullptr = not collected.
+  // this is the P·V products run; the sm90 kernels pingpong, grid and warpgroup always issue P·V
+  // (P = 0 for a skipping warp), so there it counts decisions. nullptr = not collected.
   int32_t* stage2_kept = nullptr;
 
-  // The persistent sm90 variant (9) only: at most this many CTAs (0 = one per SM). Tests use
-  // small caps so that every CTA walks many tiles through the same shared-memory rings.
+  // Which Hopper kernel launch_attention_sm90 runs (ignored by sm80).
+  Sm90Kernel sm90_kernel = Sm90Kernel::kDefault;
+  // The persistent sm90 kernel (pingpong) only: at most this many CTAs (0 = one per SM). Tests
+  // use small caps so that every CTA walks many tiles through the same shared-memory rings.
   int max_ctas = 0;
-  // The persistent sm90 variant (9) only: int32 [2] of device memory, zero before the first
+  // The persistent sm90 kernel (pingpong) only: int32 [2] of device memory, zero before the first
   // launch that uses it, which the kernel leaves zero again (the last CTA to finish resets it), so
   // one allocation serves every launch of a stream: [0] claims tiles, [1] counts finished CTAs.
   // Launches that share it must not overlap (one stream). nullptr: the launch allocates

@@ -23,31 +23,45 @@ CTYPE = {"fp16": "__half", "bf16": "__nv_bfloat16"}
 DTYPE = {"fp16": "DType::kFloat16", "bf16": "DType::kBFloat16"}
 
 
-# Hopper path: head dim x kernel variant (kernels/attention_sm90.cuh: 9, the default, is 6 on a
-# persistent grid; 4 skips whole P.V products under stage 2).
-SM90 = [(d, v) for d in (64, 128) for v in (4, 6, 9, 12)]
+# Hopper path: head dim x kernel (kernels/params.h Sm90Kernel, attention_sm90.cuh says what each
+# does). Experiments land in instances/experiments/ and in the table only under
+# SPARGE_KERNEL_EXPERIMENTS (the CMake option of the same name compiles them).
+SM90_KERNELS = [("pingpong", "kPingPong", False), ("warpgroup", "kWarpgroup", False),
+                ("serial", "kSerial", True), ("grid", "kGrid", True)]
+SM90 = [(d, k) for d in (64, 128) for k in SM90_KERNELS]
 
 
 SIGNATURE = "(const AttentionParams&, cudaStream_t)"
+EXPERIMENTS_DIR = "experiments"
 
 
-def compiled_names(names):
-    """The kCompiledNames declaration, broken where clang-format (100 columns) breaks it."""
-    one_line = f'inline constexpr const char* kCompiledNames = "{names}";'
+def guarded(lines_of, entries):
+    """lines_of(entry) for the shipped entries, then the experiments' under the build option."""
+    shipped = "".join(lines_of(e) for e in entries if not e[4])
+    exp = "".join(lines_of(e) for e in entries if e[4])
+    if not exp:
+        return shipped
+    return shipped + "#if SPARGE_KERNEL_EXPERIMENTS\n" + exp + "#endif\n"
+
+
+def extern_declaration(entry):
+    """extern template of one launcher, broken where clang-format (100 columns) breaks it."""
+    head = f"extern template void {entry[3]}("
+    one_line = f"{head}{SIGNATURE[1:]};"
     if len(one_line) <= 100:
-        return one_line + "\n\n"
-    return f'inline constexpr const char* kCompiledNames =\n    "{names}";\n\n'
+        return one_line + "\n"
+    return f"{head}const AttentionParams&,\n" + " " * len(head) + "cudaStream_t);\n"
 
 
 def path_files(path, kernel_header, decl, fields, entries):
     """The instance .cu files and the table header of one path (sm80 or sm90).
 
-    entries: (file stem, table key values, name, launcher template-id) per instance.
+    entries: (file stem, table key values, name, launcher template-id, experiment) per instance.
     """
     ns = f"sparge::kernels::{path}"
     files = {}
-    for stem, _, _, fn in entries:
-        files[f"{stem}.cu"] = (
+    for stem, _, _, fn, experiment in entries:
+        files[(f"{EXPERIMENTS_DIR}/" if experiment else "") + f"{stem}.cu"] = (
             HEADER
             + f'#include "kernels/{kernel_header}"\n\n'
             + f"namespace {ns} {{\n"
@@ -62,7 +76,7 @@ def path_files(path, kernel_header, decl, fields, entries):
         + '#include "kernels/params.h"\n\n'
         + f"namespace {ns} {{\n\n"
         + decl
-        + "".join(f"extern template void {fn}{SIGNATURE};\n" for *_, fn in entries)
+        + guarded(extern_declaration, entries)
         + "\nstruct Instance {\n"
         + "".join(f"  {f};\n" for f in fields)
         + "  const char* name;\n"
@@ -70,11 +84,9 @@ def path_files(path, kernel_header, decl, fields, entries):
         # One instance per line: clang-format would pack more than four entries into columns.
         + "// clang-format off\n"
         + "inline constexpr Instance kInstances[] = {\n"
-        + "".join(f'    {{{key}, "{name}", &{fn}}},\n' for _, key, name, fn in entries)
+        + guarded(lambda e: f'    {{{e[1]}, "{e[2]}", &{e[3]}}},\n', entries)
         + "};\n"
         + "// clang-format on\n\n"
-        + "// The names above, for the dispatcher's error when a combination is not compiled.\n"
-        + compiled_names(", ".join(e[2] for e in entries))
         + f"}}  // namespace {ns}\n"
     )
     return files
@@ -86,17 +98,17 @@ def render():
         "attention_sm80.cuh",
         "template <int D, typename VT>\nvoid launch(const AttentionParams& p, cudaStream_t stream);\n",
         ["int head_dim", "DType v_dtype"],
-        [(f"attention_sm80_d{d}_{t}", f"{d}, {DTYPE[t]}", f"d{d}/{t}", f"launch<{d}, {CTYPE[t]}>")
-         for d, t in SM80],
+        [(f"attention_sm80_d{d}_{t}", f"{d}, {DTYPE[t]}", f"d{d}/{t}", f"launch<{d}, {CTYPE[t]}>",
+          False) for d, t in SM80],
     )
     files.update(path_files(
         "sm90",
         "attention_sm90_launch.cuh",
-        "template <int kD, int kVariant>\n"
-        "void launch_variant(const AttentionParams& p, cudaStream_t stream);\n",
-        ["int head_dim", "int variant"],
-        [(f"attention_sm90_d{d}_v{v}", f"{d}, {v}", f"d{d}/v{v}", f"launch_variant<{d}, {v}>")
-         for d, v in SM90],
+        "template <int kD, Sm90Kernel kKernel>\n"
+        "void launch_kernel(const AttentionParams& p, cudaStream_t stream);\n",
+        ["int head_dim", "Sm90Kernel kernel"],
+        [(f"attention_sm90_d{d}_{name}", f"{d}, Sm90Kernel::{enum}", f"d{d}/{name}",
+          f"launch_kernel<{d}, Sm90Kernel::{enum}>", exp) for d, (name, enum, exp) in SM90],
     ))
     return files
 
@@ -108,7 +120,8 @@ def main():
     files = render()
     stale = [n for n, text in files.items()
              if not (OUT / n).exists() or (OUT / n).read_text() != text]
-    extra = [p.name for p in OUT.glob("*") if p.name not in files] if OUT.exists() else []
+    extra = ([str(p.relative_to(OUT)) for p in OUT.rglob("*")
+              if p.is_file() and str(p.relative_to(OUT)) not in files] if OUT.exists() else [])
     if args.check:
         if stale or extra:
             print(f"kernels/instances is stale: {stale + extra}; run {sys.argv[0]}",
@@ -119,6 +132,7 @@ def main():
     for name in extra:
         (OUT / name).unlink()
     for name in stale:
+        (OUT / name).parent.mkdir(parents=True, exist_ok=True)
         (OUT / name).write_text(files[name])
     print(f"kernels/instances: {len(stale)} written, {len(extra)} removed, "
           f"{len(files) - len(stale)} unchanged")

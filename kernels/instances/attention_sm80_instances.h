@@ -33,7 +33,4 @@ inline constexpr Instance kInstances[] = {
 };
 // clang-format on
 
-// The names above, for the dispatcher's error when a combination is not compiled.
-inline constexpr const char* kCompiledNames = "d64/fp16, d64/bf16, d128/fp16, d128/bf16";
-
 }  // namespace sparge::kernels::sm80

@@ -10,39 +10,42 @@
 
 namespace sparge::kernels::sm90 {
 
-template <int kD, int kVariant>
-void launch_variant(const AttentionParams& p, cudaStream_t stream);
-extern template void launch_variant<64, 4>(const AttentionParams&, cudaStream_t);
-extern template void launch_variant<64, 6>(const AttentionParams&, cudaStream_t);
-extern template void launch_variant<64, 9>(const AttentionParams&, cudaStream_t);
-extern template void launch_variant<64, 12>(const AttentionParams&, cudaStream_t);
-extern template void launch_variant<128, 4>(const AttentionParams&, cudaStream_t);
-extern template void launch_variant<128, 6>(const AttentionParams&, cudaStream_t);
-extern template void launch_variant<128, 9>(const AttentionParams&, cudaStream_t);
-extern template void launch_variant<128, 12>(const AttentionParams&, cudaStream_t);
+template <int kD, Sm90Kernel kKernel>
+void launch_kernel(const AttentionParams& p, cudaStream_t stream);
+extern template void launch_kernel<64, Sm90Kernel::kPingPong>(const AttentionParams&, cudaStream_t);
+extern template void launch_kernel<64, Sm90Kernel::kWarpgroup>(const AttentionParams&,
+                                                               cudaStream_t);
+extern template void launch_kernel<128, Sm90Kernel::kPingPong>(const AttentionParams&,
+                                                               cudaStream_t);
+extern template void launch_kernel<128, Sm90Kernel::kWarpgroup>(const AttentionParams&,
+                                                                cudaStream_t);
+#if SPARGE_KERNEL_EXPERIMENTS
+extern template void launch_kernel<64, Sm90Kernel::kSerial>(const AttentionParams&, cudaStream_t);
+extern template void launch_kernel<64, Sm90Kernel::kGrid>(const AttentionParams&, cudaStream_t);
+extern template void launch_kernel<128, Sm90Kernel::kSerial>(const AttentionParams&, cudaStream_t);
+extern template void launch_kernel<128, Sm90Kernel::kGrid>(const AttentionParams&, cudaStream_t);
+#endif
 
 struct Instance {
   int head_dim;
-  int variant;
+  Sm90Kernel kernel;
   const char* name;
   void (*launch)(const AttentionParams&, cudaStream_t);
 };
 
 // clang-format off
 inline constexpr Instance kInstances[] = {
-    {64, 4, "d64/v4", &launch_variant<64, 4>},
-    {64, 6, "d64/v6", &launch_variant<64, 6>},
-    {64, 9, "d64/v9", &launch_variant<64, 9>},
-    {64, 12, "d64/v12", &launch_variant<64, 12>},
-    {128, 4, "d128/v4", &launch_variant<128, 4>},
-    {128, 6, "d128/v6", &launch_variant<128, 6>},
-    {128, 9, "d128/v9", &launch_variant<128, 9>},
-    {128, 12, "d128/v12", &launch_variant<128, 12>},
+    {64, Sm90Kernel::kPingPong, "d64/pingpong", &launch_kernel<64, Sm90Kernel::kPingPong>},
+    {64, Sm90Kernel::kWarpgroup, "d64/warpgroup", &launch_kernel<64, Sm90Kernel::kWarpgroup>},
+    {128, Sm90Kernel::kPingPong, "d128/pingpong", &launch_kernel<128, Sm90Kernel::kPingPong>},
+    {128, Sm90Kernel::kWarpgroup, "d128/warpgroup", &launch_kernel<128, Sm90Kernel::kWarpgroup>},
+#if SPARGE_KERNEL_EXPERIMENTS
+    {64, Sm90Kernel::kSerial, "d64/serial", &launch_kernel<64, Sm90Kernel::kSerial>},
+    {64, Sm90Kernel::kGrid, "d64/grid", &launch_kernel<64, Sm90Kernel::kGrid>},
+    {128, Sm90Kernel::kSerial, "d128/serial", &launch_kernel<128, Sm90Kernel::kSerial>},
+    {128, Sm90Kernel::kGrid, "d128/grid", &launch_kernel<128, Sm90Kernel::kGrid>},
+#endif
 };
 // clang-format on
-
-// The names above, for the dispatcher's error when a combination is not compiled.
-inline constexpr const char* kCompiledNames =
-    "d64/v4, d64/v6, d64/v9, d64/v12, d128/v4, d128/v6, d128/v9, d128/v12";
 
 }  // namespace sparge::kernels::sm90

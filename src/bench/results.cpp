@@ -80,7 +80,7 @@ json to_json(const Results& r) {
               {"torch", r.env.torch},    {"sparge", r.env.sparge_version},
               {"git", r.env.git},        {"host", r.env.host},
               {"date", r.env.date},      {"command", r.env.command}};
-  if (r.env.sm90_variant > 0) env["sm90_variant"] = r.env.sm90_variant;
+  if (!r.env.sm90_kernel.empty()) env["sm90_kernel"] = r.env.sm90_kernel;
   json rows = json::array();
   for (const Row& row : r.rows) {
     const Shape& s = row.shape;
@@ -137,8 +137,18 @@ json to_json(const Results& r) {
           {"rows", rows}};
 }
 
-std::string variant_tag(const Environment& e) {
-  return e.sm90_variant > 0 ? fmt::format(" (sm90 v{})", e.sm90_variant) : std::string();
+std::string kernel_tag(const Environment& e) {
+  return e.sm90_kernel.empty() ? std::string() : fmt::format(" (sm90.{})", e.sm90_kernel);
+}
+
+std::string sm90_kernel_of_variant(int variant) {
+  switch (variant) {
+    case 4: return "serial";
+    case 6: return "grid";
+    case 9: return "pingpong";
+    case 12: return "warpgroup";
+    default: return fmt::format("v{}", variant);
+  }
 }
 
 std::string to_json_text(const Results& results) { return to_json(results).dump(2) + "\n"; }
@@ -192,8 +202,11 @@ Results results_from_json(const json& j, const std::string& source) {
   r.env.host = rd.opt_str(env, "host", "");
   r.env.date = rd.opt_str(env, "date", "");
   r.env.command = rd.opt_str(env, "command", "");
-  if (env.contains("sm90_variant")) {
-    r.env.sm90_variant = static_cast<int>(rd.integer(env, "sm90_variant", "environment"));
+  if (env.contains("sm90_kernel")) {
+    r.env.sm90_kernel = rd.text(env, "sm90_kernel", "environment");
+  } else if (env.contains("sm90_variant")) {  // schema 2 before the kernels had names
+    const int v = static_cast<int>(rd.integer(env, "sm90_variant", "environment"));
+    if (v > 0) r.env.sm90_kernel = sm90_kernel_of_variant(v);
   }
   const std::string gpu = rd.text(env, "gpu", "environment");
   if (auto g = env.find("gpus"); g != env.end() && g->is_array()) {
@@ -355,7 +368,7 @@ std::string accuracy_section(const Results& r, TableFormat format) {
     }
     return nullptr;
   };
-  const std::vector<std::string> header{"variant", "data",          "shape B,H,Nq,Nk,D",
+  const std::vector<std::string> header{"kernel", "data",          "shape B,H,Nq,Nk,D",
                                         "heads",   "rel-L1 worst",  "rel-L1 mean",
                                         "cosine",  "worst x N(0,1)"};
   std::vector<std::vector<std::string>> cells;
@@ -378,7 +391,7 @@ std::string accuracy_section(const Results& r, TableFormat format) {
 
 std::string format_table(const Results& r, TableFormat format) {
   const std::vector<std::string> header{
-      "variant", "shape B,H,Nq,Nk,D", "causal",   "density", "sparsity",    "ms",
+      "kernel", "shape B,H,Nq,Nk,D", "causal",   "density", "sparsity",    "ms",
       "spread",  "eff TOPS",          "act TOPS", "pred ms", "quant ms",    "prep ms",
       "e2e ms",  "x dense",           "x cudnn",  "x flash", "e2e x cudnn", "rel-L1"};
   std::vector<std::vector<std::string>> cells;
@@ -418,9 +431,9 @@ std::string format_table(const Results& r, TableFormat format) {
   }
   if (format == TableFormat::kMarkdown) {
     out += fmt::format("## sparge bench — {} — git {}{} — {}\n\n", r.env.gpu_name(), r.env.git,
-                       variant_tag(r.env), r.env.date);
+                       kernel_tag(r.env), r.env.date);
   } else {
-    out += fmt::format("# {} | git {}{} | {}\n", r.env.gpu_name(), r.env.git, variant_tag(r.env),
+    out += fmt::format("# {} | git {}{} | {}\n", r.env.gpu_name(), r.env.git, kernel_tag(r.env),
                        r.env.date);
   }
   out += render_cells(header, cells, format);

@@ -48,13 +48,18 @@ struct Environment {
   std::string host;
   std::string date;  // ISO 8601 UTC
   std::string command;
-  int sm90_variant = 0;  // Hopper kernel variant in effect (SPARGE_SM90_VARIANT); 0 = not recorded
+  // The Hopper kernel --kernel sm90.NAME forced at every head dim ("warpgroup", ...); empty:
+  // each head dim ran its default. Results of older builds name a numbered variant ("v9").
+  std::string sm90_kernel;
   std::string gpu_name() const { return gpus.empty() ? std::string("unknown") : gpus[0].name; }
 };
 
-// " (sm90 vN)" when e records the Hopper kernel variant, else "". Appended to the git commit
-// wherever a result names its build: a variant selected by SPARGE_SM90_VARIANT is other code.
-std::string variant_tag(const Environment& e);
+// " (sm90.NAME)" when e records a forced Hopper kernel, else "". Appended to the git commit
+// wherever a result names its build: a forced kernel is other code than the default.
+std::string kernel_tag(const Environment& e);
+// The name a numbered Hopper variant of older results has now (9 -> "pingpong", 12 ->
+// "warpgroup", 4 -> "serial", 6 -> "grid"; others "vN", removed since).
+std::string sm90_kernel_of_variant(int variant);
 
 struct Timing {
   SampleStats stats;

@@ -41,7 +41,8 @@ std::string version_text(int v) { return v ? fmt::format("{}.{}", v / 1000, (v %
 
 }  // namespace
 
-Environment capture_environment(const std::vector<int>& devices, const std::string& command) {
+Environment capture_environment(const std::vector<int>& devices, const std::string& command,
+                                const std::string& kernel) {
   Environment env;
   for (int d : devices) {
     sparge::kernels::DeviceInfo info;
@@ -73,16 +74,10 @@ Environment capture_environment(const std::vector<int>& devices, const std::stri
   if (gethostname(host, sizeof host - 1) == 0) env.host = host;
   env.date = utc_now();
   env.command = command;
-  // Recorded where the Hopper kernels run: the variant selects different code, and an A/B run
-  // (SPARGE_SM90_VARIANT=...) must not read as the default kernel. A value naming no compiled
-  // variant stops here, before any case runs, with the launcher's message.
-  if (sparge::kernels::attention_sm90_available()) {
-    try {
-      env.sm90_variant = sparge::kernels::attention_sm90_variant();
-    } catch (const std::invalid_argument& e) {
-      fail(ExitCode::kUsage, "{}", e.what());
-    }
-  }
+  // A forced Hopper kernel is other code than the default: recorded, so that an A/B run does not
+  // read as the default kernel.
+  if (runtime::kernel_geometry(kernel) == "sm90" && kernel != "sm90")
+    env.sm90_kernel = kernel.substr(kernel.find('.') + 1);
   return env;
 }
 
@@ -173,7 +168,7 @@ std::vector<Row> run_group(const Suite& suite, const Group& g, const RunOptions&
   auto v = at::empty({s.batch, s.kv_heads, s.seq_k, s.head_dim}, opts).uniform_(-1, 1, gen);
 
   const std::string kernel = runtime::resolve_kernel(opt.kernel);
-  const ref::Geometry geom = ref::geometry_by_name(kernel);
+  const ref::Geometry geom = ref::geometry_by_name(runtime::kernel_geometry(kernel));
   const std::string kname = kernel_name(geom, s.head_dim);
   runtime::Options ropt;
   ropt.causal = g.causal;
@@ -408,7 +403,7 @@ std::vector<Row> run_accuracy(const AccuracyInput& in, const RunOptions& opt, in
                     q_real.size(2), k_real.size(2), q_real.size(3)};
 
   const std::string kernel = runtime::resolve_kernel(opt.kernel);
-  const ref::Geometry geom = ref::geometry_by_name(kernel);
+  const ref::Geometry geom = ref::geometry_by_name(runtime::kernel_geometry(kernel));
   runtime::Options ropt;
   ropt.causal = info.causal;
   if (info.scale) ropt.scale = *info.scale;
@@ -499,7 +494,7 @@ Results run_suite(const Suite& suite, const RunOptions& opt) {
     it->case_indices.push_back(i);
   }
   Results results;
-  results.env = capture_environment(opt.devices, opt.command);
+  results.env = capture_environment(opt.devices, opt.command, opt.kernel);
   std::vector<std::vector<Row>> per_group(groups.size());
   std::mutex log_mutex;
   // One thread per device; device slot takes groups slot, slot + devices, ...
@@ -545,14 +540,14 @@ Results run_predicted(const RunOptions& opt) {
   io::DumpReader dump(*opt.dump);
   const config::TunedConfig cfg = config::read_tuned(*opt.config);
   const std::string kernel = runtime::resolve_kernel(opt.kernel);
-  const ref::Geometry geom = ref::geometry_by_name(kernel);
+  const ref::Geometry geom = ref::geometry_by_name(runtime::kernel_geometry(kernel));
   if (geom.block_q != cfg.kernel.geometry.block_q || geom.block_k != cfg.kernel.geometry.block_k) {
     fail(ExitCode::kConfigError, "{}: tuned for {} ({}x{}), but the kernel is {} ({}x{})",
          opt.config->string(), cfg.kernel.geometry.name, cfg.kernel.geometry.block_q,
          cfg.kernel.geometry.block_k, geom.name, geom.block_q, geom.block_k);
   }
   Results results;
-  results.env = capture_environment({opt.devices[0]}, opt.command);
+  results.env = capture_environment({opt.devices[0]}, opt.command, opt.kernel);
   const int device = opt.devices[0];
   c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
   auto stream = c10::cuda::getStreamFromPool(false, static_cast<c10::DeviceIndex>(device));

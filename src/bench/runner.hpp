@@ -17,7 +17,7 @@
 namespace sparge::bench {
 
 struct RunOptions {
-  std::string kernel = "auto";  // auto | sm90 | sm80 (`--kernel`, runtime::resolve_kernel)
+  std::string kernel = "auto";  // auto | sm90 | sm90.NAME | sm80 (`--kernel`, runtime::resolve_kernel)
   uint64_t seed = 0;            // inputs and masks derive from it and the case
   TimerOptions timer;
   bool baselines = true;  // SDPA cuDNN + flash and our dense mode
@@ -38,7 +38,9 @@ struct RunOptions {
 // Visible CUDA devices (0 without a driver). Never throws.
 int visible_devices();
 
-Environment capture_environment(const std::vector<int>& devices, const std::string& command);
+// kernel: the --kernel asked for (a forced Hopper kernel, "sm90.NAME", is recorded).
+Environment capture_environment(const std::vector<int>& devices, const std::string& command,
+                                const std::string& kernel = "auto");
 
 // Throws Error(kNoDevice) without a GPU, the errors of runtime::resolve_kernel when the kernel
 // cannot run here, Error(kSoftware) on CUDA failures. Rows come back in suite order whatever the

@@ -12,6 +12,7 @@
 #include "bench/results.hpp"
 #include "bench/runner.hpp"
 #include "cli/commands.hpp"
+#include "runtime/runtime.hpp"
 #include "common/atomic_file.hpp"
 #include "common/error.hpp"
 #include "common/io_guard.hpp"
@@ -263,8 +264,11 @@ void register_bench(CLI::App& app, Context&) {
                   "Suite YAML (configs/bench/*.yaml) or 'default'; exclusive with --shape");
   sub->add_option("--dtype", args->dtype, "Input dtype of --shape cases")
       ->check(CLI::IsMember({"fp16", "bf16"}));
-  sub->add_option("--kernel", args->kernel, "Kernel: auto, sm90 (Hopper i8f8), sm80 (i8f16)")
-      ->check(CLI::IsMember({"auto", "sm90", "sm80"}));
+  sub->add_option("--kernel", args->kernel,
+                  "Kernel: auto, sm90 (Hopper i8f8, each head dim's fastest), sm90.pingpong or "
+                  "sm90.warpgroup (that Hopper kernel at every head dim, for A/B runs), sm80 "
+                  "(i8f16)")
+      ->check(CLI::IsMember(runtime::kernel_names()));
   sub->add_option("--seed", args->seed, "Seed of inputs and random masks (per case derived)");
   sub->add_option("--devices", args->devices, "GPUs to spread cases over: 0,1,... or all");
   sub->add_option("--format", args->format, "stdout format")
@@ -298,10 +302,12 @@ void register_bench(CLI::App& app, Context&) {
   sub->add_flag("--no-real-data", args->no_real_data,
                 "Skip the suite's real-data accuracy rows (they need scikit-image)");
   sub->footer(
-      "Environment: SPARGE_SM90_VARIANT=4|6|9|12 runs that Hopper kernel variant at every head "
-      "dim instead of each head dim's default (12 at D = 64, 9 at D = 128; A/B runs; "
-      "kernels/attention_sm90.cuh says what each is). The JSON and the table headers record a "
-      "forced variant, and `sparge report` says so when two results differ in it.\n"
+      "Hopper kernels: sm90 runs warpgroup (one warpgroup of 64 rows per CTA, three CTAs per "
+      "SM) at D = 64 and pingpong (a producer and two consumer warpgroups taking turns, "
+      "persistent grid) at D = 128, the fastest of each measured. --kernel sm90.NAME forces one "
+      "at every head dim; the JSON and the table headers record it, and `sparge report` says so "
+      "when two results differ in it. Experiments (sm90.serial, sm90.grid) exist only in a build "
+      "configured with -DSPARGE_KERNEL_EXPERIMENTS=ON (kernels/attention_sm90.cuh).\n"
       "Real data: the generator runs with $SPARGE_PYTHON, else <source>/.venv/bin/python3 when "
       "present, else python3, with PYTHONPATH=<source>/python; it needs numpy, h5py, torch and "
       "scikit-image. Dumps are cached in $SPARGE_CACHE_DIR (default "

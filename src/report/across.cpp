@@ -45,7 +45,7 @@ std::string across_table(const std::vector<AcrossRun>& runs) {
   for (const AcrossRun& run : runs) {
     const bench::Environment& e = run.results.env;
     out += fmt::format("- `{}`: {} · git {}{} · {}\n", run.source, e.gpu_name(),
-                       e.git.empty() ? "-" : e.git, bench::variant_tag(e), e.date);
+                       e.git.empty() ? "-" : e.git, bench::kernel_tag(e), e.date);
   }
   out +=
       "\n× cuDNN = the run's own SDPA cuDNN time for the same shape, causality and inputs over the "

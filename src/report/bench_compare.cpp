@@ -193,7 +193,7 @@ struct Cells {
 Cells table_cells(const BenchComparison& cmp) {
   const bool accuracy = cmp.has_accuracy();
   Cells c;
-  c.header = {"variant", "shape B,H,Nq,Nk,D",  "causal", "density", "base ms", "new ms", "Δ",
+  c.header = {"kernel", "shape B,H,Nq,Nk,D",  "causal", "density", "base ms", "new ms", "Δ",
               "noise",   "eff. TOPS base→new", "×dense"};
   if (accuracy) c.header.push_back("rel-L1 base→new");
   c.header.push_back("status");
@@ -225,17 +225,19 @@ Cells table_cells(const BenchComparison& cmp) {
   return c;
 }
 
-std::string build_name(const bench::Environment& e) { return e.git + bench::variant_tag(e); }
+std::string build_name(const bench::Environment& e) { return e.git + bench::kernel_tag(e); }
 
-// Results recorded with different Hopper kernel variants compare two kernels (an A/B run), not one
+// Results recorded with different forced Hopper kernels compare two kernels (an A/B run), not one
 // build against its baseline: said above the table so nobody reads it as a regression check.
-std::string variant_note(const BenchComparison& cmp) {
-  const int b = cmp.base_env.sm90_variant, n = cmp.new_env.sm90_variant;
-  if (b == n || b == 0 || n == 0) return {};
-  return fmt::format(
-      "Kernel variants differ (SPARGE_SM90_VARIANT): base sm90 v{}, new sm90 v{}; the sm90 rows "
-      "compare two kernels.",
-      b, n);
+std::string kernel_note(const BenchComparison& cmp) {
+  const std::string& b = cmp.base_env.sm90_kernel;
+  const std::string& n = cmp.new_env.sm90_kernel;
+  if (b == n) return {};
+  auto say = [](const std::string& k) {
+    return k.empty() ? std::string("each head dim's default") : "sm90." + k;
+  };
+  return fmt::format("Hopper kernels differ: base {}, new {}; the sm90 rows compare two kernels.",
+                     say(b), say(n));
 }
 
 std::string env_line(const bench::Environment& e) {
@@ -277,7 +279,7 @@ std::string render_markdown(const BenchComparison& cmp, const CompareOptions& op
                      build_name(cmp.base_env), cmp.new_env.gpu_name());
   out += fmt::format("- base `{}`: {}\n", cmp.base_name, env_line(cmp.base_env));
   out += fmt::format("- new `{}`: {}\n\n", cmp.new_name, env_line(cmp.new_env));
-  if (const std::string note = variant_note(cmp); !note.empty()) out += note + "\n\n";
+  if (const std::string note = kernel_note(cmp); !note.empty()) out += note + "\n\n";
   out += rule_line(cmp, options) + "\n\n";
   out += fmt::format("**{}**{}\n\n", summary_line(cmp), cmp.failed(options) ? " — regression" : "");
   const Cells c = table_cells(cmp);
@@ -290,7 +292,7 @@ std::string render_markdown(const BenchComparison& cmp, const CompareOptions& op
 
 namespace {
 
-// Effective TOPS vs density for every kernel variant x shape with >= 2 densities.
+// Effective TOPS vs density for every kernel x shape with >= 2 densities.
 std::string tops_charts(const BenchComparison& cmp) {
   struct Series {
     std::vector<std::pair<double, double>> base, cur;
@@ -420,7 +422,7 @@ std::string render_html(const BenchComparison& cmp, const CompareOptions& option
   out += fmt::format(
       "<h2>sparge report — {} vs {} — {}</h2>\n", escape_markup(build_name(cmp.new_env)),
       escape_markup(build_name(cmp.base_env)), escape_markup(cmp.new_env.gpu_name()));
-  if (const std::string note = variant_note(cmp); !note.empty()) {
+  if (const std::string note = kernel_note(cmp); !note.empty()) {
     out += fmt::format("<p><b>{}</b></p>\n", escape_markup(note));
   }
   out += fmt::format("<p>base <code>{}</code>: {}<br>new <code>{}</code>: {}</p>\n",

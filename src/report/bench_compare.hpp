@@ -1,7 +1,7 @@
 // `sparge report BASE.json NEW.json`: noise-aware comparison of two bench runs, rendered as
 // Markdown (stdout) and optionally as a self-contained HTML page with inline SVG charts.
 //
-// Rule (docs/bench.md): rows match on (variant, shape, causal, density). Δ = new/base - 1 of the
+// Rule (docs/bench.md): rows match on (kernel, shape, causal, density). Δ = new/base - 1 of the
 // median times; noise = sqrt(spread_base² + spread_new²) with spread = IQR/median of each run.
 // |Δ| > max(threshold, noise) is SLOW or FAST; otherwise SAME, or NOISY when the noise alone
 // exceeds the threshold (the run cannot resolve a change of threshold size). SLOW fails the

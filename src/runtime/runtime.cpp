@@ -332,6 +332,7 @@ DeviceKernels current_device_kernels() {
   here.major = prop->major;
   here.minor = prop->minor;
   here.sm90_image = kernels::attention_sm90_available();
+  here.sm90_kernels = kernels::sm90_kernels_compiled();
   return here;
 }
 
@@ -345,22 +346,59 @@ std::vector<std::string> available_kernels(const DeviceKernels& here) {
 
 std::vector<std::string> available_kernels() { return available_kernels(current_device_kernels()); }
 
+std::string kernel_geometry(const std::string& kernel) {
+  return kernel.substr(0, kernel.find('.'));
+}
+
+std::vector<std::string> kernel_names() {
+  std::vector<std::string> out{"auto", "sm90", "sm80"};
+  for (kernels::Sm90Kernel k : kernels::sm90_kernels_compiled())
+    out.push_back(fmt::format("sm90.{}", kernels::sm90_kernel_name(k)));
+  return out;
+}
+
+namespace {
+// "sm90.NAME" -> the Hopper kernel NAME; kDefault for plain names.
+kernels::Sm90Kernel hopper_kernel(const std::string& kernel) {
+  kernels::Sm90Kernel k = kernels::Sm90Kernel::kDefault;
+  const size_t dot = kernel.find('.');
+  if (dot == std::string::npos) return k;
+  if (kernel.substr(0, dot) != "sm90" ||
+      !kernels::parse_sm90_kernel(kernel.substr(dot + 1).c_str(), &k) ||
+      k == kernels::Sm90Kernel::kDefault)
+    fail(ExitCode::kUsage,
+         "unknown kernel '{}' (known: auto, sm90, sm80, sm90.pingpong, sm90.warpgroup, and the "
+         "experiments sm90.serial, sm90.grid)",
+         kernel);
+  return k;
+}
+}  // namespace
+
 std::string choose_kernel(const std::string& kernel, const DeviceKernels& here) {
-  if (kernel != "auto" && kernel != "sm90" && kernel != "sm80")
-    fail(ExitCode::kUsage, "unknown kernel '{}' (known: auto, sm90, sm80)", kernel);
+  const std::string geometry = kernel_geometry(kernel);
+  if (geometry != "auto" && geometry != "sm90" && geometry != "sm80")
+    fail(ExitCode::kUsage, "unknown kernel '{}' (known: auto, sm90, sm80, sm90.NAME)", kernel);
+  const kernels::Sm90Kernel hopper = hopper_kernel(kernel);
   if (!here.device) fail(ExitCode::kNoDevice, "kernel {}: no CUDA device", kernel);
   const auto avail = available_kernels(here);
   auto has = [&](const char* v) { return std::find(avail.begin(), avail.end(), v) != avail.end(); };
   if (kernel == "auto") {
     if (here.major == 9 && here.minor == 0 && has("sm90")) return "sm90";
     if (has("sm80")) return "sm80";
-  } else if (has(kernel.c_str())) {
+  } else if (has(geometry.c_str())) {
+    if (hopper != kernels::Sm90Kernel::kDefault &&
+        std::find(here.sm90_kernels.begin(), here.sm90_kernels.end(), hopper) ==
+            here.sm90_kernels.end())
+      fail(ExitCode::kNoDevice,
+           "kernel {} is not compiled into this build (an experiment: configure with "
+           "-DSPARGE_KERNEL_EXPERIMENTS=ON)",
+           kernel);
     return kernel;
   }
   const std::string have = avail.empty() ? "none" : fmt::format("{}", fmt::join(avail, ", "));
   // A kernel the GPU itself cannot run is the caller's choice to change (use another kernel);
   // one this GPU could run but the build lacks is missing software.
-  const bool gpu_can = kernel == "sm90" ? here.major == 9 && here.minor == 0 : here.major >= 8;
+  const bool gpu_can = geometry == "sm90" ? here.major == 9 && here.minor == 0 : here.major >= 8;
   if (kernel != "auto" && !gpu_can)
     fail(ExitCode::kUsage,
          "kernel {} cannot run on this GPU (compute capability {}.{}; available: {})", kernel,
@@ -421,20 +459,23 @@ kernels::AttentionParams attention_params(const Prepared& p, const at::Tensor& o
   return a;
 }
 
-void launch_attention(const std::string& kernel, const kernels::AttentionParams& a,
+void launch_attention(const std::string& kernel, const kernels::AttentionParams& params,
                       cudaStream_t stream) {
+  const bool hopper = kernel_geometry(kernel) == "sm90";
   try {
-    if (kernel == "sm90") {
+    if (hopper) {
+      kernels::AttentionParams a = params;
+      a.sm90_kernel = hopper_kernel(kernel);
       kernels::launch_attention_sm90(a, stream);
     } else {
-      kernels::launch_attention_sm80(a, stream);
+      kernels::launch_attention_sm80(params, stream);
     }
   } catch (const std::invalid_argument& e) {
     fail(ExitCode::kUsage, "attention {}: {}", kernel, e.what());
   } catch (const std::runtime_error& e) {
     // The sm90 launcher refuses a device without sm_90a code for it: classed as resolve_kernel
     // classes that choice. Anything else is a failed launch.
-    if (kernel == "sm90" && !kernels::attention_sm90_available())
+    if (hopper && !kernels::attention_sm90_available())
       choose_kernel(kernel, current_device_kernels());
     fail(ExitCode::kSoftware, "attention {}: {}", kernel, e.what());
   }
@@ -443,7 +484,7 @@ void launch_attention(const std::string& kernel, const kernels::AttentionParams&
 void run_attention(const Prepared& p, const at::Tensor& o, const at::Tensor& lambda,
                    const std::string& kernel, const at::Tensor& stage2_kept) {
   const std::string v = resolve_kernel(kernel);
-  if (v != p.geometry.name)
+  if (kernel_geometry(v) != p.geometry.name)
     fail(ExitCode::kUsage, "attention: inputs prepared for geometry {} cannot run kernel {}",
          p.geometry.name, v);
   const c10::cuda::CUDAGuard guard(p.q8.device());
@@ -466,7 +507,7 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
                      const Thresholds& thresholds, const Options& options,
                      const std::string& kernel) {
   const std::string name = resolve_kernel(kernel);
-  const ref::Geometry geometry = ref::geometry_by_name(name);
+  const ref::Geometry geometry = ref::geometry_by_name(kernel_geometry(name));
   Options opts = options;
   opts.return_mask = false;
   const Prepared p = prepare(q, k, v, geometry, thresholds, opts);

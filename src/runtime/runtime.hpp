@@ -80,20 +80,30 @@ Prepared prepare_with_mask(const at::Tensor& q, const at::Tensor& k, const at::T
                            const at::Tensor& mask, const ref::Geometry& geometry,
                            const Options& options);
 
-// The kernel (attention path) to run: "sm90" (Hopper, i8f8) or "sm80" (portable, i8f16); each
-// name is also its block geometry (ref::geometry_by_name). "auto" picks sm90 on a compute
-// capability 9.0 device when compiled in, else sm80. Errors (choose_kernel): an unknown name or a
-// kernel this GPU cannot run (sm90 on an sm80 GPU) is Error(kUsage); no CUDA device, no kernel for
-// this GPU under "auto", or sm90 on a 9.0 GPU in a build without sm_90a is Error(kNoDevice). (Not
-// the numbered Hopper kernels of SPARGE_SM90_VARIANT: launch_attention_sm90 chooses those.)
+// The kernel to run: "sm90" (Hopper, i8f8: each head dim's fastest Hopper kernel), "sm90.NAME"
+// (that Hopper kernel at every head dim: NAME = pingpong, warpgroup, or an experiment compiled
+// with SPARGE_KERNEL_EXPERIMENTS; kernels/attention_sm90.cuh says what each does) or "sm80"
+// (portable, i8f16). The part before the dot names the block geometry (kernel_geometry). "auto"
+// picks sm90 on a compute capability 9.0 device when compiled in, else sm80. Errors
+// (choose_kernel): an unknown name or a kernel this GPU cannot run (sm90 on an sm80 GPU) is
+// Error(kUsage); no CUDA device, no kernel for this GPU under "auto", sm90 on a 9.0 GPU in a
+// build without sm_90a, or a Hopper kernel this build did not compile is Error(kNoDevice).
 std::string resolve_kernel(const std::string& kernel);
 std::vector<std::string> available_kernels();
+// The geometry name of a kernel name ("sm90.warpgroup" -> "sm90"); "auto" stays "auto".
+std::string kernel_geometry(const std::string& kernel);
+// Every kernel name this build knows: auto, sm90, sm80 and sm90.NAME of the compiled Hopper
+// kernels (for --kernel's choices). Needs no device.
+std::vector<std::string> kernel_names();
 
 // What resolve_kernel knows of the current device, so the choice can be tested without one.
 struct DeviceKernels {
   bool device = false;       // a CUDA device is visible
   int major = 0, minor = 0;  // its compute capability
   bool sm90_image = false;   // kernels::attention_sm90_available(): sm_90a code that runs on it
+  // Hopper kernels compiled into the build (kernels::sm90_kernels_compiled()).
+  std::vector<kernels::Sm90Kernel> sm90_kernels = {kernels::Sm90Kernel::kPingPong,
+                                                   kernels::Sm90Kernel::kWarpgroup};
 };
 DeviceKernels current_device_kernels();
 std::vector<std::string> available_kernels(const DeviceKernels& here);
@@ -112,7 +122,7 @@ kernels::AttentionParams attention_params(const Prepared& prepared, const at::Te
 // Error(kSoftware).
 void launch_attention(const std::string& kernel, const kernels::AttentionParams& params,
                       cudaStream_t stream);
-// Runs the kernel `kernel` ("sm90"/"sm80"; must match prepared.geometry.name) into o.
+// Runs the kernel `kernel` (a resolve_kernel name whose geometry is prepared.geometry) into o.
 // stage2_kept: optional int32 [B, H, nq, block_q / warp_rows] device tensor (contiguous). The
 // kernel overwrites each entry with the number of kept K blocks that row group did not skip in
 // stage 2 (one plain store per group at the end; nothing accumulates across launches). On sm80

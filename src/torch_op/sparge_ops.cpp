@@ -102,7 +102,7 @@ std::tuple<at::Tensor, at::Tensor> attention_cuda(const at::Tensor& q_in, const 
   const Ordered in = in_tuned_order(q_in, k_in, v_in, perm);
   const at::Tensor &q = in.q, &k = in.k, &v = in.v;
   const std::string var = rt::resolve_kernel(kernel);
-  const ref::Geometry geometry = ref::geometry_by_name(var);
+  const ref::Geometry geometry = ref::geometry_by_name(rt::kernel_geometry(var));
   rt::Options opts;
   opts.causal = is_causal;
   opts.scale = scale.value_or(0.0);
@@ -135,7 +135,7 @@ std::tuple<at::Tensor, at::Tensor> attention_cpu(const at::Tensor& q_in, const a
   // The CPU has no kernel: "auto" means the Hopper geometry, whose numerics the reference
   // emulates (a config names its kernel explicitly).
   const ref::Geometry geometry =
-      ref::geometry_by_name(kernel == "auto" ? std::string("sm90") : kernel);
+      ref::geometry_by_name(kernel == "auto" ? std::string("sm90") : rt::kernel_geometry(kernel));
   auto vec = [](const at::Tensor& t) {
     const at::Tensor f = t.to(at::kCPU, at::kFloat).contiguous();
     return std::vector<float>(f.data_ptr<float>(), f.data_ptr<float>() + f.numel());

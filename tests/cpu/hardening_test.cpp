@@ -259,7 +259,7 @@ TEST(Hardening, HelpAndDefaults) {
   Result help = run("bench --help");
   EXPECT_EQ(help.code, 0);
   EXPECT_NE(help.out.find("Exit codes:"), std::string::npos);
-  EXPECT_NE(help.out.find("SPARGE_SM90_VARIANT"), std::string::npos) << "own footer kept";
+  EXPECT_NE(help.out.find("SPARGE_KERNEL_EXPERIMENTS"), std::string::npos) << "own footer kept";
   const fs::path d = dir() / "default.h5";
   Result synth = run(fmt::format("synth -o {}", d.string()));
   EXPECT_EQ(synth.code, 0) << synth.err;

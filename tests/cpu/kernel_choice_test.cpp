@@ -3,6 +3,7 @@
 // device is described by a DeviceKernels, and the launches are refused before touching one.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -63,6 +64,33 @@ TEST(KernelChoice, MissingDeviceOrBuildIsNoDevice) {
       << "an H100, but a build without sm_90a";
   EXPECT_EQ(code_of([] { rt::choose_kernel("auto", device(7, 5, false)); }), ExitCode::kNoDevice)
       << "no kernel for this GPU at all";
+}
+
+// "sm90.NAME" forces one Hopper kernel: its geometry is sm90's, it is refused like sm90 where
+// sm90 cannot run, an unknown NAME is a usage error and a known one this build did not compile
+// (an experiment) is missing software.
+TEST(KernelChoice, HopperKernelsByName) {
+  const rt::DeviceKernels h100 = device(9, 0, true);
+  EXPECT_EQ(rt::choose_kernel("sm90.warpgroup", h100), "sm90.warpgroup");
+  EXPECT_EQ(rt::choose_kernel("sm90.pingpong", h100), "sm90.pingpong");
+  EXPECT_EQ(rt::kernel_geometry("sm90.pingpong"), "sm90");
+  EXPECT_EQ(rt::kernel_geometry("sm80"), "sm80");
+  EXPECT_EQ(rt::kernel_geometry("auto"), "auto");
+  EXPECT_EQ(code_of([&] { rt::choose_kernel("sm90.v9", h100); }), ExitCode::kUsage);
+  EXPECT_EQ(code_of([&] { rt::choose_kernel("sm90.default", h100); }), ExitCode::kUsage);
+  EXPECT_EQ(code_of([&] { rt::choose_kernel("sm80.warpgroup", h100); }), ExitCode::kUsage);
+  EXPECT_EQ(code_of([&] { rt::choose_kernel("sm90.serial", h100); }), ExitCode::kNoDevice)
+      << "an experiment this build did not compile";
+  rt::DeviceKernels with_experiments = h100;
+  with_experiments.sm90_kernels.push_back(sparge::kernels::Sm90Kernel::kSerial);
+  EXPECT_EQ(rt::choose_kernel("sm90.serial", with_experiments), "sm90.serial");
+  EXPECT_EQ(code_of([] { rt::choose_kernel("sm90.warpgroup", device(8, 0, false)); }),
+            ExitCode::kUsage);
+  EXPECT_EQ(code_of([] { rt::choose_kernel("sm90.warpgroup", device(9, 0, false)); }),
+            ExitCode::kNoDevice);
+  const std::vector<std::string> names = rt::kernel_names();
+  for (const char* want : {"auto", "sm90", "sm80", "sm90.pingpong", "sm90.warpgroup"})
+    EXPECT_NE(std::find(names.begin(), names.end(), want), names.end()) << want;
 }
 
 TEST(KernelChoice, AvailableKernelsOfADevice) {

@@ -1,14 +1,14 @@
 // The attention dispatchers reject a parameter set no compiled instance can run before touching
 // the GPU, naming the compiled set (kernels/instances/, scripts/gen_kernel_instances.py).
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "kernels/attention_api.h"
-#include "kernels/attention_sm90.cuh"
 #include "kernels/instances/attention_sm80_instances.h"
 #include "kernels/params.h"
 
@@ -67,29 +67,57 @@ TEST(KernelDispatch, InconsistentBlocksRejectedFirst) {
   EXPECT_NE(error_of(p).find("do not match the 128x64 geometry"), std::string::npos) << error_of(p);
 }
 
-// SPARGE_SM90_VARIANT picks the Hopper variant (what `sparge bench` records); unset means the
-// default, every compiled variant is accepted, anything else is refused with the compiled list.
-TEST(KernelDispatch, Sm90VariantFromEnvironment) {
-  struct Restore {
-    ~Restore() { unsetenv("SPARGE_SM90_VARIANT"); }
-  } restore;
-  unsetenv("SPARGE_SM90_VARIANT");
-  EXPECT_EQ(attention_sm90_variant(), 0);  // each head dim runs its default
-  EXPECT_EQ(sm90::default_variant(64), 12);
-  EXPECT_EQ(sm90::default_variant(128), 9);
-  for (int v : sm90::kVariants) {
-    setenv("SPARGE_SM90_VARIANT", std::to_string(v).c_str(), 1);
-    EXPECT_EQ(attention_sm90_variant(), v);
+// The Hopper kernels by name: each head dim's default, names that round-trip, and a kernel this
+// build did not compile refused before any device is touched (so on any machine), naming the
+// compiled set and the option that compiles experiments.
+TEST(KernelDispatch, Sm90KernelsByName) {
+  EXPECT_EQ(sm90_default_kernel(64), Sm90Kernel::kWarpgroup);
+  EXPECT_EQ(sm90_default_kernel(128), Sm90Kernel::kPingPong);
+  const std::vector<Sm90Kernel> compiled = sm90_kernels_compiled();
+  auto has = [&](Sm90Kernel k) {
+    return std::find(compiled.begin(), compiled.end(), k) != compiled.end();
+  };
+  EXPECT_TRUE(has(Sm90Kernel::kPingPong));
+  EXPECT_TRUE(has(Sm90Kernel::kWarpgroup));
+  EXPECT_FALSE(has(Sm90Kernel::kDefault));
+  for (Sm90Kernel k : {Sm90Kernel::kDefault, Sm90Kernel::kPingPong, Sm90Kernel::kWarpgroup,
+                       Sm90Kernel::kSerial, Sm90Kernel::kGrid}) {
+    Sm90Kernel back = Sm90Kernel::kDefault;
+    ASSERT_TRUE(parse_sm90_kernel(sm90_kernel_name(k), &back)) << sm90_kernel_name(k);
+    EXPECT_EQ(back, k);
   }
-  setenv("SPARGE_SM90_VARIANT", "7", 1);  // removed after run 6: not compiled any more
-  try {
-    attention_sm90_variant();
-    ADD_FAILURE() << "variant 7 accepted";
-  } catch (const std::invalid_argument& e) {
-    const std::string what = e.what();
-    EXPECT_NE(what.find("SPARGE_SM90_VARIANT=7"), std::string::npos) << what;
-    for (int v : sm90::kVariants)
-      EXPECT_NE(what.find(std::to_string(v)), std::string::npos) << what;
+  Sm90Kernel k = Sm90Kernel::kGrid;
+  EXPECT_FALSE(parse_sm90_kernel("v9", &k));
+  EXPECT_FALSE(parse_sm90_kernel("", &k));
+  EXPECT_EQ(k, Sm90Kernel::kGrid) << "a failed parse leaves the output alone";
+
+  for (Sm90Kernel exp : {Sm90Kernel::kSerial, Sm90Kernel::kGrid}) {
+    if (has(exp)) continue;  // a build with SPARGE_KERNEL_EXPERIMENTS=ON
+    alignas(16) static int8_t dummy[64];
+    static float fdummy[4];
+    AttentionParams p;  // consistent 128 x 128 geometry, never dereferenced
+    p.q8 = p.k8 = dummy;
+    p.v = dummy;
+    p.q_scale = p.k_scale = p.v_scale = fdummy;
+    p.o = dummy;
+    p.batch = p.heads = p.kv_heads = 1;
+    p.seq_q = 200;
+    p.seq_k = 300;
+    p.num_q_blocks = 2;
+    p.num_k_blocks = 3;
+    p.head_dim = 64;
+    p.sm90_kernel = exp;
+    try {
+      launch_attention_sm90(p, nullptr);
+      ADD_FAILURE() << sm90_kernel_name(exp) << " launched in a build without it";
+    } catch (const std::invalid_argument& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find(std::string("kernel ") + sm90_kernel_name(exp) + " is not compiled"),
+                std::string::npos)
+          << what;
+      EXPECT_NE(what.find("SPARGE_KERNEL_EXPERIMENTS=ON"), std::string::npos) << what;
+      EXPECT_NE(what.find("d64/warpgroup"), std::string::npos) << what;
+    }
   }
 }
 

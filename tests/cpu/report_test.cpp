@@ -222,36 +222,51 @@ TEST(ReportHtml, SelfContainedWithCharts) {
   EXPECT_NE(page.find("</html>"), std::string::npos);
 }
 
-// The Hopper kernel variant in effect (SPARGE_SM90_VARIANT) survives the JSON, names the build in
-// the table headers, and a report between two variants says it compares two kernels.
-TEST(ResultsJson, KernelVariantIsRecordedAndReported) {
+// A forced Hopper kernel (--kernel sm90.NAME) survives the JSON, names the build in the table
+// headers, and a report between two kernels says it compares two kernels. Results written before
+// the kernels had names carry the variant number, read as today's name.
+TEST(ResultsJson, ForcedHopperKernelIsRecordedAndReported) {
   auto base = bench::load_results(fixture("bench_base.json"));
-  EXPECT_EQ(base.env.sm90_variant, 0);  // older results do not record it
-  EXPECT_EQ(bench::format_table(base, bench::TableFormat::kMarkdown).find("(sm90 v"),
+  EXPECT_EQ(base.env.sm90_kernel, "");  // older results do not record it
+  EXPECT_EQ(bench::format_table(base, bench::TableFormat::kMarkdown).find("(sm90."),
             std::string::npos);
-  EXPECT_FALSE(bench::to_json(base)["environment"].contains("sm90_variant"));
+  EXPECT_FALSE(bench::to_json(base)["environment"].contains("sm90_kernel"));
 
   auto cur = base;
-  base.env.sm90_variant = 9;
-  cur.env.sm90_variant = 10;
+  base.env.sm90_kernel = "pingpong";
+  cur.env.sm90_kernel = "warpgroup";
   const auto back = bench::results_from_json(bench::to_json(cur), "roundtrip");
-  EXPECT_EQ(back.env.sm90_variant, 10);
-  EXPECT_NE(bench::format_table(back, bench::TableFormat::kMarkdown).find("(sm90 v10)"),
+  EXPECT_EQ(back.env.sm90_kernel, "warpgroup");
+  EXPECT_NE(bench::format_table(back, bench::TableFormat::kMarkdown).find("(sm90.warpgroup)"),
             std::string::npos);
-  EXPECT_NE(bench::format_table(back, bench::TableFormat::kText).find("(sm90 v10)"),
+  EXPECT_NE(bench::format_table(back, bench::TableFormat::kText).find("(sm90.warpgroup)"),
             std::string::npos);
 
-  const std::string note = "Kernel variants differ";
-  const auto ab = report::compare_bench(base, cur, {}, "v9.json", "v10.json");
+  const std::string note = "Hopper kernels differ";
+  const auto ab = report::compare_bench(base, cur, {}, "pp.json", "wg.json");
   const std::string md = report::render_markdown(ab, {});
   EXPECT_NE(md.find(note), std::string::npos) << md.substr(0, 600);
-  EXPECT_NE(md.find("sm90 v9"), std::string::npos);
-  cur.env.sm90_variant = 9;
+  EXPECT_NE(md.find("base sm90.pingpong, new sm90.warpgroup"), std::string::npos);
+  cur.env.sm90_kernel = "pingpong";
   const auto same = report::compare_bench(base, cur, {}, "a.json", "b.json");
   EXPECT_EQ(report::render_markdown(same, {}).find(note), std::string::npos);
+  cur.env.sm90_kernel = "";  // defaults against a forced kernel: two kernels at some head dim
+  const auto mixed = report::compare_bench(base, cur, {}, "a.json", "b.json");
+  EXPECT_NE(report::render_markdown(mixed, {}).find("new each head dim's default"),
+            std::string::npos);
 
+  // Schema 2 before the names: "sm90_variant": 9 (fixture) and 12 read as today's names.
+  EXPECT_EQ(bench::load_results(fixture("bench_acc_base.json")).env.sm90_kernel, "pingpong");
+  auto legacy = bench::to_json(base);
+  legacy["environment"].erase("sm90_kernel");
+  legacy["environment"]["sm90_variant"] = 12;
+  EXPECT_EQ(bench::results_from_json(legacy, "old.json").env.sm90_kernel, "warpgroup");
+  legacy["environment"]["sm90_variant"] = 10;
+  EXPECT_EQ(bench::results_from_json(legacy, "old.json").env.sm90_kernel, "v10");
+  legacy["environment"]["sm90_variant"] = "ten";
+  EXPECT_THROW(bench::results_from_json(legacy, "bad.json"), Error);
   auto bad = bench::to_json(cur);
-  bad["environment"]["sm90_variant"] = "ten";
+  bad["environment"]["sm90_kernel"] = 9;
   EXPECT_THROW(bench::results_from_json(bad, "bad.json"), Error);
 }
 

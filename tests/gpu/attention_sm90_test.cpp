@@ -2,9 +2,9 @@
 // reference (src/reference): same quantised inputs (built on the host by the reference's own
 // quantisers), same block mask and lambda. Skips without an sm_90 device or sm_90a code.
 //
-// Every correctness test runs once per kernel variant (SPARGE_SM90_VARIANT = each of
-// sm90::kVariants, set for the duration of the test): each variant is selectable in production,
-// so each must match the reference, not only the default.
+// Every correctness test runs once per compiled Hopper kernel (AttentionParams::sm90_kernel = each
+// of kernels::sm90_kernels_compiled()): each is selectable in production (--kernel sm90.NAME), so
+// each must match the reference, not only each head dim's default.
 //
 // Also holds a disabled timing test (AttentionSm90Bench.DISABLED_Throughput) run by hand:
 //   gpu_test_attention_sm90 --gtest_also_run_disabled_tests --gtest_filter='*Bench*'
@@ -38,6 +38,7 @@ namespace {
 
 using sparge::kernels::AttentionParams;
 using sparge::kernels::DType;
+using sparge::kernels::Sm90Kernel;
 namespace ref = sparge::ref;
 
 constexpr int kBlock = 128;  // "sm90" geometry: 128 x 128 blocks, 16-row stage-2 groups
@@ -165,8 +166,13 @@ struct RunOptions {
   std::vector<float> lambda;  // natural-log units per query head; empty = stage 2 off
   DType out = DType::kFloat16;
   bool nhd = false;  // output [B, Nq, H, D] instead of [B, H, Nq, D]
-  int max_ctas = 0;  // persistent variants: grid cap (0 = one CTA per SM)
+  int max_ctas = 0;  // persistent kernel: grid cap (0 = one CTA per SM)
+  // kDefault: the kernel of the running AttentionSm90V test (g_fixture_kernel), else each head
+  // dim's default.
+  Sm90Kernel kernel = Sm90Kernel::kDefault;
 };
+// The kernel an AttentionSm90V test runs (its parameter), kDefault outside those tests.
+Sm90Kernel g_fixture_kernel = Sm90Kernel::kDefault;
 struct RunResult {
   at::Tensor o;   // fp32 [B, H, Nq, D]
   at::Tensor pv;  // int32 [B, H, nq, 8]
@@ -231,6 +237,7 @@ RunResult run_kernel(const Problem& p, const DeviceInputs& in, const RunOptions&
   prm.causal = p.causal;
   prm.causal_offset = static_cast<int>(p.Nk() - Nq);
   prm.max_ctas = opt.max_ctas;
+  prm.sm90_kernel = opt.kernel != Sm90Kernel::kDefault ? opt.kernel : g_fixture_kernel;
 
   sparge::kernels::launch_attention_sm90(prm, nullptr);
   cuda_check(cudaDeviceSynchronize(), "attention_sm90 kernel");
@@ -287,32 +294,16 @@ TEST(AttentionSm90, RejectsBadParams) {
   EXPECT_THROW(sparge::kernels::launch_attention_sm90(p, nullptr), std::invalid_argument);
 }
 
-// SPARGE_SM90_VARIANT = v while in scope (the launcher reads it per launch); unset on exit,
-// also when an assertion or exception leaves the test early, so no later test inherits it.
-class ScopedVariant {
- public:
-  explicit ScopedVariant(int v) {
-    if (setenv("SPARGE_SM90_VARIANT", std::to_string(v).c_str(), 1) != 0)
-      throw std::runtime_error("setenv SPARGE_SM90_VARIANT failed");
-  }
-  ~ScopedVariant() { unsetenv("SPARGE_SM90_VARIANT"); }
-  ScopedVariant(const ScopedVariant&) = delete;
-  ScopedVariant& operator=(const ScopedVariant&) = delete;
-};
-
-// Runs the test body with SPARGE_SM90_VARIANT = GetParam().
-class AttentionSm90V : public ::testing::TestWithParam<int> {
+// Runs the test body with the Hopper kernel GetParam().
+class AttentionSm90V : public ::testing::TestWithParam<Sm90Kernel> {
  protected:
-  void SetUp() override { variant_.emplace(GetParam()); }
-  void TearDown() override { variant_.reset(); }
-
- private:
-  std::optional<ScopedVariant> variant_;
+  void SetUp() override { g_fixture_kernel = GetParam(); }
+  void TearDown() override { g_fixture_kernel = Sm90Kernel::kDefault; }
 };
-INSTANTIATE_TEST_SUITE_P(Variants, AttentionSm90V,
-                         ::testing::ValuesIn(sparge::kernels::sm90::kVariants),
-                         [](const ::testing::TestParamInfo<int>& i) {
-                           return "v" + std::to_string(i.param);
+INSTANTIATE_TEST_SUITE_P(Kernels, AttentionSm90V,
+                         ::testing::ValuesIn(sparge::kernels::sm90_kernels_compiled()),
+                         [](const ::testing::TestParamInfo<Sm90Kernel>& i) {
+                           return std::string(sparge::kernels::sm90_kernel_name(i.param));
                          });
 
 TEST_P(AttentionSm90V, MatchesCpuEmulation) {
@@ -418,10 +409,11 @@ TEST_P(AttentionSm90V, DenseModeAndLambdaOffAreExact) {
   }
 }
 
-// Variants 9 (persistent) and 12 (one warpgroup per CTA) run variant 6's per-row computation, so
-// their outputs and stage-2 counts are bit-identical to 6's, whatever the grid of 9: 1 CTA walks
-// every tile through the same Q/K/V rings (phases wrap many times), 3 CTAs claim tiles from the
-// atomic counter in a run-dependent order, 0 = one CTA per SM.
+// pingpong (persistent) and warpgroup (one CTA per 64 rows, nothing carried between tiles) run
+// the same per-row computation, so their outputs and stage-2 counts are bit-identical whatever
+// pingpong's grid: 1 CTA walks every tile through the same Q/K/V rings (phases wrap many times),
+// 3 CTAs claim tiles from the atomic counter in a run-dependent order, 0 = one CTA per SM. grid
+// (an experiment: pingpong one tile per CTA) too, where compiled.
 TEST(AttentionSm90, PersistentGridIsExactForAnyCtaCount) {
   REQUIRE_SM90();
   struct Persist {
@@ -446,20 +438,25 @@ TEST(AttentionSm90, PersistentGridIsExactForAnyCtaCount) {
     if (c.use_mask) opt.mask = random_mask(p, c.density);
     if (std::isfinite(c.lambda)) opt.lambda.assign(c.H, c.lambda);
     opt.out = DType::kFloat32;
-    const RunResult ref6 = [&] {
-      const ScopedVariant v6(6);
-      return run_kernel(p, in, opt);
-    }();
-    for (int variant : {9, 12}) {  // 12 ignores max_ctas (one CTA per 64 rows)
-      const ScopedVariant v(variant);
-      for (int ctas : {1, 3, 0}) {
-        SCOPED_TRACE("variant=" + std::to_string(variant) + " max_ctas=" + std::to_string(ctas));
-        opt.max_ctas = ctas;
-        const RunResult r = run_kernel(p, in, opt);
-        EXPECT_TRUE(at::equal(r.o, ref6.o))
-            << "max |diff| " << (r.o - ref6.o).abs().max().item<float>();
-        EXPECT_TRUE(at::equal(r.pv, ref6.pv));
-      }
+    // warpgroup: one fresh CTA per 64 rows, no state carried between tiles.
+    opt.kernel = Sm90Kernel::kWarpgroup;
+    const RunResult ref = run_kernel(p, in, opt);
+    opt.kernel = Sm90Kernel::kPingPong;
+    for (int ctas : {1, 3, 0}) {
+      SCOPED_TRACE("pingpong max_ctas=" + std::to_string(ctas));
+      opt.max_ctas = ctas;
+      const RunResult r = run_kernel(p, in, opt);
+      EXPECT_TRUE(at::equal(r.o, ref.o)) << "max |diff| " << (r.o - ref.o).abs().max().item<float>();
+      EXPECT_TRUE(at::equal(r.pv, ref.pv));
+    }
+    const auto compiled = sparge::kernels::sm90_kernels_compiled();
+    if (std::find(compiled.begin(), compiled.end(), Sm90Kernel::kGrid) != compiled.end()) {
+      SCOPED_TRACE("grid");
+      opt.kernel = Sm90Kernel::kGrid;
+      opt.max_ctas = 0;
+      const RunResult r = run_kernel(p, in, opt);
+      EXPECT_TRUE(at::equal(r.o, ref.o));
+      EXPECT_TRUE(at::equal(r.pv, ref.pv));
     }
   }
 }
@@ -509,8 +506,12 @@ TEST(AttentionSm90Bench, DISABLED_Throughput) {
   const Shape shapes[] = {{1, 32, 32768, 128, false, {1.0, 0.5, 0.25, 0.1}},
                           {1, 32, 32768, 64, false, {1.0, 0.5, 0.25, 0.1}},
                           {1, 32, 32768, 128, true, {}}};
-  const char* v = std::getenv("SPARGE_SM90_VARIANT");
-  std::printf("sm90 kernel variant %s\n", v ? v : "default");
+  // SPARGE_SM90_BENCH_KERNEL=NAME: that Hopper kernel at every shape (else each head dim's).
+  const char* kernel_env = std::getenv("SPARGE_SM90_BENCH_KERNEL");
+  Sm90Kernel kernel = Sm90Kernel::kDefault;
+  if (kernel_env && !sparge::kernels::parse_sm90_kernel(kernel_env, &kernel))
+    GTEST_FAIL() << "SPARGE_SM90_BENCH_KERNEL=" << kernel_env << " names no Hopper kernel";
+  std::printf("sm90 kernel %s\n", sparge::kernels::sm90_kernel_name(kernel));
   std::printf("%-22s %-8s %10s %12s %12s\n", "shape B,H,N,D", "density", "ms", "eff TOPS",
               "actual TOPS");
   const char* quick_env = std::getenv("SPARGE_SM90_BENCH_QUICK");
@@ -552,6 +553,7 @@ TEST(AttentionSm90Bench, DISABLED_Throughput) {
     prm.sm_scale_log2 = static_cast<float>(1.0 / std::sqrt(double(s.D)) * 1.4426950408889634);
     prm.causal = s.causal;
     prm.causal_offset = 0;
+    prm.sm90_kernel = kernel;
 
     std::vector<double> dens = s.densities;
     if (dens.empty()) dens.push_back(-1.0);  // dense mode

@@ -12,7 +12,7 @@
 // the same generator users run. A missing generator or scikit-image fails the test (it never
 // skips on a GPU machine: the check would silently vanish). Skips without a CUDA device.
 //
-// Per kernel (sm90: every selectable variant; sm80) and head dim, three masks:
+// Per kernel (sm90: every compiled Hopper kernel; sm80) and head dim, three masks:
 //   dense (every block, stage 2 off), predicted (τ = 0.9, θ = -1: TopCdf alone), predicted with
 //   stage 2 (λ = -4). Each head's error vs dense fp64 must stay within the bound
 //   max(1.1 × contract, contract + 0.002), the kernel must agree with the contract directly, and
@@ -36,7 +36,7 @@
 
 #include "io/dump.hpp"
 #include "kernels/api.h"
-#include "kernels/attention_sm90.cuh"
+#include "kernels/attention_api.h"
 #include "reference/reference.hpp"
 #include "runtime/runtime.hpp"
 #include "support/gpu.hpp"
@@ -95,27 +95,15 @@ std::vector<double> per_head_error(const at::Tensor& o, const at::Tensor& exact)
   return e;
 }
 
-// SPARGE_SM90_VARIANT = v while in scope (-1: leave unset = the default variant).
-class ScopedVariant {
- public:
-  explicit ScopedVariant(int v) {
-    if (v >= 0 && setenv("SPARGE_SM90_VARIANT", std::to_string(v).c_str(), 1) != 0) {
-      throw std::runtime_error("setenv SPARGE_SM90_VARIANT failed");
-    }
-  }
-  ~ScopedVariant() { unsetenv("SPARGE_SM90_VARIANT"); }
-  ScopedVariant(const ScopedVariant&) = delete;
-  ScopedVariant& operator=(const ScopedVariant&) = delete;
-};
-
 struct KernelOutput {
   at::Tensor o;         // [1, H, N, D] fp32 on the CPU
   int64_t stage2_kept;  // (block, row group) pairs stage 2 did not skip
 };
 // The kernel on the given mask ([1, H, nq, nk] bool, CPU) through the runtime: GPU quantisation
 // + LUT from the mask + attention, as `sparge eval --backend cuda` runs it.
+// kernel: a runtime kernel name of geometry g ("sm80", "sm90", "sm90.warpgroup", ...).
 KernelOutput run_gpu(const RealInputs& in, const at::Tensor& mask, float lambda,
-                     const ref::Geometry& g) {
+                     const ref::Geometry& g, const std::string& kernel) {
   const at::Tensor q = in.q.cuda(), k = in.k.cuda(), v = in.v.cuda();
   const rt::Prepared p = rt::prepare_with_mask(q, k, v, mask.cuda(), g, rt::Options{});
   const at::Tensor o = at::empty_like(q);
@@ -123,7 +111,7 @@ KernelOutput run_gpu(const RealInputs& in, const at::Tensor& mask, float lambda,
   if (std::isfinite(lambda)) lam = at::full({q.size(1)}, lambda, q.options().dtype(at::kFloat));
   const at::Tensor stage2_kept = at::zeros(
       {q.size(0), q.size(1), p.num_q_blocks, g.block_q / g.warp_rows}, q.options().dtype(at::kInt));
-  rt::run_attention(p, o, lam, g.name, stage2_kept);
+  rt::run_attention(p, o, lam, kernel, stage2_kept);
   return {o.cpu().to(at::kFloat), stage2_kept.sum().item<int64_t>()};
 }
 
@@ -163,10 +151,12 @@ TEST_P(RealImage, KernelWithinContract) {
   const int64_t nq = (N + g.block_q - 1) / g.block_q, nk = (N + g.block_k - 1) / g.block_k;
   const ref::Thresholds th = ref::Thresholds::uniform(static_cast<int>(H), 0.9f, -1.f);
   const at::Tensor predicted = ref::predict_block_mask(in.q, in.k, g, th, {});
-  std::vector<int> variants{-1};
+  // Every compiled Hopper kernel: each is selectable in production (--kernel sm90.NAME).
+  std::vector<std::string> kernels{prm.kernel};
   if (std::string(prm.kernel) == "sm90") {
-    variants.assign(std::begin(sparge::kernels::sm90::kVariants),
-                    std::end(sparge::kernels::sm90::kVariants));
+    kernels.clear();
+    for (sparge::kernels::Sm90Kernel k : sparge::kernels::sm90_kernels_compiled())
+      kernels.push_back(std::string("sm90.") + sparge::kernels::sm90_kernel_name(k));
   }
   for (const MaskCase& mc : kMaskCases) {
     const at::Tensor mask =
@@ -176,17 +166,14 @@ TEST_P(RealImage, KernelWithinContract) {
     const std::vector<double> err_cpu = per_head_error(cpu.o, in.exact);
     const double cpu_stage2_kept =
         (static_cast<double>(cpu.kept_blocks) - cpu.pv_skipped_blocks) * (g.block_q / g.warp_rows);
-    for (int variant : variants) {
-      const ScopedVariant scoped(variant);
-      SCOPED_TRACE(
-          fmt::format("{} D={} mask={} variant={}", prm.kernel, prm.head_dim, mc.name, variant));
-      const KernelOutput gpu = run_gpu(in, mask, mc.lambda, g);
+    for (const std::string& kernel : kernels) {
+      SCOPED_TRACE(fmt::format("{} D={} mask={}", kernel, prm.head_dim, mc.name));
+      const KernelOutput gpu = run_gpu(in, mask, mc.lambda, g, kernel);
       ASSERT_TRUE(at::isfinite(gpu.o).all().item<bool>());
       const std::vector<double> err_gpu = per_head_error(gpu.o, in.exact);
       const double direct = ref::compare(gpu.o, cpu.o).rel_l1;
-      std::printf("[%s D=%lld %s v%d] stage-1 sparsity %.3f, direct rel-L1 %.2e\n", prm.kernel,
-                  static_cast<long long>(prm.head_dim), mc.name, variant, cpu.sparsity_stage1(),
-                  direct);
+      std::printf("[%s D=%lld %s] stage-1 sparsity %.3f, direct rel-L1 %.2e\n", kernel.c_str(),
+                  static_cast<long long>(prm.head_dim), mc.name, cpu.sparsity_stage1(), direct);
       for (int64_t h = 0; h < H; ++h) {
         const double bound = std::max(1.1 * err_cpu[h], err_cpu[h] + 0.002);
         std::printf("  head %lld: contract %.5f kernel %.5f bound %.5f\n",

@@ -21,7 +21,7 @@ TEST(TileCounter, ReusedAcrossLaunchesAndLeftZero) {
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) GTEST_SKIP() << "no CUDA device";
   if (!sparge::kernels::attention_sm90_available()) GTEST_SKIP() << "no sm90 kernel here";
   at::manual_seed(7);
-  // D = 128 runs the persistent kernel (variant 9); 4 x 40 = 160 tiles > 132 SMs, so CTAs claim
+  // D = 128 runs the persistent kernel (pingpong); 4 x 40 = 160 tiles > 132 SMs, so CTAs claim
   // tiles from the counter.
   const auto opts = at::TensorOptions(at::kHalf).device(at::kCUDA);
   const at::Tensor q = at::randn({1, 4, 5000, 128}, opts), k = at::randn({1, 4, 5000, 128}, opts),

@@ -2,5 +2,5 @@
 #include "kernels/attention_sm90_launch.cuh"
 
 namespace sparge::kernels::sm90 {
-template void launch_variant<64, 4>(const AttentionParams&, cudaStream_t);
+template void launch_kernel<64, Sm90Kernel::kWarpgroup>(const AttentionParams&, cudaStream_t);
 }  // namespace sparge::kernels::sm90

@@ -2,5 +2,5 @@
 #include "kernels/attention_sm90_launch.cuh"
 
 namespace sparge::kernels::sm90 {
-template void launch_variant<64, 9>(const AttentionParams&, cudaStream_t);
+template void launch_kernel<128, Sm90Kernel::kSerial>(const AttentionParams&, cudaStream_t);
 }  // namespace sparge::kernels::sm90
