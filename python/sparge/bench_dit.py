@@ -8,8 +8,9 @@ What a user does, on one GPU, in one run:
   2. capture its SDPA calls on three photographs with sparge_capture;
   3. `sparge tune` them on the first two (CUDA oracle, default flags);
   4. run the third photograph (held out) through the model with SDPA on cuDNN and with
-     sparge.apply(model, tuned.yaml), eagerly and replayed from a CUDA graph, timing each whole
-     forward with CUDA events in the same process, alternating the methods round by round.
+     sparge.apply(model, tuned.yaml), eagerly and replayed from CUDA graphs (both sides), timing
+     each whole forward with CUDA events in the same process, alternating the methods round by
+     round.
 It writes OUT_DIR/dit-stack.json and .md: the timings, the speed-up over cuDNN, the realised
 sparsity per layer and the model output's error against the cuDNN forward. The C++ `sparge
 bench` times kernels; a model forward needs torch, so this lives here.
@@ -109,6 +110,27 @@ def main(argv=None) -> int:
         f.write(" ".join(cmd) + "\n" + r.stdout + r.stderr)
     log(f"tuned in {tune_s:.1f} s")
 
+    # 3b. what `sparge eval` says of the held-out photograph, per head against the budget
+    held = str(len(xs) - 1)
+    r = subprocess.run([a.sparge_bin, "--no-progress", "eval", dump, cfg, "--samples", held,
+                        "--backend", "cuda", "--format", "json"], capture_output=True, text=True)
+    if r.returncode not in (0, 1):  # 1 = ran, some head over budget: reported, not fatal here
+        print(r.stdout + r.stderr, file=sys.stderr)
+        return r.returncode
+    ev = json.loads(r.stdout)
+    heads = ev["heads"]
+    holdout = {
+        "sample": int(held), "heads": len(heads),
+        "heads_over_budget": sum(1 for h in heads if not h["pass"]),
+        "stage1_sparsity_mean": statistics.mean(h["sparsity_stage1"] for h in heads),
+        "stage12_sparsity_mean": statistics.mean(h["sparsity_stage12"] for h in heads),
+        "worst_error_stage1": max(h["error_stage1"] for h in heads),
+        "worst_error_stage12": max(h["error_stage12"] for h in heads),
+        "budget": ev["budget"],
+    }
+    log(f"held-out eval: {holdout['heads_over_budget']} of {len(heads)} heads over budget, "
+        f"stage-1 sparsity {holdout['stage1_sparsity_mean']:.4f}")
+
     # 4. the held-out photograph through both forwards
     x = xs[-1]
     with torch.no_grad():
@@ -129,22 +151,35 @@ def main(argv=None) -> int:
         with torch.no_grad():
             model(x)
 
+    def capture(forward):
+        """(graph, static output) of forward(static x), warmed up on a side stream as
+        torch.cuda.graph asks."""
+        static_x = x.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side), torch.no_grad():
+            forward(static_x)
+        torch.cuda.current_stream().wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        with torch.no_grad(), torch.cuda.graph(g):
+            static_out = forward(static_x)
+        g.replay()
+        torch.cuda.synchronize()
+        return g, static_out
+
+    def cudnn_forward(inp):
+        with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+            return model(inp)
+
     methods = {"sdpa_cudnn": cudnn}
     graph = None
+    if not a.no_graph:  # both sides graphed, so the comparison is graph against graph too
+        cudnn_graph, _ = capture(cudnn_forward)
+        methods["sdpa_cudnn_graph"] = cudnn_graph.replay
     with applied:
         methods["sparge_op"] = op
         if not a.no_graph:
-            static_x = x.clone()
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side), torch.no_grad():
-                model(static_x)  # warm-up on a side stream, as torch.cuda.graph asks
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.no_grad(), torch.cuda.graph(graph):
-                static_out = model(static_x)
-            graph.replay()
-            torch.cuda.synchronize()
+            graph, static_out = capture(model)
             graph_err = _rel_l1(static_out.float(), out.float())
             methods["sparge_op_graph"] = graph.replay
         for fn in methods.values():
@@ -168,8 +203,13 @@ def main(argv=None) -> int:
         "tune": {"command": " ".join(cmd[1:]), "seconds": round(tune_s, 2)},
         "runs": a.runs, "ms_median": med, "ms_all": times,
         "speedup_vs_cudnn": {k: med["sdpa_cudnn"] / v for k, v in med.items()},
+        # like against like: eager against eager, graph against graph
+        "speedup_same_mode": {"eager": med["sdpa_cudnn"] / med["sparge_op"],
+                              **({"graph": med["sdpa_cudnn_graph"] / med["sparge_op_graph"]}
+                                 if graph is not None else {})},
         "sparsity": {"stage1_mean": 1.0 - kept / valid if valid else 0.0, "per_layer": stats},
         "output_rel_l1_vs_cudnn": err,
+        "holdout_eval": holdout,
     }
     if graph is not None:
         res["graph_vs_eager_rel_l1"] = graph_err
@@ -185,10 +225,20 @@ def main(argv=None) -> int:
              "| method | forward ms (median of %d) | vs cuDNN |" % a.runs, "|---|---|---|"]
     for k, v in med.items():
         lines.append(f"| {k} | {v:.3f} | {med['sdpa_cudnn'] / v:.3f}x |")
+    same = res["speedup_same_mode"]
+    lines += ["", "Like against like: eager "
+              + f"{same['eager']:.3f}x" + (f", CUDA graph {same['graph']:.3f}x" if "graph" in same
+                                           else "") + " (sparge.apply vs SDPA cuDNN)."]
     lines += ["", f"Realised stage-1 sparsity (held-out, all layers): "
               f"{res['sparsity']['stage1_mean']:.4f}; per layer: "
               + ", ".join(f"{s['sparsity']:.3f}" for s in stats) + ".",
-              f"Model output rel-L1 vs the cuDNN forward: {err:.4f}."]
+              f"Model output rel-L1 vs the cuDNN forward: {err:.4f}.",
+              f"`sparge eval --backend cuda` of the held-out photograph: "
+              f"{holdout['heads_over_budget']} of {holdout['heads']} heads over budget (l1 "
+              f"{holdout['budget']['l1']}, l2 {holdout['budget']['l2']}; worst "
+              f"{holdout['worst_error_stage1']:.4f} / {holdout['worst_error_stage12']:.4f}), "
+              f"mean stage-1 sparsity {holdout['stage1_sparsity_mean']:.4f}, stage 1+2 "
+              f"{holdout['stage12_sparsity_mean']:.4f}."]
     if graph is not None:
         lines.append(f"CUDA-graph replay vs eager op output rel-L1: {graph_err:.2e}.")
     with open(os.path.join(a.out_dir, "dit-stack.md"), "w") as f:
