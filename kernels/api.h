@@ -17,9 +17,16 @@ int device_count();
 
 // A [B, H, N, D] input with element strides (last dimension contiguous): HND and NHD views of
 // the caller's tensors are read in place, no copy.
+//
+// rows (optional, int64 [N], device memory): the token order the kernels see. Token n of that
+// order is row rows[n] of the input, so a permuted sequence (the Hilbert order a config was tuned
+// in) is gathered by the loads themselves instead of by a copy of the tensor. Must be a
+// permutation of 0..N-1; not checked on the device (the runtime's callers build it with
+// ref::hilbert_permutation). nullptr: the input's own order.
 struct InputView {
   const void* ptr = nullptr;
   int64_t stride_b = 0, stride_h = 0, stride_n = 0;
+  const int64_t* rows = nullptr;
 };
 
 // Prediction statistics + quantisation of Q, K, V (layouts in kernels/params.h).

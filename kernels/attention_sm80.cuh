@@ -382,6 +382,7 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 2 : 1)
   }
 
   // Epilogue: full row sums, o = O / l (0 where no key was visible), rows >= Nq not written.
+  // Query row r goes to output row o_rows[r] when the caller's sequence was permuted (params.h).
   float l_row[2];
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
@@ -393,9 +394,10 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 2 : 1)
   for (int i = 0; i < 2; ++i) {
     if (!row_valid[i]) continue;
     const float l = l_row[i];
+    const int row = row0 + 8 * i;
+    const int64_t out_row = p.o_rows != nullptr ? p.o_rows[row] : static_cast<int64_t>(row);
     const int64_t base = static_cast<int64_t>(b) * p.o_stride_b +
-                         static_cast<int64_t>(h) * p.o_stride_h +
-                         static_cast<int64_t>(row0 + 8 * i) * p.o_stride_n;
+                         static_cast<int64_t>(h) * p.o_stride_h + out_row * p.o_stride_n;
 #pragma unroll
     for (int n = 0; n < kOTiles; ++n)
       store_out(p.o, base + 8 * n + 2 * t, p.o_dtype, l > 0.f ? acc[n][2 * i] / l : 0.f,

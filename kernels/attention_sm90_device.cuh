@@ -229,8 +229,8 @@ __device__ __forceinline__ void block_exp_int(const int32_t (&s)[64], float blk,
     const float a0 = fmaf(static_cast<float>(s[i]), blk, c);
     const float a1 = fmaf(static_cast<float>(s[i + 1]), blk, c);
     float p0 = fast_exp2(a0);
-    float p1 =
-        (kPolyEvery > 0 && (i + 1) % kPolyEvery == kPolyEvery - 1) ? poly_exp2(a1) : fast_exp2(a1);
+    constexpr int kEvery = kPolyEvery > 0 ? kPolyEvery : 1;  // no % 0 when the share is none
+    float p1 = (kPolyEvery > 0 && (i + 1) % kEvery == kEvery - 1) ? poly_exp2(a1) : fast_exp2(a1);
     if constexpr (kMask) {
       if (s[i] == kMaskedS) p0 = 0.f;
       if (s[i + 1] == kMaskedS) p1 = 0.f;
@@ -254,16 +254,20 @@ __device__ __forceinline__ void store_out(const float (&acc)[kD / 2], float l0, 
   const float r0 = l0 == 0.f ? 0.f : 1.f / l0, r1 = l1 == 0.f ? 0.f : 1.f / l1;
   const float* v_scale = p.v_scale + bhkv * kD;
   OutT* out = static_cast<OutT*>(p.o) + b * p.o_stride_b + h * p.o_stride_h;
+  // Output rows of the two accumulator rows: o_rows scatters a permuted sequence back to the
+  // caller's order (params.h). One index load per row, only for rows < seq_q (o_rows has Nq).
+  const int64_t n0 = p.o_rows != nullptr && ln.valid0 ? p.o_rows[ln.row0] : ln.row0;
+  const int64_t n1 = p.o_rows != nullptr && ln.valid1 ? p.o_rows[ln.row1] : ln.row1;
 #pragma unroll
   for (int i = 0; i < kD / 2; i += 4) {
     const int d = 8 * (i / 4) + 2 * ln.t;
     const float vs0 = v_scale[d], vs1 = v_scale[d + 1];
     if (ln.valid0) {
-      OutTraits<OutT>::store2(out + ln.row0 * p.o_stride_n + d, acc[i] * r0 * vs0,
+      OutTraits<OutT>::store2(out + n0 * p.o_stride_n + d, acc[i] * r0 * vs0,
                               acc[i + 1] * r0 * vs1);
     }
     if (ln.valid1) {
-      OutTraits<OutT>::store2(out + ln.row1 * p.o_stride_n + d, acc[i + 2] * r1 * vs0,
+      OutTraits<OutT>::store2(out + n1 * p.o_stride_n + d, acc[i + 2] * r1 * vs0,
                               acc[i + 3] * r1 * vs1);
     }
   }

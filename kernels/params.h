@@ -65,6 +65,11 @@ struct AttentionParams {
   // Output [B, H, Nq, D] with element strides (so HND and NHD outputs need no copy).
   void* o = nullptr;
   int64_t o_stride_b = 0, o_stride_h = 0, o_stride_n = 0;
+  // Optional int64 [Nq] (device memory): the output of query row n (of the order q8 was
+  // quantised in) is stored at row o_rows[n] of o, which scatters a permuted sequence back to the
+  // caller's order in the epilogue (QuantParams' InputView::rows is the gather on the way in).
+  // Must be a permutation of 0..Nq-1 (not checked on the device). nullptr: row n at row n.
+  const int64_t* o_rows = nullptr;
   DType o_dtype = DType::kFloat16;
   DType v_dtype = DType::kFloat16;  // half P·V kernels: dtype of vh
 

@@ -14,6 +14,11 @@
 //      INT8 values and scale, all from registers after one read of the block.
 //   4. v_quant: one CTA per (kv head, K block): FP8 e4m3 transposed through shared memory (tokens
 //      in the v8 order of params.h), or the padded half copy.
+//
+// Token order: an input with InputView::rows is read in that order (token n from row rows[n]),
+// one index load per row a thread reads, so a permuted sequence costs no copy of Q/K/V. Each
+// kernel has a kGather = false instance, the plain path without any index load or check, and
+// launch_quantize picks it when no input has rows.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -32,10 +37,31 @@ constexpr int kChunkTokens = 512;  // tokens per CTA of the column-statistics pa
 
 int num_chunks(int seq_k) { return (seq_k + kChunkTokens - 1) / kChunkTokens; }
 
+// The input row holding token n (InputView::rows; rows == nullptr: n itself).
+template <bool kGather>
+__device__ __forceinline__ int64_t input_row(const int64_t* __restrict__ rows, int n) {
+  if constexpr (kGather) {
+    return rows != nullptr ? rows[n] : n;
+  } else {
+    return n;
+  }
+}
+
+// The index entries of the block of tokens starting at `first`: nullptr when the input is read
+// in its own order (then the caller offsets its base pointer by the block instead).
+template <bool kGather>
+__device__ __forceinline__ const int64_t* block_rows(const int64_t* rows, int64_t first) {
+  if constexpr (kGather) {
+    return rows != nullptr ? rows + first : nullptr;
+  } else {
+    return nullptr;
+  }
+}
+
 // ---- pass 1: column sums of K, column abs-max of V, per chunk of tokens ----------------------
 // grid (chunks, B*Hkv). Thread layout: kTpr = D/8 threads per row (8 columns each), kRows rows
 // per pass; kUnroll rows' loads in flight per thread.
-template <typename T, int D>
+template <typename T, int D, bool kGather>
 __global__ void __launch_bounds__(kThreads) kv_colstats_kernel(QuantParams p) {
   constexpr int kTpr = D / 8;
   constexpr int kRows = kThreads / kTpr;
@@ -59,8 +85,8 @@ __global__ void __launch_bounds__(kThreads) kv_colstats_kernel(QuantParams p) {
       const int tt = t + u * kRows;
       kr[u] = vr[u] = make_uint4(0, 0, 0, 0);
       if (tt < t_end) {
-        kr[u] = dev::load16(kbase + tt * p.k.stride_n);
-        if (want_v) vr[u] = dev::load16(vbase + tt * p.v.stride_n);
+        kr[u] = dev::load16(kbase + input_row<kGather>(p.k.rows, tt) * p.k.stride_n);
+        if (want_v) vr[u] = dev::load16(vbase + input_row<kGather>(p.v.rows, tt) * p.v.stride_n);
       }
     }
 #pragma unroll
@@ -120,8 +146,11 @@ __global__ void kv_finalize_kernel(QuantParams p, int chunks) {
 
 // ---- pass 3: one block of Q (mean == nullptr) or smoothed K, [kBlock, D] ------------------------
 // Each warp owns kBlock/8 consecutive rows; kTpr = D/8 lanes share a row (8 columns per lane).
-template <typename T, int D, int kBlock>
-__device__ void block_stats(const T* __restrict__ src, int64_t stride_n, int valid,
+// Row r of the block is src + rows[r] * stride_n when rows != nullptr (src: the head's row 0),
+// else src + r * stride_n (src: the block's first row).
+template <typename T, int D, int kBlock, bool kGather>
+__device__ void block_stats(const T* __restrict__ src, int64_t stride_n,
+                            const int64_t* __restrict__ rows, int valid,
                             const float* __restrict__ mean, int8_t* __restrict__ out8,
                             float* __restrict__ scale_out, float* __restrict__ pooled_out,
                             float* __restrict__ sim_out) {
@@ -145,7 +174,8 @@ __device__ void block_stats(const T* __restrict__ src, int64_t stride_n, int val
 #pragma unroll
   for (int it = 0; it < kIters; ++it) {
     const int r = warp * kRowsPerWarp + it * kRowsPerIt + rsub;
-    raw[it] = r < valid ? dev::load16(src + r * stride_n + col) : make_uint4(0, 0, 0, 0);
+    raw[it] = r < valid ? dev::load16(src + input_row<kGather>(rows, r) * stride_n + col)
+                        : make_uint4(0, 0, 0, 0);
   }
   // K' = K - mean on valid rows; padded rows stay exactly 0.
   auto row_values = [&](int it, float(&x)[8]) {
@@ -246,7 +276,7 @@ __device__ void block_stats(const T* __restrict__ src, int64_t stride_n, int val
 }
 
 // grid: B*H*nq Q blocks followed by B*Hkv*nk K blocks.
-template <typename T, int D, int kBq, int kBk>
+template <typename T, int D, int kBq, int kBk, bool kGather>
 __global__ void __launch_bounds__(kThreads, 3) qk_blocks_kernel(QuantParams p) {
   const int64_t q_ctas = static_cast<int64_t>(p.batch) * p.heads * p.num_q_blocks;
   int64_t id = blockIdx.x;
@@ -254,23 +284,25 @@ __global__ void __launch_bounds__(kThreads, 3) qk_blocks_kernel(QuantParams p) {
     const int blk = id % p.num_q_blocks;
     const int64_t bh = id / p.num_q_blocks;
     const int b = bh / p.heads, h = bh % p.heads;
-    const T* src = static_cast<const T*>(p.q.ptr) + b * p.q.stride_b + h * p.q.stride_h +
-                   static_cast<int64_t>(blk) * kBq * p.q.stride_n;
+    const int64_t* rows = block_rows<kGather>(p.q.rows, static_cast<int64_t>(blk) * kBq);
+    const T* src = static_cast<const T*>(p.q.ptr) + b * p.q.stride_b + h * p.q.stride_h;
+    if (rows == nullptr) src += static_cast<int64_t>(blk) * kBq * p.q.stride_n;
     const int valid = min(kBq, p.seq_q - blk * kBq);
-    block_stats<T, D, kBq>(src, p.q.stride_n, valid, nullptr,
-                           p.q8 + (bh * p.num_q_blocks + blk) * kBq * D, p.q_scale + id,
-                           p.q_pooled + id * D, p.q_sim + id);
+    block_stats<T, D, kBq, kGather>(src, p.q.stride_n, rows, valid, nullptr,
+                                    p.q8 + (bh * p.num_q_blocks + blk) * kBq * D, p.q_scale + id,
+                                    p.q_pooled + id * D, p.q_sim + id);
   } else {
     id -= q_ctas;
     const int blk = id % p.num_k_blocks;
     const int64_t bh = id / p.num_k_blocks;
     const int b = bh / p.kv_heads, h = bh % p.kv_heads;
-    const T* src = static_cast<const T*>(p.k.ptr) + b * p.k.stride_b + h * p.k.stride_h +
-                   static_cast<int64_t>(blk) * kBk * p.k.stride_n;
+    const int64_t* rows = block_rows<kGather>(p.k.rows, static_cast<int64_t>(blk) * kBk);
+    const T* src = static_cast<const T*>(p.k.ptr) + b * p.k.stride_b + h * p.k.stride_h;
+    if (rows == nullptr) src += static_cast<int64_t>(blk) * kBk * p.k.stride_n;
     const int valid = min(kBk, p.seq_k - blk * kBk);
-    block_stats<T, D, kBk>(src, p.k.stride_n, valid, p.k_mean + bh * D,
-                           p.k8 + (bh * p.num_k_blocks + blk) * kBk * D, p.k_scale + id,
-                           p.k_pooled + id * D, p.k_sim + id);
+    block_stats<T, D, kBk, kGather>(src, p.k.stride_n, rows, valid, p.k_mean + bh * D,
+                                    p.k8 + (bh * p.num_k_blocks + blk) * kBk * D, p.k_scale + id,
+                                    p.k_pooled + id * D, p.k_sim + id);
   }
 }
 
@@ -278,7 +310,7 @@ __global__ void __launch_bounds__(kThreads, 3) qk_blocks_kernel(QuantParams p) {
 // grid (nk, B*Hkv). FP8: values staged as bytes in shared memory [D][kBk + 4] (a row stride of
 // kBk/4 + 1 words keeps the byte scatter at <= 4-way bank conflicts), then written out as
 // 16-byte runs of tokens.
-template <typename T, int D, int kBk, bool kFp8>
+template <typename T, int D, int kBk, bool kFp8, bool kGather>
 __global__ void __launch_bounds__(kThreads, 3) v_quant_kernel(QuantParams p) {
   constexpr int kTpr = D / 8;
   constexpr int kRowsPerPass = kThreads / kTpr;
@@ -290,8 +322,10 @@ __global__ void __launch_bounds__(kThreads, 3) v_quant_kernel(QuantParams p) {
   const int col = (threadIdx.x % kTpr) * 8;
   const int rsub = threadIdx.x / kTpr;
   const int valid = min(kBk, p.seq_k - blk * kBk);
-  const T* src = static_cast<const T*>(p.v.ptr) + b * p.v.stride_b + h * p.v.stride_h +
-                 static_cast<int64_t>(blk) * kBk * p.v.stride_n + col;
+  // Row r of the block: src + rows[r] * stride_n (gathered), else src + r * stride_n.
+  const int64_t* rows = block_rows<kGather>(p.v.rows, static_cast<int64_t>(blk) * kBk);
+  const T* src = static_cast<const T*>(p.v.ptr) + b * p.v.stride_b + h * p.v.stride_h + col;
+  if (rows == nullptr) src += static_cast<int64_t>(blk) * kBk * p.v.stride_n;
   const int64_t padded = static_cast<int64_t>(p.num_k_blocks) * kBk;
 
   if constexpr (!kFp8) {
@@ -299,7 +333,8 @@ __global__ void __launch_bounds__(kThreads, 3) v_quant_kernel(QuantParams p) {
 #pragma unroll
     for (int it = 0; it < kIters; ++it) {
       const int r = it * kRowsPerPass + rsub;
-      raw[it] = r < valid ? dev::load16(src + r * p.v.stride_n) : make_uint4(0, 0, 0, 0);
+      raw[it] = r < valid ? dev::load16(src + input_row<kGather>(rows, r) * p.v.stride_n)
+                          : make_uint4(0, 0, 0, 0);
     }
     T* dst = static_cast<T*>(p.v_out) + (bh * padded + static_cast<int64_t>(blk) * kBk) * D + col;
 #pragma unroll
@@ -325,7 +360,7 @@ __global__ void __launch_bounds__(kThreads, 3) v_quant_kernel(QuantParams p) {
       for (int u = 0; u < kTok; ++u) {
         const int r = (it * kRowsPerPass + rsub) * kTok + u;
         if (r < valid) {
-          dev::load8(src + r * p.v.stride_n, x[it][u]);
+          dev::load8(src + input_row<kGather>(rows, r) * p.v.stride_n, x[it][u]);
         } else {
 #pragma unroll
           for (int i = 0; i < 8; ++i) x[it][u][i] = 0.f;
@@ -368,11 +403,12 @@ __global__ void __launch_bounds__(kThreads, 3) v_quant_kernel(QuantParams p) {
   }
 }
 
-template <typename T, int D>
+template <typename T, int D, bool kGather>
 cudaError_t launch_typed(const QuantParams& p, cudaStream_t stream) {
   const int chunks = num_chunks(p.seq_k);
   if (p.stages & kQuantColStats)
-    kv_colstats_kernel<T, D><<<dim3(chunks, p.batch * p.kv_heads), kThreads, 0, stream>>>(p);
+    kv_colstats_kernel<T, D, kGather>
+        <<<dim3(chunks, p.batch * p.kv_heads), kThreads, 0, stream>>>(p);
   if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
   if (p.stages & kQuantFinalize)
     kv_finalize_kernel<<<p.batch * p.kv_heads, 128, 0, stream>>>(p, chunks);
@@ -385,13 +421,13 @@ cudaError_t launch_typed(const QuantParams& p, cudaStream_t stream) {
     kernel<<<static_cast<unsigned>(ctas), kThreads, 0, stream>>>(p);
   };
   if (p.block_q == 128 && p.block_k == 128)
-    blocks(qk_blocks_kernel<T, D, 128, 128>);
+    blocks(qk_blocks_kernel<T, D, 128, 128, kGather>);
   else if (p.block_q == 128 && p.block_k == 64)
-    blocks(qk_blocks_kernel<T, D, 128, 64>);
+    blocks(qk_blocks_kernel<T, D, 128, 64, kGather>);
   else if (p.block_q == 64 && p.block_k == 128)
-    blocks(qk_blocks_kernel<T, D, 64, 128>);
+    blocks(qk_blocks_kernel<T, D, 64, 128, kGather>);
   else if (p.block_q == 64 && p.block_k == 64)
-    blocks(qk_blocks_kernel<T, D, 64, 64>);
+    blocks(qk_blocks_kernel<T, D, 64, 64, kGather>);
   else
     return cudaErrorInvalidValue;
   if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
@@ -400,18 +436,28 @@ cudaError_t launch_typed(const QuantParams& p, cudaStream_t stream) {
     const dim3 grid(p.num_k_blocks, p.batch * p.kv_heads);
     if (p.block_k == 128) {
       if (p.v_fp8)
-        v_quant_kernel<T, D, 128, true><<<grid, kThreads, 0, stream>>>(p);
+        v_quant_kernel<T, D, 128, true, kGather><<<grid, kThreads, 0, stream>>>(p);
       else
-        v_quant_kernel<T, D, 128, false><<<grid, kThreads, 0, stream>>>(p);
+        v_quant_kernel<T, D, 128, false, kGather><<<grid, kThreads, 0, stream>>>(p);
     } else {
       if (p.v_fp8)
-        v_quant_kernel<T, D, 64, true><<<grid, kThreads, 0, stream>>>(p);
+        v_quant_kernel<T, D, 64, true, kGather><<<grid, kThreads, 0, stream>>>(p);
       else
-        v_quant_kernel<T, D, 64, false><<<grid, kThreads, 0, stream>>>(p);
+        v_quant_kernel<T, D, 64, false, kGather><<<grid, kThreads, 0, stream>>>(p);
     }
     if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
   }
   return cudaSuccess;
+}
+
+template <int D>
+cudaError_t launch_dim(const QuantParams& p, cudaStream_t stream) {
+  const bool bf16 = p.dtype == DType::kBFloat16;
+  if (p.q.rows != nullptr || p.k.rows != nullptr || p.v.rows != nullptr)
+    return bf16 ? launch_typed<__nv_bfloat16, D, true>(p, stream)
+                : launch_typed<__half, D, true>(p, stream);
+  return bf16 ? launch_typed<__nv_bfloat16, D, false>(p, stream)
+              : launch_typed<__half, D, false>(p, stream);
 }
 
 }  // namespace
@@ -424,12 +470,8 @@ cudaError_t launch_quantize(const QuantParams& p, cudaStream_t stream) {
   if (p.batch < 1 || p.heads < 1 || p.kv_heads < 1 || p.heads % p.kv_heads != 0 || p.seq_q < 1 ||
       p.seq_k < 1 || p.workspace == nullptr)
     return cudaErrorInvalidValue;
-  const bool bf16 = p.dtype == DType::kBFloat16;
-  if (p.head_dim == 64)
-    return bf16 ? launch_typed<__nv_bfloat16, 64>(p, stream) : launch_typed<__half, 64>(p, stream);
-  if (p.head_dim == 128)
-    return bf16 ? launch_typed<__nv_bfloat16, 128>(p, stream)
-                : launch_typed<__half, 128>(p, stream);
+  if (p.head_dim == 64) return launch_dim<64>(p, stream);
+  if (p.head_dim == 128) return launch_dim<128>(p, stream);
   return cudaErrorInvalidValue;
 }
 

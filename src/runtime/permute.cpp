@@ -22,37 +22,19 @@ TokenPermutation TokenPermutation::hilbert(int T, int H, int W, int text_prefix,
   return from_host(ref::hilbert_permutation(T, H, W, text_prefix, text_suffix), device);
 }
 
-TokenPermutation TokenPermutation::from_device(const at::Tensor& index) {
-  if (index.dim() != 1 || index.scalar_type() != at::kLong) {
-    fail(ExitCode::kUsage, "token permutation: index must be int64 [N]");
+void check_token_order(const at::Tensor& index, int64_t tokens, at::Device device) {
+  if (!index.defined()) fail(ExitCode::kUsage, "token order: undefined index tensor");
+  if (index.dim() != 1 || index.size(0) != tokens || index.scalar_type() != at::kLong) {
+    fail(ExitCode::kUsage, "token order: index {} [{}], expected int64 [{}] (one per query token)",
+         c10::toString(index.scalar_type()), fmt::join(index.sizes(), "x"), tokens);
   }
-  TokenPermutation p;
-  p.index = index;
-  p.inverse = at::argsort(index);  // inverse[index[k]] = k for a permutation
-  return p;
-}
-
-namespace {
-void check(const at::Tensor& x, const TokenPermutation& p, const char* what) {
-  if (x.dim() != 4 || x.size(2) != p.tokens()) {
-    fail(ExitCode::kUsage, "{}: permutation of {} tokens applied to a tensor of shape {}", what,
-         p.tokens(), fmt::join(x.sizes(), "x"));
+  if (index.device() != device) {
+    fail(ExitCode::kUsage, "token order: index on {}, q on {} (keep one index per device)",
+         index.device().str(), device.str());
   }
-  if (x.device() != p.index.device()) {
-    fail(ExitCode::kUsage, "{}: tensor on {}, permutation index on {}", what, x.device().str(),
-         p.index.device().str());
+  if (!index.is_contiguous()) {
+    fail(ExitCode::kUsage, "token order: index is not contiguous (stride {})", index.stride(0));
   }
-}
-}  // namespace
-
-at::Tensor permute_tokens(const at::Tensor& x, const TokenPermutation& p) {
-  check(x, p, "permute_tokens");
-  return x.index_select(2, p.index);
-}
-
-at::Tensor unpermute_tokens(const at::Tensor& o_perm, const TokenPermutation& p) {
-  check(o_perm, p, "unpermute_tokens");
-  return o_perm.index_select(2, p.inverse);
 }
 
 }  // namespace sparge::runtime

@@ -1,12 +1,13 @@
 // Token permutation for the inference side (issue 16): a config tuned with `permutation:
 // hilbert` must see Q/K/V in the Hilbert order before prediction and kernel, and its output put
-// back after. Both are one gather (index_select along N) on the tensors' device: bandwidth-bound
-// passes of B*H*N*D elements each, timed by the bench as part of the prepare cost.
+// back after.
 //
-// ATen only (no kernels/ code, no CUDA API): works on CUDA and CPU tensors alike, so the CPU
-// tests check it against ref::apply_permutation / invert_permutation.
+// On CUDA the runtime does both inside the kernels (runtime::Options::token_order: the
+// quantisation passes gather, the attention epilogue scatters), so no copy of Q/K/V/O is made.
+// The CPU op gathers copies with index_select. TokenPermutation holds the index (and its
+// inverse, the explicit scatter the GPU tests check the fused path against) on a device.
 //
-// Shapes: x [B, H, N, D] (any strides; the result is contiguous [B, H, N, D]).
+// Shapes: index and inverse int64 [N], N = the query length.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -32,17 +33,14 @@ struct TokenPermutation {
   // ref::hilbert_permutation(T, H, W, prefix, suffix) on `device`.
   static TokenPermutation hilbert(int T, int H, int W, int text_prefix, int text_suffix,
                                   at::Device device);
-  // An index already on its device (torch.ops.sparge caches one per device): the inverse by one
-  // argsort there, no host round trip, so it also runs under CUDA graph capture. Not validated:
-  // the caller passes a permutation (hilbert_permutation's output).
-  static TokenPermutation from_device(const at::Tensor& index);
 };
 
-// x [B, H, N, D] -> x[:, :, index, :]. Error(kUsage) when N != tokens() or x is on another
-// device than the index.
-at::Tensor permute_tokens(const at::Tensor& x, const TokenPermutation& p);
-// o_perm [B, H, N, D] computed on permuted tokens -> the original order (o[:, :, index[k]] =
-// o_perm[:, :, k]).
-at::Tensor unpermute_tokens(const at::Tensor& o_perm, const TokenPermutation& p);
+// The checks of a token-order index as the runtime takes it (Options::token_order): int64 [N]
+// with N = `tokens` (the query length), contiguous, on `device` (q's). Error(kUsage) naming the
+// fault otherwise. Metadata only, so cheap once per call. Whether it is a permutation is not
+// checked: that is a pass over the index on the device (and a sync to report it) per call, and
+// the index comes from ref::hilbert_permutation (torch.ops.sparge.hilbert_permutation,
+// TokenPermutation::from_host, which validates), built once per layer shape, not per call.
+void check_token_order(const at::Tensor& index, int64_t tokens, at::Device device);
 
 }  // namespace sparge::runtime

@@ -14,6 +14,7 @@
 #include "common/error.hpp"
 #include "common/log.hpp"
 #include "kernels/api.h"
+#include "runtime/permute.hpp"
 
 namespace sparge::runtime {
 
@@ -106,8 +107,9 @@ Inputs check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
   return in;
 }
 
-kernels::InputView view(const at::Tensor& t) {
-  return {t.data_ptr(), t.stride(0), t.stride(1), t.stride(2)};
+kernels::InputView view(const at::Tensor& t, const at::Tensor& rows = {}) {
+  return {t.data_ptr(), t.stride(0), t.stride(1), t.stride(2),
+          rows.defined() ? rows.data_ptr<int64_t>() : nullptr};
 }
 
 kernels::DType kernel_dtype(at::ScalarType t) {
@@ -204,6 +206,12 @@ Prepared quantize(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   p.scale =
       options.scale > 0 ? options.scale : 1.0 / std::sqrt(static_cast<double>(in.head_dim_in));
   p.causal = options.causal;
+  if (options.token_order.defined()) {
+    check_token_order(options.token_order, in.seq_q, q.device());
+    p.token_order = options.token_order;
+  }
+  // Keys of another length than the queries are not on the token grid: read in place.
+  const at::Tensor kv_rows = in.seq_k == in.seq_q ? p.token_order : at::Tensor();
 
   const int64_t B = p.batch, H = p.heads, Hkv = p.kv_heads, D = p.head_dim;
   const int64_t nq = p.num_q_blocks, nk = p.num_k_blocks;
@@ -231,9 +239,9 @@ Prepared quantize(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
 
   kernels::QuantParams k8;
   k8.dtype = kernel_dtype(p.dtype);
-  k8.q = view(in.q);
-  k8.k = view(in.k);
-  k8.v = view(in.v);
+  k8.q = view(in.q, p.token_order);
+  k8.k = view(in.k, kv_rows);
+  k8.v = view(in.v, kv_rows);
   k8.batch = static_cast<int>(B);
   k8.heads = static_cast<int>(H);
   k8.kv_heads = static_cast<int>(Hkv);
@@ -443,6 +451,7 @@ kernels::AttentionParams attention_params(const Prepared& p, const at::Tensor& o
   a.o_stride_b = o.stride(0);
   a.o_stride_h = o.stride(1);
   a.o_stride_n = o.stride(2);
+  a.o_rows = p.token_order.defined() ? p.token_order.data_ptr<int64_t>() : nullptr;
   a.o_dtype = kernel_dtype(o.scalar_type());
   a.v_dtype = kernel_dtype(p.dtype);
   a.batch = static_cast<int>(p.batch);

@@ -37,6 +37,14 @@ struct Options {
   bool return_mask = false;  // also produce the bool block mask [B, H, nq, nk]
   // Benchmarking only: quantisation passes to run (kernels::kQuant* bits; default all).
   unsigned quant_stages = ~0u;
+  // The token order the thresholds were tuned in (the Hilbert order, issue 16): int64 [Nq],
+  // contiguous, on q's device; token n of that order is row token_order[n] of q (checked by
+  // check_token_order in runtime/permute.hpp). quantize reads q through it, and k and v too when
+  // Nk == Nq (keys of another length, e.g. text in cross-attention, are not on the grid and stay
+  // in place, as the tuner left them); run_attention writes output row n to row token_order[n].
+  // So the caller's tensors stay in their own order and no gathered copy is made; the prediction
+  // statistics, LUT and mask are in the tuned order. Undefined: the inputs' own order.
+  at::Tensor token_order;
 };
 
 // Everything the attention kernels need, plus the prediction statistics (for tests and tuning).
@@ -61,6 +69,9 @@ struct Prepared {
   // launches of one Prepared must not overlap (keep them on one stream).
   at::Tensor tile_counter;
   at::Tensor mask;  // bool [B,H,nq,nk] when asked for
+  // Options::token_order as quantised (undefined: none): the attention output of row n goes to
+  // row token_order[n] of o (kernels/params.h o_rows).
+  at::Tensor token_order;
 };
 
 // Block statistics + INT8/FP8 quantisation only (no LUT yet): 4 launches.
@@ -110,8 +121,9 @@ std::vector<std::string> available_kernels(const DeviceKernels& here);
 std::string choose_kernel(const std::string& kernel, const DeviceKernels& here);
 
 // Fills the attention kernels' parameters for `prepared`, writing into `o` ([B, H, Nq, head_dim]
-// with any strides, contiguous last dim). lambda: fp32 [H] device tensor in natural-log units or
-// undefined (stage 2 off); its log2 copy is returned through `lambda_log2_storage`.
+// with any strides, contiguous last dim; rows in the inputs' order when prepared has a
+// token_order). lambda: fp32 [H] device tensor in natural-log units or undefined (stage 2 off);
+// its log2 copy is returned through `lambda_log2_storage`.
 kernels::AttentionParams attention_params(const Prepared& prepared, const at::Tensor& o,
                                           const at::Tensor& lambda,
                                           at::Tensor& lambda_log2_storage);
@@ -122,7 +134,8 @@ kernels::AttentionParams attention_params(const Prepared& prepared, const at::Te
 // Error(kSoftware).
 void launch_attention(const std::string& kernel, const kernels::AttentionParams& params,
                       cudaStream_t stream);
-// Runs the kernel `kernel` (a resolve_kernel name whose geometry is prepared.geometry) into o.
+// Runs the kernel `kernel` (a resolve_kernel name whose geometry is prepared.geometry) into o
+// (in the inputs' order: prepared.token_order scatters the rows back).
 // stage2_kept: optional int32 [B, H, nq, block_q / warp_rows] device tensor (contiguous). The
 // kernel overwrites each entry with the number of kept K blocks that row group did not skip in
 // stage 2 (one plain store per group at the end; nothing accumulates across launches). On sm80
@@ -141,7 +154,8 @@ inline double stage12_sparsity(double valid, double kept, double stage2_kept) {
 }
 
 // The whole pipeline: predict + quantise + block-sparse attention. Returns [B, H, Nq, D] in the
-// input dtype, laid out like q (HND or NHD strides).
+// input dtype, laid out like q (HND or NHD strides), in q's token order (options.token_order
+// only changes the order the prediction and the kernel see).
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const Thresholds& thresholds, const Options& options,
                      const std::string& kernel = "auto");

@@ -8,9 +8,10 @@
 //     q [B, H, N, D], k, v [B, Hkv, N', D] (any strides with a contiguous last dim, so SDPA's
 //     HND tensors and NHD views alike), fp16/bf16 (CPU also fp32); tau, theta, lam [H] fp32 per
 //     query head (lam in natural-log units, -inf = stage 2 off), topk [H] or None (TopCdf).
-//     perm [Nq] int64 or None: the token order the config was tuned in (Hilbert); q (and k, v
-//     when Nk = Nq) are gathered by it and o is put back in the input order, so the caller never
-//     sees it.
+//     perm [Nq] int64 or None (on q's device, contiguous): the token order the config was tuned
+//     in (Hilbert); q (and k, v when Nk = Nq) are read in it and o is put back in the input
+//     order, so the caller never sees it. On CUDA the kernels gather and scatter through it
+//     (runtime::Options::token_order); the CPU path gathers copies.
 //     o is q's shape and dtype; counts int64 [2] on q's device = (kept, causally valid) block
 //     pairs of this call, summed over B and H, for realised sparsity without a host sync.
 //   hilbert_permutation(T, H, W, text_prefix, text_suffix) -> int64 [text_prefix + T·H·W +
@@ -70,49 +71,48 @@ Checked check(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, con
   return c;
 }
 
-// q, k, v [B, H(kv), N, D] in the token order the thresholds were tuned in: gathered by perm on
-// their device when one is given, as they are otherwise; restore() puts an output back.
+// The CPU path's q, k, v [B, H(kv), N, D] in the token order the thresholds were tuned in:
+// gathered copies by perm when one is given, as they are otherwise; restore() puts an output
+// back. (The CUDA path gathers and scatters inside the kernels instead.)
 struct Ordered {
   at::Tensor q, k, v;
-  std::optional<rt::TokenPermutation> order;
+  std::optional<at::Tensor> perm;
   at::Tensor restore(const at::Tensor& o) const {
-    return order ? rt::unpermute_tokens(o, *order) : o;
+    return perm ? at::empty_like(o).index_copy_(2, *perm, o) : o;  // o[:, :, perm] = o_perm
   }
 };
 Ordered in_tuned_order(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                        const std::optional<at::Tensor>& perm) {
   if (!perm) return {q, k, v, std::nullopt};
-  const rt::TokenPermutation order = rt::TokenPermutation::from_device(perm->to(q.device()));
+  rt::check_token_order(*perm, q.size(2), q.device());
   // Keys of another length (cross-attention to text) are not on the grid; softmax over keys does
   // not depend on their order, and the tuner left them in place too (tune/token_order.hpp).
-  const bool kv_on_grid = k.size(2) == order.tokens();
-  return {rt::permute_tokens(q, order), kv_on_grid ? rt::permute_tokens(k, order) : k,
-          kv_on_grid ? rt::permute_tokens(v, order) : v, order};
+  const bool kv_on_grid = k.size(2) == q.size(2);
+  auto gather = [&](const at::Tensor& x) { return x.index_select(2, *perm); };
+  return {gather(q), kv_on_grid ? gather(k) : k, kv_on_grid ? gather(v) : v, perm};
 }
 
-std::tuple<at::Tensor, at::Tensor> attention_cuda(const at::Tensor& q_in, const at::Tensor& k_in,
-                                                  const at::Tensor& v_in, const at::Tensor& tau,
+std::tuple<at::Tensor, at::Tensor> attention_cuda(const at::Tensor& q, const at::Tensor& k,
+                                                  const at::Tensor& v, const at::Tensor& tau,
                                                   const at::Tensor& theta, const at::Tensor& lam,
                                                   const std::optional<at::Tensor>& topk,
                                                   bool is_causal, std::optional<double> scale,
                                                   const std::string& kernel,
                                                   const std::optional<at::Tensor>& perm) {
-  check(q_in, k_in, v_in, tau, theta, lam, topk, perm);
-  const at::Device dev = q_in.device();
-  const Ordered in = in_tuned_order(q_in, k_in, v_in, perm);
-  const at::Tensor &q = in.q, &k = in.k, &v = in.v;
+  check(q, k, v, tau, theta, lam, topk, perm);
+  const at::Device dev = q.device();
   const std::string var = rt::resolve_kernel(kernel);
   const ref::Geometry geometry = ref::geometry_by_name(rt::kernel_geometry(var));
   rt::Options opts;
   opts.causal = is_causal;
   opts.scale = scale.value_or(0.0);
+  if (perm) opts.token_order = *perm;  // checked by the runtime (device, contiguity)
   auto f32 = [&](const at::Tensor& t) { return t.to(dev, at::kFloat).contiguous(); };
   const rt::Thresholds th{f32(tau), f32(theta), f32(lam), topk ? f32(*topk) : at::Tensor()};
   const rt::Prepared prep = rt::prepare(q, k, v, geometry, th, opts);
   at::Tensor o = at::empty({prep.batch, prep.heads, prep.seq_q, prep.head_dim}, q.options());
-  rt::run_attention(prep, o, th.lambda, var);
+  rt::run_attention(prep, o, th.lambda, var);  // o in the input order (token_order scatters)
   if (prep.head_dim != prep.head_dim_in) o = o.narrow(3, 0, prep.head_dim_in);
-  o = in.restore(o);
   const int64_t valid =
       ref::causal_block_mask(prep.seq_q, prep.seq_k, geometry, is_causal).sum().item<int64_t>() *
       prep.batch * prep.heads;

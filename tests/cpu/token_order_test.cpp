@@ -74,14 +74,44 @@ TEST(TokenOrder, RuntimePermutationMatchesReference) {
   const int64_t n = static_cast<int64_t>(perm.size());
   at::Tensor x = at::randn({2, 3, n, 8});
   auto p = runtime::TokenPermutation::from_host(perm, x.device());
-  at::Tensor y = runtime::permute_tokens(x, p);
+  EXPECT_EQ(p.tokens(), n);
+  at::Tensor y = x.index_select(2, p.index);
   EXPECT_TRUE(at::equal(y, ref::apply_permutation(x, perm)));
-  EXPECT_TRUE(at::equal(runtime::unpermute_tokens(y, p), x));
+  EXPECT_TRUE(at::equal(y.index_select(2, p.inverse), x));
   // Text tokens stay in place.
   EXPECT_TRUE(at::equal(y.narrow(2, 0, 5), x.narrow(2, 0, 5)));
   EXPECT_TRUE(at::equal(y.narrow(2, n - 2, 2), x.narrow(2, n - 2, 2)));
   EXPECT_FALSE(at::equal(y, x));
-  EXPECT_THROW(runtime::permute_tokens(at::randn({1, 1, n + 1, 8}), p), Error);
+  std::vector<int64_t> not_a_permutation = perm;
+  not_a_permutation[0] = not_a_permutation[1];
+  EXPECT_THROW(runtime::TokenPermutation::from_host(not_a_permutation, x.device()), Error);
+}
+
+// The runtime's checks of a token-order index (Options::token_order, the op's perm): each fault
+// is a one-line usage error that names it; a well-formed index passes.
+TEST(TokenOrder, IndexValidation) {
+  const int64_t n = 64;
+  const at::Tensor idx = at::arange(n, at::kLong).flip(0);
+  auto message = [&](const at::Tensor& index, at::Device device = at::kCPU) -> std::string {
+    try {
+      runtime::check_token_order(index, n, device);
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ExitCode::kUsage);
+      EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << e.what();
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_EQ(message(idx), "");
+  EXPECT_NE(message(idx.to(at::kInt)).find("expected int64 [64]"), std::string::npos);
+  EXPECT_NE(message(idx.narrow(0, 0, n - 1)).find("[63], expected int64 [64]"), std::string::npos);
+  EXPECT_NE(message(idx.view({1, n})).find("expected int64 [64]"), std::string::npos);
+  EXPECT_NE(message(at::Tensor()).find("undefined"), std::string::npos);
+  EXPECT_NE(message(at::cat({idx, idx}).view({n, 2}).select(1, 0)).find("not contiguous"),
+            std::string::npos);
+  // Only device identity is compared, so a CUDA device can stand for q's without a GPU.
+  EXPECT_NE(message(idx, at::Device(at::kCUDA, 0)).find("index on cpu, q on cuda:0"),
+            std::string::npos);
 }
 
 TEST(TokenOrder, TuneRecordsHilbertAndNoHilbert) {
