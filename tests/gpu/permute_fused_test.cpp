@@ -33,6 +33,7 @@
 #include "runtime/permute.hpp"
 #include "runtime/runtime.hpp"
 #include "support/gpu.hpp"
+#include "support/realdata.hpp"
 
 namespace {
 
@@ -252,17 +253,7 @@ TEST_P(PermuteFused, BitIdenticalToGatherKernelScatter) {
 INSTANTIATE_TEST_SUITE_P(Cases, PermuteFused, ::testing::ValuesIn(cases()),
                          sparge::test::param_name<Case>);
 
-// Runs f and returns the exit code of the sparge::Error it throws (kOk if none).
-template <typename F>
-ExitCode code_of(F&& f) {
-  try {
-    f();
-  } catch (const sparge::Error& e) {
-    EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << "multi-line: " << e.what();
-    return e.code();
-  }
-  return ExitCode::kOk;
-}
+using sparge::test::code_of;
 
 // The whole pipeline (runtime::attention): the output laid out like q (NHD here) and in q's
 // token order.
@@ -314,27 +305,14 @@ TEST(PermuteFusedValidation, MalformedIndexIsAUsageError) {
 }
 
 // ---- real-image tensors ------------------------------------------------------------------------
-// The dump of tests/gpu/real_data_test.cpp (same generator command and file, so the two tests
-// share one generated file): [1, 4, 17776, D] fp16, 226 text tokens + a 13 x 30 x 45 grid. A
-// missing generator or scikit-image fails the test on a GPU machine instead of skipping it.
+// The dump of tests/gpu/real_data_test.cpp (support/realdata.hpp: one generated file for both):
+// [1, 4, 17776, D] fp16, 226 text tokens + a 13 x 30 x 45 grid, and its Hilbert order.
 struct RealDump {
   at::Tensor q, k, v;
   std::vector<int64_t> hilbert;
 };
 RealDump real_dump(int64_t d) {
-  constexpr int kHeads = 4;
-  const fs::path dir = SPARGE_REALDATA_DIR;
-  fs::create_directories(dir);
-  const fs::path path = dir / fmt::format("astronaut_full_h{}_d{}.h5", kHeads, d);
-  if (!fs::exists(path)) {
-    const std::string cmd = fmt::format(
-        "PYTHONPATH='{}' '{}' -m sparge_realdata -o '{}' --kind video --size full --images "
-        "astronaut --heads {} --head-dim {} --dtype float16 --seed 0",
-        SPARGE_PYTHONPATH, SPARGE_PYTHON, path.string(), kHeads, d);
-    if (std::system(cmd.c_str()) != 0 || !fs::exists(path)) {
-      throw std::runtime_error("real-image generator failed (needs scikit-image): " + cmd);
-    }
-  }
+  const fs::path path = sparge::test::real_image_dump(d);
   const sparge::io::DumpReader reader(path);
   const auto& info = reader.info();
   if (!info.grid) throw std::runtime_error(path.string() + ": no token grid");

@@ -40,6 +40,7 @@
 #include "reference/reference.hpp"
 #include "runtime/runtime.hpp"
 #include "support/gpu.hpp"
+#include "support/realdata.hpp"
 
 namespace {
 
@@ -50,22 +51,7 @@ namespace rt = sparge::runtime;
 constexpr int kHeads = 4;
 constexpr float kNoSkip = -std::numeric_limits<float>::infinity();
 
-// The real-image dump for head dim d, generated on first use (the generator writes atomically,
-// so two test processes generating it at once both leave a whole file).
-fs::path real_dump(int64_t d) {
-  const fs::path dir = SPARGE_REALDATA_DIR;
-  fs::create_directories(dir);
-  const fs::path path = dir / fmt::format("astronaut_full_h{}_d{}.h5", kHeads, d);
-  if (fs::exists(path)) return path;
-  const std::string cmd = fmt::format(
-      "PYTHONPATH='{}' '{}' -m sparge_realdata -o '{}' --kind video --size full --images "
-      "astronaut --heads {} --head-dim {} --dtype float16 --seed 0",
-      SPARGE_PYTHONPATH, SPARGE_PYTHON, path.string(), kHeads, d);
-  if (std::system(cmd.c_str()) != 0 || !fs::exists(path)) {
-    throw std::runtime_error("real-image generator failed (needs scikit-image): " + cmd);
-  }
-  return path;
-}
+fs::path real_dump(int64_t d) { return sparge::test::real_image_dump(d, kHeads); }
 
 // q, k, v [1, H, N, D] fp16 on the CPU, and dense fp64 attention of them, per head dim.
 struct RealInputs {

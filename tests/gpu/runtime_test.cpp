@@ -36,17 +36,7 @@ namespace ref = sparge::ref;
 namespace rt = sparge::runtime;
 using sparge::ExitCode;
 
-// Runs f and returns the exit code of the sparge::Error it throws (kOk if none).
-template <typename F>
-ExitCode code_of(F&& f) {
-  try {
-    f();
-  } catch (const sparge::Error& e) {
-    EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << "multi-line: " << e.what();
-    return e.code();
-  }
-  return ExitCode::kOk;
-}
+using sparge::test::code_of;
 
 at::Tensor gpu_randn(std::vector<int64_t> shape, at::ScalarType dt, at::Generator& gen) {
   return at::randn(shape, gen, at::kFloat).to(dt).to(at::kCUDA);

@@ -1,6 +1,7 @@
 // Shared pieces of the GPU tests (tests/gpu/): the skip without a device, CUDA error checks, the
-// upload of [B, H, N, D] tensors in HND or NHD strides, the name of a parametrised case, and the
-// CUDA-event loop of the hand-run throughput tests. Host code only; compiles without a GPU.
+// exit code of a sparge::Error, the upload of [B, H, N, D] tensors in HND or NHD strides, the name
+// of a parametrised case, and the CUDA-event loop of the hand-run throughput tests. Host code
+// only; compiles without a GPU.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -13,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "common/error.hpp"
 #include "kernels/api.h"
 
 // Skips the current test when no CUDA device is visible.
@@ -20,6 +22,19 @@
   if (sparge::kernels::device_count() == 0) GTEST_SKIP() << "no CUDA device"
 
 namespace sparge::test {
+
+// Runs f and returns the exit code of the sparge::Error it throws (kOk if none); the message must
+// be one line.
+template <typename F>
+ExitCode code_of(F&& f) {
+  try {
+    f();
+  } catch (const sparge::Error& e) {
+    EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << "multi-line: " << e.what();
+    return e.code();
+  }
+  return ExitCode::kOk;
+}
 
 // Throws std::runtime_error "what: <CUDA error>" unless e is cudaSuccess.
 inline void cuda_check(cudaError_t e, const char* what) {
