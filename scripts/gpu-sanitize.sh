@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine, after a build of gpu_test_attention_sm90, gpu_test_attention_sm80 and
 # gpu_test_runtime: compute-sanitizer memcheck, racecheck and synccheck over the small-shape
-# kernel tests (every compiled sm90 variant, sm80, and the runtime's prepare/predict/quantise
+# kernel tests (every compiled sm90 kernel, sm80, and the runtime's prepare/predict/quantise
 # path). Logs under $OUT/sanitize-*.log; exit 1 if any tool reports an error.
 #
 #   GPU_TARGETS='gpu_test_attention_sm90 gpu_test_attention_sm80 gpu_test_runtime' \

@@ -25,7 +25,7 @@ test_support::CliResult run_sparge(const std::string& args) {
   return test_support::run_sparge(args, test_support::scratch_dir("report_accuracy_test"));
 }
 
-// The table line of a row whose variant cell starts with `label` (first match).
+// The table line of a row whose kernel cell starts with `label` (first match).
 std::string line_of(const std::string& md, const std::string& label) {
   const size_t at = md.find("| " + label + " |");
   if (at == std::string::npos) return "";
