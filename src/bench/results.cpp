@@ -143,11 +143,16 @@ std::string kernel_tag(const Environment& e) {
 
 std::string sm90_kernel_of_variant(int variant) {
   switch (variant) {
-    case 4: return "serial";
-    case 6: return "grid";
-    case 9: return "pingpong";
-    case 12: return "warpgroup";
-    default: return fmt::format("v{}", variant);
+    case 4:
+      return "serial";
+    case 6:
+      return "grid";
+    case 9:
+      return "pingpong";
+    case 12:
+      return "warpgroup";
+    default:
+      return fmt::format("v{}", variant);
   }
 }
 
@@ -369,8 +374,8 @@ std::string accuracy_section(const Results& r, TableFormat format) {
     return nullptr;
   };
   const std::vector<std::string> header{"kernel", "data",          "shape B,H,Nq,Nk,D",
-                                        "heads",   "rel-L1 worst",  "rel-L1 mean",
-                                        "cosine",  "worst x N(0,1)"};
+                                        "heads",  "rel-L1 worst",  "rel-L1 mean",
+                                        "cosine", "worst x N(0,1)"};
   std::vector<std::vector<std::string>> cells;
   for (const Row* x : rows) {
     const Row* n = x->data == "normal" ? nullptr : twin(*x);
@@ -392,8 +397,8 @@ std::string accuracy_section(const Results& r, TableFormat format) {
 std::string format_table(const Results& r, TableFormat format) {
   const std::vector<std::string> header{
       "kernel", "shape B,H,Nq,Nk,D", "causal",   "density", "sparsity",    "ms",
-      "spread",  "eff TOPS",          "act TOPS", "pred ms", "quant ms",    "prep ms",
-      "e2e ms",  "x dense",           "x cudnn",  "x flash", "e2e x cudnn", "rel-L1"};
+      "spread", "eff TOPS",          "act TOPS", "pred ms", "quant ms",    "prep ms",
+      "e2e ms", "x dense",           "x cudnn",  "x flash", "e2e x cudnn", "rel-L1"};
   std::vector<std::vector<std::string>> cells;
   for (const Row& row : r.rows) {
     cells.push_back(

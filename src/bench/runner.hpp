@@ -17,8 +17,9 @@
 namespace sparge::bench {
 
 struct RunOptions {
-  std::string kernel = "auto";  // auto | sm90 | sm90.NAME | sm80 (`--kernel`, runtime::resolve_kernel)
-  uint64_t seed = 0;            // inputs and masks derive from it and the case
+  // auto | sm90 | sm90.NAME | sm80 (`--kernel`, runtime::resolve_kernel)
+  std::string kernel = "auto";
+  uint64_t seed = 0;  // inputs and masks derive from it and the case
   TimerOptions timer;
   bool baselines = true;  // SDPA cuDNN + flash and our dense mode
   // Thresholds used to time the prediction on random inputs (its cost barely depends on them;

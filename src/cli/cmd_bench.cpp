@@ -12,11 +12,11 @@
 #include "bench/results.hpp"
 #include "bench/runner.hpp"
 #include "cli/commands.hpp"
-#include "runtime/runtime.hpp"
 #include "common/atomic_file.hpp"
 #include "common/error.hpp"
 #include "common/io_guard.hpp"
 #include "common/log.hpp"
+#include "runtime/runtime.hpp"
 
 namespace sparge::cli {
 namespace {

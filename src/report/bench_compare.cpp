@@ -194,7 +194,7 @@ Cells table_cells(const BenchComparison& cmp) {
   const bool accuracy = cmp.has_accuracy();
   Cells c;
   c.header = {"kernel", "shape B,H,Nq,Nk,D",  "causal", "density", "base ms", "new ms", "Δ",
-              "noise",   "eff. TOPS base→new", "×dense"};
+              "noise",  "eff. TOPS base→new", "×dense"};
   if (accuracy) c.header.push_back("rel-L1 base→new");
   c.header.push_back("status");
   for (const RowComparison& r : cmp.rows) {

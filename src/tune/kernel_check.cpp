@@ -133,7 +133,8 @@ KernelCheckOutcome run_kernel_check(KernelCheckRequest rq) {
   if (rq.kernel_backend == "cuda") require_cuda_device();
   if (rq.dense) {
     const std::string name = rq.kernel.empty() ? runtime::resolve_kernel("auto") : rq.kernel;
-    rq.eval.config = dense_config(rq.eval.dump, rq.eval.layers, ref::geometry_by_name(runtime::kernel_geometry(name)));
+    rq.eval.config = dense_config(rq.eval.dump, rq.eval.layers,
+                                  ref::geometry_by_name(runtime::kernel_geometry(name)));
   }
   const auto& cfg = rq.eval.config;
   const std::string device = make_oracle_backend(rq.kernel_backend)->device();

@@ -446,7 +446,8 @@ TEST(AttentionSm90, PersistentGridIsExactForAnyCtaCount) {
       SCOPED_TRACE("pingpong max_ctas=" + std::to_string(ctas));
       opt.max_ctas = ctas;
       const RunResult r = run_kernel(p, in, opt);
-      EXPECT_TRUE(at::equal(r.o, ref.o)) << "max |diff| " << (r.o - ref.o).abs().max().item<float>();
+      EXPECT_TRUE(at::equal(r.o, ref.o))
+          << "max |diff| " << (r.o - ref.o).abs().max().item<float>();
       EXPECT_TRUE(at::equal(r.pv, ref.pv));
     }
     const auto compiled = sparge::kernels::sm90_kernels_compiled();
