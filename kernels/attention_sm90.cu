@@ -198,12 +198,16 @@ bool parse_sm90_kernel(const char* name, Sm90Kernel* kernel) {
 }
 
 std::vector<Sm90Kernel> sm90_kernels_compiled() {
-  std::vector<Sm90Kernel> out;
-  for (const sm90::Instance& inst : sm90::kInstances) {
-    if (std::find(out.begin(), out.end(), inst.kernel) == out.end()) out.push_back(inst.kernel);
-  }
-  std::sort(out.begin(), out.end());
-  return out;
+  // A property of the build, asked on every kernel resolution (each op call): listed once.
+  static const std::vector<Sm90Kernel> compiled = [] {
+    std::vector<Sm90Kernel> out;
+    for (const sm90::Instance& inst : sm90::kInstances) {
+      if (std::find(out.begin(), out.end(), inst.kernel) == out.end()) out.push_back(inst.kernel);
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  }();
+  return compiled;
 }
 
 Sm90Kernel sm90_default_kernel(int head_dim) { return sm90::default_kernel(head_dim); }

@@ -371,7 +371,7 @@ kernels::Sm90Kernel hopper_kernel(const std::string& kernel) {
   kernels::Sm90Kernel k = kernels::Sm90Kernel::kDefault;
   const size_t dot = kernel.find('.');
   if (dot == std::string::npos) return k;
-  if (kernel.substr(0, dot) != "sm90" ||
+  if (kernel_geometry(kernel) != "sm90" ||
       !kernels::parse_sm90_kernel(kernel.substr(dot + 1).c_str(), &k) ||
       k == kernels::Sm90Kernel::kDefault)
     fail(ExitCode::kUsage,

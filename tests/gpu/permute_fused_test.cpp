@@ -41,13 +41,9 @@ namespace fs = std::filesystem;
 namespace ref = sparge::ref;
 namespace rt = sparge::runtime;
 using sparge::ExitCode;
+using sparge::test::runnable;
 
 constexpr float kNoSkip = -std::numeric_limits<float>::infinity();
-
-bool runnable(const std::string& kernel) {
-  const auto avail = rt::available_kernels();
-  return std::find(avail.begin(), avail.end(), kernel) != avail.end();
-}
 
 // The kernels of a geometry: "sm80", or "sm90" (each head dim's default) and every compiled
 // Hopper kernel by name ("sm90.pingpong", "sm90.warpgroup", experiments when compiled), so each
@@ -321,17 +317,11 @@ RealDump real_dump(int64_t d) {
           ref::hilbert_permutation(grid[0], grid[1], grid[2], info.text_prefix, info.text_suffix)};
 }
 
-struct RealCase {
-  const char* kernel;
-  int64_t head_dim;
-};
-void PrintTo(const RealCase& c, std::ostream* os) { *os << c.kernel << "_d" << c.head_dim; }
-
-class PermuteFusedRealImage : public ::testing::TestWithParam<RealCase> {};
+class PermuteFusedRealImage : public ::testing::TestWithParam<sparge::test::KernelDim> {};
 
 TEST_P(PermuteFusedRealImage, BitIdenticalToGatherKernelScatter) {
   REQUIRE_GPU();
-  const RealCase c = GetParam();
+  const sparge::test::KernelDim c = GetParam();
   if (!runnable(c.kernel)) GTEST_SKIP() << c.kernel << " not runnable on this device/build";
   const RealDump dump = real_dump(c.head_dim);
   const at::Tensor q = dump.q.cuda(), k = dump.k.cuda(), v = dump.v.cuda();
@@ -355,11 +345,7 @@ TEST_P(PermuteFusedRealImage, BitIdenticalToGatherKernelScatter) {
               natural.lut_len.sum().item<double>() / static_cast<double>(natural.lut.numel()));
 }
 
-INSTANTIATE_TEST_SUITE_P(Kernels, PermuteFusedRealImage,
-                         ::testing::Values(RealCase{"sm90", 64}, RealCase{"sm90", 128},
-                                           RealCase{"sm80", 64}, RealCase{"sm80", 128}),
-                         [](const ::testing::TestParamInfo<RealCase>& i) {
-                           return fmt::format("{}_d{}", i.param.kernel, i.param.head_dim);
-                         });
+INSTANTIATE_TEST_SUITE_P(Kernels, PermuteFusedRealImage, sparge::test::real_image_kernel_dims(),
+                         sparge::test::kernel_dim_name);
 
 }  // namespace

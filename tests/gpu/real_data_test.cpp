@@ -112,13 +112,7 @@ constexpr MaskCase kMaskCases[] = {
     {"predicted+stage2", true, -4.f},
 };
 
-struct Param {
-  const char* kernel;  // "sm90" or "sm80"
-  int64_t head_dim;
-};
-void PrintTo(const Param& p, std::ostream* os) { *os << p.kernel << "_d" << p.head_dim; }
-
-class RealImage : public ::testing::TestWithParam<Param> {};
+class RealImage : public ::testing::TestWithParam<sparge::test::KernelDim> {};
 
 // Kernel vs contract: the acceptance bound per head, plus direct agreement. The direct
 // tolerance is the emulation tolerance of attention_sm90_test.cpp (ex2.approx vs the CPU exp2
@@ -126,9 +120,8 @@ class RealImage : public ::testing::TestWithParam<Param> {};
 // widened by the per-block FP22 rounding of the Hopper P·V sum (~2^-13 of a block's share).
 TEST_P(RealImage, KernelWithinContract) {
   REQUIRE_GPU();
-  const Param prm = GetParam();
-  const auto avail = rt::available_kernels();
-  if (std::find(avail.begin(), avail.end(), prm.kernel) == avail.end()) {
+  const sparge::test::KernelDim prm = GetParam();
+  if (!sparge::test::runnable(prm.kernel)) {
     GTEST_SKIP() << prm.kernel << " not runnable on this device/build";
   }
   const RealInputs& in = real_inputs(prm.head_dim);
@@ -182,7 +175,7 @@ TEST_P(RealImage, KernelWithinContract) {
 // predict_test.cpp's 0.1 % of rows).
 TEST_P(RealImage, PredictionMatchesContract) {
   REQUIRE_GPU();
-  const Param prm = GetParam();
+  const sparge::test::KernelDim prm = GetParam();
   const RealInputs& in = real_inputs(prm.head_dim);
   const ref::Geometry g = ref::geometry_by_name(prm.kernel);
   for (const float tau : {0.5f, 0.9f, 0.99f}) {
@@ -207,11 +200,7 @@ TEST_P(RealImage, PredictionMatchesContract) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Kernels, RealImage,
-                         ::testing::Values(Param{"sm90", 64}, Param{"sm90", 128}, Param{"sm80", 64},
-                                           Param{"sm80", 128}),
-                         [](const ::testing::TestParamInfo<Param>& i) {
-                           return fmt::format("{}_d{}", i.param.kernel, i.param.head_dim);
-                         });
+INSTANTIATE_TEST_SUITE_P(Kernels, RealImage, sparge::test::real_image_kernel_dims(),
+                         sparge::test::kernel_dim_name);
 
 }  // namespace

@@ -1,7 +1,7 @@
 // Shared pieces of the GPU tests (tests/gpu/): the skip without a device, CUDA error checks, the
-// exit code of a sparge::Error, the upload of [B, H, N, D] tensors in HND or NHD strides, the name
-// of a parametrised case, and the CUDA-event loop of the hand-run throughput tests. Host code
-// only; compiles without a GPU.
+// exit code of a sparge::Error, whether a kernel runs here, the upload of [B, H, N, D] tensors in
+// HND or NHD strides, the name of a parametrised case, and the CUDA-event loop of the hand-run
+// throughput tests. Host code only; compiles without a GPU.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -16,12 +16,19 @@
 
 #include "common/error.hpp"
 #include "kernels/api.h"
+#include "runtime/runtime.hpp"
 
 // Skips the current test when no CUDA device is visible.
 #define REQUIRE_GPU() \
   if (sparge::kernels::device_count() == 0) GTEST_SKIP() << "no CUDA device"
 
 namespace sparge::test {
+
+// Whether runtime kernel `kernel` ("sm90", "sm80") runs on this device and build.
+inline bool runnable(const std::string& kernel) {
+  const auto avail = sparge::runtime::available_kernels();
+  return std::find(avail.begin(), avail.end(), kernel) != avail.end();
+}
 
 // Runs f and returns the exit code of the sparge::Error it throws (kOk if none); the message must
 // be one line.

@@ -8,10 +8,12 @@
 #pragma once
 
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <ostream>
 #include <stdexcept>
 #include <string>
 
@@ -31,6 +33,21 @@ inline std::filesystem::path real_image_dump(int64_t head_dim, int heads = 4) {
     throw std::runtime_error("real-image generator failed (needs scikit-image): " + cmd);
   }
   return path;
+}
+
+// The parameter of the real-image suites: a kernel geometry ("sm90", "sm80") and a head dim.
+struct KernelDim {
+  const char* kernel;
+  int64_t head_dim;
+};
+inline void PrintTo(const KernelDim& c, std::ostream* os) { *os << c.kernel << "_d" << c.head_dim; }
+inline std::string kernel_dim_name(const ::testing::TestParamInfo<KernelDim>& i) {
+  return fmt::format("{}_d{}", i.param.kernel, i.param.head_dim);
+}
+// Both geometries at both compiled head dims.
+inline auto real_image_kernel_dims() {
+  return ::testing::Values(KernelDim{"sm90", 64}, KernelDim{"sm90", 128}, KernelDim{"sm80", 64},
+                           KernelDim{"sm80", 128});
 }
 
 }  // namespace sparge::test
