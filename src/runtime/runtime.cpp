@@ -520,8 +520,8 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   Options opts = options;
   opts.return_mask = false;
   const Prepared p = prepare(q, k, v, geometry, thresholds, opts);
-  // Output laid out like q: NHD when q's token stride is below its head stride.
-  const bool nhd = q.stride(2) < q.stride(1);
+  // Output laid out like q: [B, N, H, D] in memory when q's head stride is below its token stride.
+  const bool nhd = q.stride(1) < q.stride(2);
   at::Tensor o =
       nhd ? at::empty({p.batch, p.seq_q, p.heads, p.head_dim}, q.options()).transpose(1, 2)
           : at::empty({p.batch, p.heads, p.seq_q, p.head_dim}, q.options());

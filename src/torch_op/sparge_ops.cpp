@@ -12,7 +12,8 @@
 //     in (Hilbert); q (and k, v when Nk = Nq) are read in it and o is put back in the input
 //     order, so the caller never sees it. On CUDA the kernels gather and scatter through it
 //     (runtime::Options::token_order); the CPU path gathers copies.
-//     o is q's shape and dtype; counts int64 [2] on q's device = (kept, causally valid) block
+//     o is q's shape and dtype, laid out like q (see out_like); counts int64 [2] on q's device =
+//     (kept, causally valid) block
 //     pairs of this call, summed over B and H, for realised sparsity without a host sync.
 //   hilbert_permutation(T, H, W, text_prefix, text_suffix) -> int64 [text_prefix + T·H·W +
 //     text_suffix]: perm[k] = original index of the k-th token (src/reference/hilbert.hpp).
@@ -71,6 +72,16 @@ Checked check(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, con
   return c;
 }
 
+// An output [B, H, N, d] laid out like q: [B, N, H, d] in memory when q's head stride is below
+// its token stride (SDPA's callers mostly hold q as a transposed [B, N, H, D] projection), so that
+// the caller's o.transpose(1, 2).reshape(B, N, H·d) is a view and not a copy of o per layer.
+// Every backend (CUDA, CPU, Meta) returns this layout, so torch.compile's fake tensors match.
+at::Tensor out_like(const at::Tensor& q, int64_t d, const at::TensorOptions& options) {
+  const int64_t b = q.size(0), h = q.size(1), n = q.size(2);
+  if (q.stride(1) < q.stride(2)) return at::empty({b, n, h, d}, options).transpose(1, 2);
+  return at::empty({b, h, n, d}, options);
+}
+
 // The CPU path's q, k, v [B, H(kv), N, D] in the token order the thresholds were tuned in:
 // gathered copies by perm when one is given, as they are otherwise; restore() puts an output
 // back. (The CUDA path gathers and scatters inside the kernels instead.)
@@ -110,16 +121,18 @@ std::tuple<at::Tensor, at::Tensor> attention_cuda(const at::Tensor& q, const at:
   auto f32 = [&](const at::Tensor& t) { return t.to(dev, at::kFloat).contiguous(); };
   const rt::Thresholds th{f32(tau), f32(theta), f32(lam), topk ? f32(*topk) : at::Tensor()};
   const rt::Prepared prep = rt::prepare(q, k, v, geometry, th, opts);
-  at::Tensor o = at::empty({prep.batch, prep.heads, prep.seq_q, prep.head_dim}, q.options());
+  at::Tensor o = out_like(q, prep.head_dim, q.options());  // head dim padded to the kernel's
   rt::run_attention(prep, o, th.lambda, var);  // o in the input order (token_order scatters)
-  if (prep.head_dim != prep.head_dim_in) o = o.narrow(3, 0, prep.head_dim_in);
+  if (prep.head_dim != prep.head_dim_in) {
+    o = out_like(q, prep.head_dim_in, q.options()).copy_(o.narrow(3, 0, prep.head_dim_in));
+  }
   const int64_t valid =
       ref::causal_block_mask(prep.seq_q, prep.seq_k, geometry, is_causal).sum().item<int64_t>() *
       prep.batch * prep.heads;
   at::Tensor counts =
       at::stack({prep.lut_len.sum().to(at::kLong),
                  at::scalar_tensor(valid, prep.lut_len.options().dtype(at::kLong))});
-  return {o.contiguous(), counts};
+  return {o, counts};
 }
 
 std::tuple<at::Tensor, at::Tensor> attention_cpu(const at::Tensor& q_in, const at::Tensor& k_in,
@@ -151,7 +164,8 @@ std::tuple<at::Tensor, at::Tensor> attention_cpu(const at::Tensor& q_in, const a
   const at::Tensor mask = ref::predict_block_mask(q, k, geometry, th, opts);
   const ref::SparseResult r = ref::sparse_attention(q, k, v, mask, th.lambda, geometry, opts);
   const at::Tensor o = in.restore(r.o.to(q_in.scalar_type()));
-  return {o.contiguous(), at::tensor({r.kept_blocks, r.valid_blocks}, at::kLong)};
+  return {out_like(q_in, o.size(3), o.options()).copy_(o),
+          at::tensor({r.kept_blocks, r.valid_blocks}, at::kLong)};
 }
 
 std::tuple<at::Tensor, at::Tensor> attention_meta(const at::Tensor& q, const at::Tensor& k,
@@ -163,8 +177,7 @@ std::tuple<at::Tensor, at::Tensor> attention_meta(const at::Tensor& q, const at:
                                                   const std::optional<at::Tensor>& perm) {
   (void)is_causal, (void)scale, (void)kernel;
   check(q, k, v, tau, theta, lam, topk, perm);
-  return {at::empty(q.sizes(), q.options().memory_format(at::MemoryFormat::Contiguous)),
-          at::empty({2}, q.options().dtype(at::kLong))};
+  return {out_like(q, q.size(3), q.options()), at::empty({2}, q.options().dtype(at::kLong))};
 }
 
 at::Tensor hilbert_permutation(int64_t t, int64_t h, int64_t w, int64_t text_prefix,

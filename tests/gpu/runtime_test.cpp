@@ -146,7 +146,8 @@ TEST_P(RuntimeAttention, MatchesReference) {
   const at::Tensor o = rt::attention(gpu(q), gpu(k), gpu(v), t, opts, c.kernel);
   ASSERT_EQ(o.sizes(), q.sizes());
   EXPECT_EQ(o.scalar_type(), c.dtype);
-  EXPECT_EQ(o.stride(2) < o.stride(1), c.nhd) << "output layout follows q";
+  // NHD memory: the head stride is below the token stride (the layout used to come out swapped).
+  EXPECT_EQ(o.stride(1) < o.stride(2), c.nhd) << "output layout follows q";
   const at::Tensor of = o.cpu().to(at::kFloat);
   ASSERT_TRUE(at::isfinite(of).all().item<bool>());
 

@@ -111,6 +111,24 @@ def test_torch_compile_traces_the_fake_implementation():
     assert torch.equal(compiled(q, k, v), f(q, k, v))
 
 
+def test_output_is_laid_out_like_q():
+    """An NHD view in gives o as [B, N, H, D] in memory (a model's o.transpose(1, 2).reshape(B,
+    N, H * D) is then a view, not a copy per layer), equal to its contiguous twin's; the fake
+    implementation promises the same strides to torch.compile, and a padded head dim too."""
+    g = torch.Generator().manual_seed(6)
+    for d in (64, 40):
+        q, k, v = (smooth(1, 2, 256, d, gen=g).half() for _ in range(3))
+        nhd = [t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v)]
+        o, _ = op(*nhd, 0.9, -1.0)
+        assert o.shape == q.shape and o.transpose(1, 2).is_contiguous()
+        o_hnd, _ = op(q, k, v, 0.9, -1.0)
+        assert o_hnd.is_contiguous() and torch.equal(o, o_hnd)
+        compiled = torch.compile(lambda q, k, v: op(q, k, v, 0.9, -1.0)[0], backend="aot_eager",
+                                 fullgraph=True)
+        out = compiled(*nhd)
+        assert out.stride() == o.stride() and torch.equal(out, o)
+
+
 class Block(torch.nn.Module):
     def __init__(self, dim: int, heads: int):
         super().__init__()

@@ -84,6 +84,8 @@ def test_nhd_views_gqa_and_causal_match_their_contiguous_twins():
         assert not nhd[0].is_contiguous()
         o, _ = run_op(*nhd, 0.95, -1.0, causal=causal)
         assert torch.equal(o, ref)
+        # laid out like q, so a model's o.transpose(1, 2).reshape(B, N, H * D) copies nothing
+        assert o.transpose(1, 2).is_contiguous() and ref.is_contiguous()
     o_cpu, _ = run_op(q.cpu(), k.cpu(), v.cpu(), 0.95, -1.0, causal=True)
     assert rel_l1(ref.cpu(), o_cpu) < CONTRACT_TOL
 
