@@ -33,7 +33,7 @@ struct TuneArgs {
       holdout = kSearchDefaults.holdout, trace, mode = kSearchDefaults.mode;
   double l1 = kSearchDefaults.l1, l2 = kSearchDefaults.l2,
          min_sparsity = kSearchDefaults.min_sparsity, margin = kSearchDefaults.margin,
-         spread_k = kSearchDefaults.spread_k;
+         spread_k = kSearchDefaults.spread_k, spread_floor = kSearchDefaults.spread_floor;
   bool no_hilbert = false;
   float tau_tol = kSearchDefaults.tau_tol, lambda_tol = kSearchDefaults.lambda_tol;
   bool no_lambda = !kSearchDefaults.tune_lambda, resume = false, timestamp = false;
@@ -112,6 +112,11 @@ void register_tune(CLI::App& app, Context& ctx) {
                   "K of --holdout spread (for the error and for the error lambda adds)")
       ->check(CLI::Range(0.0, 10.0))
       ->capture_default_str();
+  sub->add_option("--spread-floor", args->spread_floor,
+                  "F of --holdout spread: the spread is taken as at least F x the worst error, "
+                  "since calibration samples that agree by chance say little about a new one")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
   sub->add_flag("--no-hilbert", args->no_hilbert,
                 "Keep the dump's token order (default for a dump with a token grid: reorder the "
                 "visual tokens along a Hilbert curve before prediction; recorded in the YAML)");
@@ -184,6 +189,7 @@ void register_tune(CLI::App& app, Context& ctx) {
     s.holdout = a.holdout;
     s.mode = a.mode;
     s.spread_k = a.spread_k;
+    s.spread_floor = a.spread_floor;
     rq.hilbert = !a.no_hilbert;
     if (!a.layers.empty()) rq.layers = parse_index_list(a.layers, "--layers");
     if (!a.samples.empty()) rq.samples = parse_index_list(a.samples, "--samples");
@@ -260,9 +266,9 @@ void register_tune(CLI::App& app, Context& ctx) {
             "`sparge eval {} {} --samples <held-out>`\n",
             cfg.search.holdout == "edge"
                 ? "--holdout edge: the calibration error itself, no headroom"
-                : fmt::format("calibration worst + {} x spread across samples; lambda adds at "
-                              "most l2 - l1",
-                              cfg.search.spread_k),
+                : fmt::format("calibration worst + {} x spread across samples, the spread at "
+                              "least {} x the worst; lambda adds at most l2 - l1",
+                              cfg.search.spread_k, cfg.search.spread_floor),
             a.dump, a.output);
       }
     }
@@ -274,6 +280,7 @@ void register_tune(CLI::App& app, Context& ctx) {
                             {"budget", {{"l1", cfg.budget.l1}, {"l2", cfg.budget.l2}}},
                             {"holdout", cfg.search.holdout},
                             {"spread_k", cfg.search.spread_k},
+                            {"spread_floor", cfg.search.spread_floor},
                             {"margin", cfg.search.margin},
                             {"min_sparsity", cfg.search.min_sparsity},
                             {"mode", cfg.search.mode},

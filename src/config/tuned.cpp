@@ -120,11 +120,11 @@ std::string to_yaml(const TunedConfig& c) {
   line(fmt::format(
       "search: {{granularity: {}, theta_grid: {}, tau_tol: {}, lambda_range: [{}, {}], "
       "lambda_tol: {}, tune_lambda: {}, min_sparsity: {}, margin: {}, holdout: {}, spread_k: "
-      "{}, mode: {}}}",
+      "{}, spread_floor: {}, mode: {}}}",
       s.granularity, floats(s.theta_grid), format_float(s.tau_tol), format_float(s.lambda_min),
       format_float(s.lambda_max), format_float(s.lambda_tol), s.tune_lambda,
       format_double(s.min_sparsity), format_double(s.margin), s.holdout, format_double(s.spread_k),
-      s.mode));
+      format_double(s.spread_floor), s.mode));
   const auto& perm = c.permutation;
   if (perm.hilbert()) {
     line(
@@ -361,6 +361,10 @@ TunedConfig parse_tuned(const std::string& text, const std::string& source,
     if (s["spread_k"]) ss.spread_k = p.scalar<double>(s["spread_k"], "search.spread_k", "a number");
     if (!(ss.spread_k >= 0 && ss.spread_k <= 10))
       p.bad("search.spread_k", fmt::format("{}: expected a number in [0, 10]", ss.spread_k));
+    if (s["spread_floor"])
+      ss.spread_floor = p.scalar<double>(s["spread_floor"], "search.spread_floor", "a number");
+    if (!(ss.spread_floor >= 0 && ss.spread_floor <= 1))
+      p.bad("search.spread_floor", fmt::format("{}: expected a number in [0, 1]", ss.spread_floor));
     if (!(ss.margin >= 0 && ss.margin <= 0.5))
       p.bad("search.margin", fmt::format("{}: expected a number in [0, 0.5]", ss.margin));
   }

@@ -58,6 +58,7 @@ struct SearchSpace {
   // before issue 16 have no key: they were tuned at the edge.
   std::string holdout = "edge";
   double spread_k = 0.0;
+  double spread_floor = 0.0;  // absent before it existed: the samples' own spread only
   // Stage-1 parametrisation: "cdf" (TopCdf mass τ) or "topk" (kept fraction per row, the
   // layers' `topk` arrays). Absent before issue 16: cdf.
   std::string mode = "cdf";

@@ -94,6 +94,7 @@ TraceDoc read_trace(const std::filesystem::path& path) {
   if (!(d.l1 > 0) || !(d.l2 >= d.l1)) r.bad("$.budget", "need 0 < l1 <= l2");
   d.holdout = r.text(j, "holdout", "$");
   d.spread_k = r.finite(j, "spread_k", "$");
+  if (j.contains("spread_floor")) d.spread_floor = r.finite(j, "spread_floor", "$");
   d.margin = r.finite(j, "margin", "$");
   if (!(d.margin >= 0 && d.margin < 1)) r.bad("$.margin", "expected a number in [0, 1)");
   if (j.contains("min_sparsity")) d.min_sparsity = r.finite(j, "min_sparsity", "$");
@@ -280,7 +281,8 @@ TracePlot render_trace_plot(const TraceDoc& d, const TracePlotOptions& o,
       escape_markup(fmt::format(
           "Search trace of {} (dump {}): {} head(s), hold-out rule {}{}",
           d.tuned.empty() ? "?" : d.tuned, d.dump.empty() ? "?" : d.dump, out.plotted, d.holdout,
-          d.holdout == "spread" ? fmt::format(" (K = {})", d.spread_k) : "")));
+          d.holdout == "spread" ? fmt::format(" (K = {}, floor {})", d.spread_k, d.spread_floor)
+                                : "")));
   s += fmt::format("<text x=\"8\" y=\"32\">{}</text>\n",
                    escape_markup(fmt::format(
                        "x: predicted held-out error (rel-L1, 0 to {:.3g}); y: sparsity (0 to "
@@ -306,7 +308,7 @@ TracePlot render_trace_plot(const TraceDoc& d, const TracePlotOptions& o,
       "Budget l1 {} / l2 {}{}; hold-out rule `{}`{}. Predicted = the error the rule expects on "
       "an unseen sample; headroom = target − predicted.\n\n",
       d.l1, d.l2, d.margin > 0 ? fmt::format(" (target x (1 - {}))", d.margin) : "", d.holdout,
-      d.holdout == "spread" ? fmt::format(", K = {}", d.spread_k) : "");
+      d.holdout == "spread" ? fmt::format(", K = {}, floor {}", d.spread_k, d.spread_floor) : "");
   md +=
       "| layer | head | status | points | stage-1 sparsity | predicted l1 | headroom l1 | "
       "stage 1+2 sparsity | predicted l2 | headroom l2 | why dense |\n"

@@ -40,6 +40,7 @@ struct TraceDocHead {
 struct TraceDoc {
   std::string dump, tuned, holdout, permutation;
   double l1 = 0.05, l2 = 0.06, spread_k = 0, margin = 0;
+  double spread_floor = 0;     // absent in traces written before it existed: none
   double min_sparsity = 0.05;  // absent in traces written before it was recorded: the default
   std::vector<TraceDocHead> heads;
   double target_l1() const { return l1 * (1 - margin); }

@@ -46,12 +46,15 @@ void SearchOptions::validate() const {
     fail(ExitCode::kUsage, "--holdout '{}': expected spread or edge", holdout);
   if (!(spread_k >= 0 && spread_k <= 10))
     fail(ExitCode::kUsage, "--spread-k {}: must be in [0, 10]", spread_k);
+  if (!(spread_floor >= 0 && spread_floor <= 1))
+    fail(ExitCode::kUsage, "--spread-floor {}: must be in [0, 1]", spread_floor);
 }
 
 namespace {
 
 // The rule on per-sample values v (errors, or the error λ adds): the worst, plus for the spread
-// rule spread_k x (max - min) within each group of `group` consecutive samples (one head each).
+// rule spread_k x max(max - min, spread_floor x max) within each group of `group` consecutive
+// samples (one head each).
 double rule_over(const std::vector<double>& v, int group, const SearchOptions& o) {
   if (v.empty()) return 0;
   double out = *std::max_element(v.begin(), v.end());
@@ -59,7 +62,7 @@ double rule_over(const std::vector<double>& v, int group, const SearchOptions& o
   const size_t n = group > 0 ? static_cast<size_t>(group) : v.size();
   for (size_t g = 0; g + n <= v.size(); g += n) {  // per head: its own samples' spread
     const auto [lo, hi] = std::minmax_element(v.begin() + g, v.begin() + g + n);
-    out = std::max(out, *hi + o.spread_k * (*hi - *lo));
+    out = std::max(out, *hi + o.spread_k * std::max(*hi - *lo, o.spread_floor * *hi));
   }
   return out;
 }

@@ -244,6 +244,7 @@ TuneOutcome run_tune(const TuneRequest& rq) {
   cfg.search.holdout = rq.search.holdout;
   cfg.search.mode = rq.search.mode;
   cfg.search.spread_k = rq.search.holdout == "edge" ? 0.0 : rq.search.spread_k;
+  cfg.search.spread_floor = rq.search.holdout == "edge" ? 0.0 : rq.search.spread_floor;
   cfg.permutation = order.record;
 
   std::string fingerprint;

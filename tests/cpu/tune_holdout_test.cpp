@@ -49,6 +49,7 @@ SearchOptions options(const std::string& holdout) {
   SearchOptions o;
   o.holdout = holdout;
   o.spread_k = 1.0;
+  o.spread_floor = 0.0;  // the samples' own spread; the floor has its own test
   o.theta_grid = {-1.0f};
   o.min_sparsity = 0.0;
   return o;
@@ -232,12 +233,57 @@ TEST(TuneHoldout, StageTwoGetsItsOwnShareOfTheBudget) {
   EXPECT_EQ(miss_spread, 0) << "edge misses " << miss_edge;
 }
 
+TEST(TuneHoldout, SpreadFloorWhenSamplesAgree) {
+  // Two samples that agree: no spread of their own, so the floor (a fraction of the worst error)
+  // stands in for it; a larger measured spread wins over the floor.
+  Evaluation agree;
+  agree.add_sample(0.04, 0, 0);
+  agree.add_sample(0.04, 0, 0);
+  agree.finish();
+  SearchOptions o = options("spread");
+  o.spread_k = 2.0;
+  o.spread_floor = 0.0;
+  EXPECT_DOUBLE_EQ(predicted_error(agree, o), 0.04);
+  o.spread_floor = 0.2;
+  EXPECT_NEAR(predicted_error(agree, o), 0.04 + 2.0 * 0.008, 1e-15);
+  Evaluation apart;
+  apart.add_sample(0.02, 0, 0);
+  apart.add_sample(0.04, 0, 0);
+  apart.finish();
+  EXPECT_NEAR(predicted_error(apart, o), 0.04 + 2.0 * 0.02, 1e-15);
+  // Per-layer groups: the floor is per head, from that head's own worst error.
+  Evaluation c;
+  for (double x : {0.01, 0.01, 0.04, 0.04}) c.add_sample(x, 0, 0);
+  c.group_size = 2;
+  EXPECT_NEAR(predicted_error(c, o), 0.04 + 2.0 * 0.008, 1e-15);
+  // The edge rule ignores it.
+  SearchOptions e = options("edge");
+  e.spread_floor = 0.5;
+  EXPECT_DOUBLE_EQ(predicted_error(agree, e), 0.04);
+  // In the search: two equal samples no longer sit at the edge; the point kept leaves 1 + K x
+  // floor = 1.4x headroom (a denser tau than the edge point's).
+  SlopeOracle a({0.3, 0.3}), b({0.3, 0.3});
+  const HeadResult at_edge = search_head(a, options("edge"));
+  const HeadResult floored = search_head(b, o);
+  ASSERT_TRUE(at_edge.sparse && floored.sparse);
+  EXPECT_GT(floored.chosen.tau, at_edge.chosen.tau);
+  EXPECT_NEAR(floored.expected_stage1, 1.4 * floored.error_stage1, 1e-12);
+  EXPECT_LE(floored.expected_stage1, 0.05 + 1e-12);
+  EXPECT_GT(floored.expected_stage1, 0.05 - 0.3 * o.tau_tol * 1.4) << "as sparse as that allows";
+  EXPECT_EQ(SearchOptions{}.spread_floor, 0.2) << "the default (reports/tune-real/holdout-dit.md)";
+}
+
 TEST(TuneHoldout, OptionsValidated) {
   SearchOptions o;
   o.holdout = "loo";
   EXPECT_THROW(o.validate(), Error);
   o = SearchOptions{};
   o.spread_k = -1;
+  EXPECT_THROW(o.validate(), Error);
+  o = SearchOptions{};
+  o.spread_floor = -0.1;
+  EXPECT_THROW(o.validate(), Error);
+  o.spread_floor = 1.5;
   EXPECT_THROW(o.validate(), Error);
   EXPECT_EQ(SearchOptions{}.holdout, "spread") << "the default must be the generalising rule";
 }

@@ -239,7 +239,8 @@ TEST(TuneSearch, StageTwoShareBoundsWhatLambdaAdds) {
   // share, the predicted increment 1.3 x 0.02 e^(λ/4) must stay <= l2 - l1 = 0.01.
   Model m = dense_lambda_model();
   SyntheticOracle oracle(m, 2);
-  SearchOptions opt;  // spread, K = 2
+  SearchOptions opt;  // spread, K = 2, no floor (TuneHoldout.SpreadFloorWhenSamplesAgree)
+  opt.spread_floor = 0.0;
   ASSERT_EQ(opt.holdout, "spread");
   HeadResult r = search_head(oracle, opt);
   ASSERT_FALSE(r.sparse);
