@@ -67,10 +67,18 @@ template <int kD>
 void launch_wg(const AttentionParams& p, cudaStream_t stream) {
   constexpr auto kernel = attention_kernel_wg<kD>;
   using Plan = WgPlan<kD>;
-  allow_shared_memory<kernel>(Plan::kAlloc);
+  // The block list grows with num_k_blocks (8 bytes per K block): the limit is the opt-in
+  // maximum, while occupancy follows what this launch asks for.
+  constexpr int kMaxSmem = 227 * 1024;
+  const int bytes = Plan::alloc(p.num_k_blocks);
+  if (p.num_k_blocks > Plan::kMaxBlocks || bytes > kMaxSmem) {
+    invalid("warpgroup kernel: " + std::to_string(p.num_k_blocks) +
+            " K blocks need more shared memory than an SM has; use sm90.pingpong");
+  }
+  allow_shared_memory<kernel>(kMaxSmem);
   const TensorMaps m = tensor_maps<kD>(p, kWgRows);
   const dim3 grid(2 * p.num_q_blocks, p.heads, p.batch);
-  kernel<<<grid, kWgThreads, Plan::kAlloc, stream>>>(m.q, m.k, m.v, p);
+  kernel<<<grid, kWgThreads, bytes, stream>>>(m.q, m.k, m.v, p);
   check_cuda(cudaGetLastError(), "launch failed");
 }
 

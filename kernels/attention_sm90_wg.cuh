@@ -34,8 +34,12 @@ struct WgPlan {
   static constexpr int kK = kQ + kQBytes;
   static constexpr int kV = kK + kStages * kKBytes;
   static constexpr int kBars = kV + kStages * kVBytes;  // q_full, k_full[S], v_full[S]
-  static constexpr int kBytes = kBars + (1 + 2 * kStages) * 8;
-  static constexpr int kAlloc = kBytes + 1024;
+  // Then the tile's K scales (fp32) and K block indices (int16), num_iters entries each, sized by
+  // the launch for num_k_blocks: read from global memory once per CTA instead of twice per block.
+  // 6 bytes per K block keep three D = 128 CTAs per SM up to 256 K blocks.
+  static constexpr int kBlocks = kBars + (1 + 2 * kStages) * 8;
+  static constexpr int kMaxBlocks = 32767;
+  static constexpr int alloc(int num_k_blocks) { return kBlocks + 6 * num_k_blocks + 1024; }
   static_assert(kQBytes % 1024 == 0 && kKBytes % 1024 == 0 && kVBytes % 1024 == 0);
 };
 
@@ -57,6 +61,8 @@ __global__ void __launch_bounds__(kWgThreads, wg_shape(kD).ctas)
   uint64_t* q_full = reinterpret_cast<uint64_t*>(smem + Plan::kBars);
   uint64_t* k_full = q_full + 1;
   uint64_t* v_full = k_full + kStages;
+  float* s_kscale = reinterpret_cast<float*>(smem + Plan::kBlocks);          // [num_iters]
+  int16_t* s_block = reinterpret_cast<int16_t*>(s_kscale + p.num_k_blocks);  // [num_iters]
 
   // Tile (b, h, q block) as grid walks them; the low bit of blockIdx.x picks the half.
   const int half = static_cast<int>(blockIdx.x) & 1;
@@ -64,13 +70,11 @@ __global__ void __launch_bounds__(kWgThreads, wg_shape(kD).ctas)
       (static_cast<int>(blockIdx.z) * p.heads + static_cast<int>(blockIdx.y)) * p.num_q_blocks +
       static_cast<int>(blockIdx.x >> 1);
   const Tile w = make_tile(p, tile);
-  const float* k_scale = p.k_scale + w.bhkv * p.num_k_blocks;
-  auto block_of = [&](int it) { return w.lut_row ? w.lut_row[it] : it; };
 
   auto load_kv = [&](int it) {  // thread 0: block it into its stage
     const int stage = it % kStages;
     load_kv_block<kD>(s_k + stage * Plan::kKBytes, s_v + stage * Plan::kVBytes, &k_full[stage],
-                      &v_full[stage], &tm_k, &tm_v, w.bhkv, p.num_k_blocks, block_of(it));
+                      &v_full[stage], &tm_k, &tm_v, w.bhkv, p.num_k_blocks, s_block[it]);
   };
   if (threadIdx.x == 0) {
     mbar_init(q_full, 1);
@@ -83,7 +87,21 @@ __global__ void __launch_bounds__(kWgThreads, wg_shape(kD).ctas)
     tma_prefetch_desc(&tm_v);
     mbar_arrive_expect_tx(q_full, Plan::kQBytes);
     tma_load_2d(s_q, &tm_q, q_full, 0, static_cast<int32_t>(w.row_idx * kBlockQ + half * kWgRows));
-    for (int it = 0; it < kStages && it < w.num_iters; ++it) load_kv(it);
+    // The first stages straight from the LUT, so these loads overlap the copy below (short
+    // causal tiles feel the CTA prologue most).
+    for (int it = 0; it < kStages && it < w.num_iters; ++it) {
+      load_kv_block<kD>(s_k + it * Plan::kKBytes, s_v + it * Plan::kVBytes, &k_full[it],
+                        &v_full[it], &tm_k, &tm_v, w.bhkv, p.num_k_blocks,
+                        w.lut_row ? w.lut_row[it] : it);
+    }
+  }
+  {
+    const float* k_scale = p.k_scale + w.bhkv * p.num_k_blocks;
+    for (int i = static_cast<int>(threadIdx.x); i < w.num_iters; i += kWgThreads) {
+      const int j = w.lut_row ? w.lut_row[i] : i;
+      s_block[i] = static_cast<int16_t>(j);
+      s_kscale[i] = k_scale[j];
+    }
   }
   __syncthreads();
 
@@ -109,18 +127,12 @@ __global__ void __launch_bounds__(kWgThreads, wg_shape(kD).ctas)
   int32_t s[64];
   mbar_wait(q_full, 0);
 
-  int j_next = w.num_iters > 0 ? block_of(0) : 0;
-  float ks_next = w.num_iters > 0 ? k_scale[j_next] : 0.f;
 #pragma unroll 1
   for (int it = 0; it < w.num_iters; ++it) {
     const int stage = it % kStages;
     const uint32_t phase = (it / kStages) & 1;
-    const int j = j_next;
-    const float blk = (q_scale * ks_next) * p.sm_scale_log2;
-    if (it + 1 < w.num_iters) {  // the next block's facts load during this block
-      j_next = block_of(it + 1);
-      ks_next = k_scale[j_next];
-    }
+    const int j = s_block[it];
+    const float blk = (q_scale * s_kscale[it]) * p.sm_scale_log2;
     const bool mask = j >= last_partial_k ||
                       (p.causal && j * kBlockK + kBlockK - 1 > w.qb * kBlockQ + p.causal_offset);
     mbar_wait(&k_full[stage], phase);
