@@ -68,13 +68,21 @@ TEST_F(CliTune, TuneThenEvalPassesAndIsDeterministic) {
   EXPECT_FALSE(fs::exists(tmp_dir() / "a.yaml.partial.jsonl")) << "journal left after success";
 
   auto cfg = sparge::config::read_tuned(a);
-  double best = 0;
   for (const auto& l : cfg.layers) {
     for (size_t h = 0; h < l.sparsity_stage1.size(); ++h) {
       EXPECT_LE(l.error_stage1[h], cfg.budget.l1) << "layer " << l.layer << " head " << h;
       EXPECT_LE(l.error_stage12[h], cfg.budget.l2) << "layer " << l.layer << " head " << h;
-      best = std::max<double>(best, l.sparsity_stage1[h]);
     }
+  }
+  // That the search finds sparsity at all is asked of the edge rule: with 16 blocks per head, the
+  // default's headroom for unseen samples leaves every head dense for some seeds (1 in ~20).
+  fs::path c = tmp_dir() / "c.yaml";
+  Result t3 =
+      run(fmt::format("tune {} -o {} --samples 0-1 --holdout edge", dump_.string(), c.string()));
+  ASSERT_EQ(t3.code, 0) << t3.err;
+  double best = 0;
+  for (const auto& l : sparge::config::read_tuned(c).layers) {
+    for (double s : l.sparsity_stage1) best = std::max(best, s);
   }
   EXPECT_GT(best, 0.05) << "no structured head found any sparsity " << seed_note();
 
