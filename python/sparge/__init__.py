@@ -9,9 +9,9 @@ The operator itself is ``torch.ops.sparge.attention`` (libsparge_ops.so, built b
 scripts/setup.sh; :func:`load_library` finds it).
 """
 
-from ._apply import Applied, apply, attention, stats
+from ._apply import SPARSER_THAN_TUNED, Applied, apply, attention, stats
 from ._config import Config, ConfigError, LayerConfig, load_config
 from ._ops import load_library
 
 __all__ = ["apply", "stats", "attention", "Applied", "load_config", "Config", "LayerConfig",
-           "ConfigError", "load_library"]
+           "ConfigError", "load_library", "SPARSER_THAN_TUNED"]

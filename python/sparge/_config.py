@@ -26,6 +26,9 @@ class LayerConfig:
     lam: torch.Tensor                  # natural-log units, -inf = stage 2 off
     topk: torch.Tensor | None          # search.mode topk: kept fraction per head
     sparse: list[bool]
+    # Mean over heads of the stage-1 sparsity the tuner measured on its calibration samples
+    # (the YAML's sparsity.stage1); None where the file has none (SpargeAttn's spelling).
+    tuned_sparsity: float | None = None
 
 
 @dataclass
@@ -96,9 +99,14 @@ def load_config(path) -> Config:
         topk = None
         if mode == "topk":
             topk = _floats(path, f"{where}.topk", entry.get("topk"), heads)
+        tuned = None
+        if isinstance(entry.get("sparsity"), dict) and "stage1" in entry["sparsity"]:
+            tuned = float(_floats(path, f"{where}.sparsity.stage1", entry["sparsity"]["stage1"],
+                                  heads).mean())
         cfg.layers.append(LayerConfig(layer=int(entry.get("layer", i)),
                                       module=str(entry.get("module", "") or ""), heads=heads,
-                                      tau=tau, theta=theta, lam=lam, topk=topk, sparse=sparse))
+                                      tau=tau, theta=theta, lam=lam, topk=topk, sparse=sparse,
+                                      tuned_sparsity=tuned))
     if not cfg.layers:
         raise ConfigError(f"{path}: layers: empty")
     return cfg

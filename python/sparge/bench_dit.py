@@ -237,7 +237,10 @@ def main(argv=None) -> int:
                                            else "") + " (sparge.apply vs SDPA cuDNN)."]
     lines += ["", f"Realised stage-1 sparsity (held-out, all layers): "
               f"{res['sparsity']['stage1_mean']:.4f}; per layer: "
-              + ", ".join(f"{s['sparsity']:.3f}" for s in stats) + ".",
+              + ", ".join(f"{s['sparsity']:.3f}" for s in stats) + " (tuned: "
+              + ", ".join(f"{s['tuned_sparsity']:.3f}" for s in stats if s["tuned_sparsity"]
+                          is not None) + f"; {sum(s['sparser_than_tuned'] for s in stats)} "
+              "layer(s) sparser than tuned).",
               f"Model output rel-L1 vs the cuDNN forward: {err:.4f}.",
               f"`sparge eval --backend cuda` of the held-out photograph: "
               f"{holdout['heads_over_budget']} of {holdout['heads']} heads over budget (l1 "

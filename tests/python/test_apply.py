@@ -191,6 +191,31 @@ def test_end_to_end_capture_tune_apply(tuned):
     assert 0.0 < err <= 3 * cfg.budget["l2"], (err, st)
 
 
+def test_stats_flag_layers_sparser_than_tuned(tuned):
+    """stats() puts each layer's realised sparsity beside the tuner's calibration figure and
+    marks a layer that ran well above it (inputs unlike the calibration samples)."""
+    model, xs, cfg_path = tuned
+    cfg = sparge.load_config(cfg_path)
+    assert all(layer.tuned_sparsity is not None for layer in cfg.layers)
+    with torch.no_grad(), sparge.apply(model, cfg):
+        model(xs[2])
+        st = sparge.stats()
+    for s, layer in zip(st, cfg.layers):
+        assert s["tuned_sparsity"] == layer.tuned_sparsity
+        assert s["sparser_than_tuned"] == (s["kept_blocks"] < s["valid_blocks"] and s["sparsity"]
+                                           > sparge.SPARSER_THAN_TUNED * layer.tuned_sparsity)
+    # The same calls against a config that claims calibration kept every block: every layer
+    # that skipped anything is flagged; against one that claims near-total sparsity, none is.
+    skipped = [s["kept_blocks"] < s["valid_blocks"] for s in st]
+    assert any(skipped), st
+    for claimed, expect in ((0.0, skipped), (0.99, [False] * len(st))):
+        for layer in cfg.layers:
+            layer.tuned_sparsity = claimed
+        with torch.no_grad(), sparge.apply(model, cfg):
+            model(xs[2])
+            assert [s["sparser_than_tuned"] for s in sparge.stats()] == expect
+
+
 def test_mismatched_model_is_refused(tuned):
     _, xs, cfg_path = tuned
     other = Model(depth=2).eval()
