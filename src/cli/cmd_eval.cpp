@@ -3,6 +3,7 @@
 // kernel self-check instead (src/tune/kernel_check.hpp): CPU reference vs CUDA kernels per head.
 #include <fmt/format.h>
 
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "cli/arg_lists.hpp"
@@ -120,6 +121,16 @@ void register_eval(CLI::App& app, Context& ctx) {
     if (!a.layers.empty()) rq.layers = parse_index_list(a.layers, "--layers");
     auto out = tune::run_eval(rq);
     const auto& b = rq.config.budget;
+    // The stage-1 sparsity the tuner measured on its calibration samples for this head (NaN:
+    // not in the file). A miss at a sparsity well above it means a sample unlike the
+    // calibration ones (reports/tune-real/holdout-dit.md).
+    auto tuned_sparsity = [&](int layer, int head) {
+      for (const auto& l : rq.config.layers) {
+        if (l.layer == layer && head < static_cast<int>(l.sparsity_stage1.size()))
+          return static_cast<double>(l.sparsity_stage1[head]);
+      }
+      return std::nan("");
+    };
 
     if (a.format == "json") {
       nlohmann::json rows = nlohmann::json::array();
@@ -133,6 +144,9 @@ void register_eval(CLI::App& app, Context& ctx) {
              {"lambda", std::isinf(e.candidate.lambda) ? nlohmann::json(nullptr)
                                                        : nlohmann::json(e.candidate.lambda)},
              {"sparsity_stage1", e.sparsity_stage1},
+             {"tuned_sparsity_stage1", std::isnan(tuned_sparsity(e.layer, e.head))
+                                           ? nlohmann::json(nullptr)
+                                           : nlohmann::json(tuned_sparsity(e.layer, e.head))},
              {"sparsity_stage12", e.sparsity_stage12},
              {"error_stage1", e.error_stage1},
              {"error_stage12", e.error_stage12},
@@ -181,10 +195,14 @@ void register_eval(CLI::App& app, Context& ctx) {
     if (!out.all_pass) {
       for (const auto& e : out.heads) {
         if (!e.pass) {
+          const double tuned = tuned_sparsity(e.layer, e.head);
           log::warn(
               "layer {} head {} misses its budget: error l1 {:.4f} (budget {}), l2 {:.4f} "
-              "(budget {})",
-              e.layer, e.head, e.error_stage1, b.l1, e.error_stage12, b.l2);
+              "(budget {}); stage-1 sparsity {:.3f}{}",
+              e.layer, e.head, e.error_stage1, b.l1, e.error_stage12, b.l2, e.sparsity_stage1,
+              std::isnan(tuned)
+                  ? std::string()
+                  : fmt::format(" (tuned on the calibration samples: {:.3f})", tuned));
         }
       }
       ctx.exit_code = 1;

@@ -89,6 +89,13 @@ TEST_F(CliTune, TuneThenEvalPassesAndIsDeterministic) {
   Result e = run(fmt::format("eval {} {} --samples 0-1 --format json", dump_.string(), a.string()));
   EXPECT_EQ(e.code, 0) << e.out << e.err << seed_note();
   EXPECT_NE(e.out.find("\"pass\": true"), std::string::npos) << e.out;
+  // Each head's calibration sparsity from the config sits beside the sparsity eval measured.
+  for (const auto& h : nlohmann::json::parse(e.out).at("heads")) {
+    const auto& l = *std::find_if(cfg.layers.begin(), cfg.layers.end(),
+                                  [&](const auto& x) { return x.layer == h.at("layer"); });
+    EXPECT_FLOAT_EQ(h.at("tuned_sparsity_stage1").get<float>(),
+                    l.sparsity_stage1[h.at("head").get<int>()]);
+  }
 
   Result v = run(fmt::format("config validate {} --kernel sm90", a.string()));
   EXPECT_EQ(v.code, 0) << v.err;
