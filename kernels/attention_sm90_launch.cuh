@@ -67,7 +67,7 @@ template <int kD>
 void launch_wg(const AttentionParams& p, cudaStream_t stream) {
   constexpr auto kernel = attention_kernel_wg<kD>;
   using Plan = WgPlan<kD>;
-  // The block list grows with num_k_blocks (8 bytes per K block): the limit is the opt-in
+  // The block list grows with num_k_blocks (6 bytes per K block): the limit is the opt-in
   // maximum, while occupancy follows what this launch asks for.
   constexpr int kMaxSmem = 227 * 1024;
   const int bytes = Plan::alloc(p.num_k_blocks);
