@@ -13,8 +13,8 @@
 //     order, so the caller never sees it. On CUDA the kernels gather and scatter through it
 //     (runtime::Options::token_order); the CPU path gathers copies.
 //     o is q's shape and dtype, laid out like q (see out_like); counts int64 [2] on q's device =
-//     (kept, causally valid) block
-//     pairs of this call, summed over B and H, for realised sparsity without a host sync.
+//     (kept, causally valid) block pairs of this call, summed over B and H, for realised
+//     sparsity without a host sync.
 //   hilbert_permutation(T, H, W, text_prefix, text_suffix) -> int64 [text_prefix + T·H·W +
 //     text_suffix]: perm[k] = original index of the k-th token (src/reference/hilbert.hpp).
 #include <ATen/ATen.h>
