@@ -62,6 +62,7 @@ TEST_F(CliTune, TuneThenEvalPassesAndIsDeterministic) {
   Result t1 = run(fmt::format("tune {} -o {} --samples 0-1 --jobs 2", dump_.string(), a.string()));
   ASSERT_EQ(t1.code, 0) << t1.err << seed_note();
   EXPECT_NE(t1.out.find("stage1_sparsity"), std::string::npos) << t1.out;
+  EXPECT_NE(t1.err.find("two calibration samples"), std::string::npos) << t1.err;
   Result t2 = run(fmt::format("tune {} -o {} --samples 0-1 --jobs 1", dump_.string(), b.string()));
   ASSERT_EQ(t2.code, 0) << t2.err;
   EXPECT_EQ(slurp(a), slurp(b)) << "same inputs and flags, different YAML " << seed_note();
