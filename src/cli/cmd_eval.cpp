@@ -125,16 +125,16 @@ void register_eval(CLI::App& app, Context& ctx) {
     // not in the file). A miss at a sparsity well above it means a sample unlike the
     // calibration ones (reports/tune-real/holdout-dit.md).
     auto tuned_sparsity = [&](int layer, int head) {
-      for (const auto& l : rq.config.layers) {
-        if (l.layer == layer && head < static_cast<int>(l.sparsity_stage1.size()))
-          return static_cast<double>(l.sparsity_stage1[head]);
-      }
-      return std::nan("");
+      const config::TunedLayer* l = rq.config.find_layer(layer);
+      return l && head < static_cast<int>(l->sparsity_stage1.size())
+                 ? static_cast<double>(l->sparsity_stage1[head])
+                 : std::nan("");
     };
 
     if (a.format == "json") {
       nlohmann::json rows = nlohmann::json::array();
       for (const auto& e : out.heads) {
+        const double tuned = tuned_sparsity(e.layer, e.head);
         rows.push_back(
             {{"layer", e.layer},
              {"head", e.head},
@@ -144,9 +144,8 @@ void register_eval(CLI::App& app, Context& ctx) {
              {"lambda", std::isinf(e.candidate.lambda) ? nlohmann::json(nullptr)
                                                        : nlohmann::json(e.candidate.lambda)},
              {"sparsity_stage1", e.sparsity_stage1},
-             {"tuned_sparsity_stage1", std::isnan(tuned_sparsity(e.layer, e.head))
-                                           ? nlohmann::json(nullptr)
-                                           : nlohmann::json(tuned_sparsity(e.layer, e.head))},
+             {"tuned_sparsity_stage1",
+              std::isnan(tuned) ? nlohmann::json(nullptr) : nlohmann::json(tuned)},
              {"sparsity_stage12", e.sparsity_stage12},
              {"error_stage1", e.error_stage1},
              {"error_stage12", e.error_stage12},

@@ -83,13 +83,14 @@ at::Tensor out_like(const at::Tensor& q, int64_t d, const at::TensorOptions& opt
 }
 
 // The CPU path's q, k, v [B, H(kv), N, D] in the token order the thresholds were tuned in:
-// gathered copies by perm when one is given, as they are otherwise; restore() puts an output
-// back. (The CUDA path gathers and scatters inside the kernels instead.)
+// gathered copies by perm when one is given, as they are otherwise; restore() writes an output
+// back into `out` in the input order. (The CUDA path gathers and scatters inside the kernels.)
 struct Ordered {
   at::Tensor q, k, v;
   std::optional<at::Tensor> perm;
-  at::Tensor restore(const at::Tensor& o) const {
-    return perm ? at::empty_like(o).index_copy_(2, *perm, o) : o;  // o[:, :, perm] = o_perm
+  at::Tensor restore(const at::Tensor& o, at::Tensor out) const {
+    if (!perm) return out.copy_(o);                             // converts the dtype
+    return out.index_copy_(2, *perm, o.to(out.scalar_type()));  // out[:, :, perm] = o_perm
   }
 };
 Ordered in_tuned_order(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -163,8 +164,7 @@ std::tuple<at::Tensor, at::Tensor> attention_cpu(const at::Tensor& q_in, const a
   opts.scale = scale.value_or(0.0);
   const at::Tensor mask = ref::predict_block_mask(q, k, geometry, th, opts);
   const ref::SparseResult r = ref::sparse_attention(q, k, v, mask, th.lambda, geometry, opts);
-  const at::Tensor o = in.restore(r.o.to(q_in.scalar_type()));
-  return {out_like(q_in, o.size(3), o.options()).copy_(o),
+  return {in.restore(r.o, out_like(q_in, r.o.size(3), q_in.options())),
           at::tensor({r.kept_blocks, r.valid_blocks}, at::kLong)};
 }
 
