@@ -33,7 +33,8 @@ struct TuneArgs {
       holdout = kSearchDefaults.holdout, trace, mode = kSearchDefaults.mode;
   double l1 = kSearchDefaults.l1, l2 = kSearchDefaults.l2,
          min_sparsity = kSearchDefaults.min_sparsity, margin = kSearchDefaults.margin,
-         spread_k = kSearchDefaults.spread_k, spread_floor = kSearchDefaults.spread_floor;
+         spread_k = kSearchDefaults.spread_k, spread_floor = kSearchDefaults.spread_floor,
+         tau_plateau = kSearchDefaults.tau_plateau;
   bool no_hilbert = false;
   float tau_tol = kSearchDefaults.tau_tol, lambda_tol = kSearchDefaults.lambda_tol;
   bool no_lambda = !kSearchDefaults.tune_lambda, resume = false, timestamp = false;
@@ -58,6 +59,11 @@ void register_tune(CLI::App& app, Context& ctx) {
       "per sample, predicted the same way): the error lambda adds varies most between inputs. "
       "--holdout edge is the sparsest point that passes the calibration samples, lambda using "
       "all of l2 (held-out samples can miss the budget).\n"
+      "tau plateau guard (--tau-plateau R, spread rule only): from the sparsest passing point "
+      "(tau*, s*), the stage-1 point kept then becomes the passing one of largest tau (any "
+      "theta) whose mean stage-1 sparsity is >= s* - R x (tau - tau*): where lowering tau bought "
+      "less than R sparsity per unit of tau on the calibration samples (theta forced most blocks "
+      "on), a held-out input with fewer forced blocks would be cut by that low tau.\n"
       "Token order: a dump with a token grid (video/image) is tuned in Hilbert order (text tokens "
       "in place; the YAML records it and eval follows it); --no-hilbert keeps the dump's order. "
       "Causal dumps are never permuted.\n"
@@ -115,6 +121,13 @@ void register_tune(CLI::App& app, Context& ctx) {
   sub->add_option("--spread-floor", args->spread_floor,
                   "F of --holdout spread: the spread is taken as at least F x the worst error, "
                   "since calibration samples that agree by chance say little about a new one")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  sub->add_option("--tau-plateau", args->tau_plateau,
+                  "R of the tau plateau guard (--holdout spread): the least mean stage-1 "
+                  "sparsity a unit of tau lowered must buy, else the larger tau is kept; costs "
+                  "at most R x (1 - tau*) of calibration sparsity per head; 0 = off (the "
+                  "sparsest passing point)")
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
   sub->add_flag("--no-hilbert", args->no_hilbert,
@@ -190,6 +203,7 @@ void register_tune(CLI::App& app, Context& ctx) {
     s.mode = a.mode;
     s.spread_k = a.spread_k;
     s.spread_floor = a.spread_floor;
+    s.tau_plateau = a.tau_plateau;
     rq.hilbert = !a.no_hilbert;
     if (!a.layers.empty()) rq.layers = parse_index_list(a.layers, "--layers");
     if (!a.samples.empty()) rq.samples = parse_index_list(a.samples, "--samples");
@@ -267,8 +281,9 @@ void register_tune(CLI::App& app, Context& ctx) {
             cfg.search.holdout == "edge"
                 ? "--holdout edge: the calibration error itself, no headroom"
                 : fmt::format("calibration worst + {} x spread across samples, the spread at "
-                              "least {} x the worst; lambda adds at most l2 - l1",
-                              cfg.search.spread_k, cfg.search.spread_floor),
+                              "least {} x the worst; lambda adds at most l2 - l1; tau plateau "
+                              "guard {}",
+                              cfg.search.spread_k, cfg.search.spread_floor, cfg.search.tau_plateau),
             a.dump, a.output);
       }
     }
@@ -281,6 +296,7 @@ void register_tune(CLI::App& app, Context& ctx) {
                             {"holdout", cfg.search.holdout},
                             {"spread_k", cfg.search.spread_k},
                             {"spread_floor", cfg.search.spread_floor},
+                            {"tau_plateau", cfg.search.tau_plateau},
                             {"margin", cfg.search.margin},
                             {"min_sparsity", cfg.search.min_sparsity},
                             {"mode", cfg.search.mode},

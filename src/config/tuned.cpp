@@ -120,11 +120,11 @@ std::string to_yaml(const TunedConfig& c) {
   line(fmt::format(
       "search: {{granularity: {}, theta_grid: {}, tau_tol: {}, lambda_range: [{}, {}], "
       "lambda_tol: {}, tune_lambda: {}, min_sparsity: {}, margin: {}, holdout: {}, spread_k: "
-      "{}, spread_floor: {}, mode: {}}}",
+      "{}, spread_floor: {}, tau_plateau: {}, mode: {}}}",
       s.granularity, floats(s.theta_grid), format_float(s.tau_tol), format_float(s.lambda_min),
       format_float(s.lambda_max), format_float(s.lambda_tol), s.tune_lambda,
       format_double(s.min_sparsity), format_double(s.margin), s.holdout, format_double(s.spread_k),
-      format_double(s.spread_floor), s.mode));
+      format_double(s.spread_floor), format_double(s.tau_plateau), s.mode));
   const auto& perm = c.permutation;
   if (perm.hilbert()) {
     line(
@@ -365,6 +365,10 @@ TunedConfig parse_tuned(const std::string& text, const std::string& source,
       ss.spread_floor = p.scalar<double>(s["spread_floor"], "search.spread_floor", "a number");
     if (!(ss.spread_floor >= 0 && ss.spread_floor <= 1))
       p.bad("search.spread_floor", fmt::format("{}: expected a number in [0, 1]", ss.spread_floor));
+    if (s["tau_plateau"])
+      ss.tau_plateau = p.scalar<double>(s["tau_plateau"], "search.tau_plateau", "a number");
+    if (!(ss.tau_plateau >= 0 && ss.tau_plateau <= 1))
+      p.bad("search.tau_plateau", fmt::format("{}: expected a number in [0, 1]", ss.tau_plateau));
     if (!(ss.margin >= 0 && ss.margin <= 0.5))
       p.bad("search.margin", fmt::format("{}: expected a number in [0, 0.5]", ss.margin));
   }

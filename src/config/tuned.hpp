@@ -59,6 +59,7 @@ struct SearchSpace {
   std::string holdout = "edge";
   double spread_k = 0.0;
   double spread_floor = 0.0;  // absent before it existed: the samples' own spread only
+  double tau_plateau = 0.0;   // τ plateau guard (SearchOptions::tau_plateau); absent: off
   // Stage-1 parametrisation: "cdf" (TopCdf mass τ) or "topk" (kept fraction per row, the
   // layers' `topk` arrays). Absent before issue 16: cdf.
   std::string mode = "cdf";

@@ -48,6 +48,8 @@ void SearchOptions::validate() const {
     fail(ExitCode::kUsage, "--spread-k {}: must be in [0, 10]", spread_k);
   if (!(spread_floor >= 0 && spread_floor <= 1))
     fail(ExitCode::kUsage, "--spread-floor {}: must be in [0, 1]", spread_floor);
+  if (!(tau_plateau >= 0 && tau_plateau <= 1))
+    fail(ExitCode::kUsage, "--tau-plateau {}: must be in [0, 1]", tau_plateau);
 }
 
 namespace {
@@ -127,6 +129,14 @@ class Memo {
   }
   Evaluation evaluate(const Candidate& c) { return evaluate(std::vector<Candidate>{c}).front(); }
   long count() const { return static_cast<long>(cache_.size()); }
+  // The stage-1 points evaluated so far (λ = -inf) in the mode `topk`, in evaluation order.
+  std::vector<std::pair<Candidate, Evaluation>> stage1_points(bool topk) const {
+    std::vector<std::pair<Candidate, Evaluation>> out;
+    for (const auto& o : order_) {
+      if (std::isinf(o.lambda) && o.topk == topk) out.emplace_back(o, cache_.at(key_of(o)));
+    }
+    return out;
+  }
   // Every evaluated candidate in first-evaluation order (deterministic: see search_head).
   std::vector<TracePoint> trace(const SearchOptions& opt) const {
     std::vector<TracePoint> out;
@@ -190,6 +200,9 @@ std::optional<Point> search_stage1(Memo& memo, const SearchOptions& opt) {
     if (!dup) lines.push_back({t});
   }
   std::optional<Point> best;
+  // Step 2b may keep a point up to tau_plateau x (1 - τ) less sparse than the best (τ): lines
+  // that can still reach one go on.
+  const double plateau = opt.holdout == "edge" ? 0.0 : opt.tau_plateau;
   auto consider = [&](const Point& p) {
     if (predicted_error(p.e, opt) <= opt.target_l1() && (!best || better_stage1(p, *best)))
       best = p;
@@ -220,8 +233,9 @@ std::optional<Point> search_stage1(Memo& memo, const SearchOptions& opt) {
         continue;
       }
       // Monotone TopCdf: every τ > lo keeps a superset of lo's blocks, so this line cannot beat
-      // the best point any more. (Strict: an equal bound could still win a tie.)
-      if (best && l.reachable < best->e.sparsity_stage1_mean) {
+      // the best point any more, nor come within the τ plateau guard's reach of it. (Strict: an
+      // equal bound could still win a tie.)
+      if (best && l.reachable < best->e.sparsity_stage1_mean - plateau * (1.0 - best->c.tau)) {
         l.alive = false;
         continue;
       }
@@ -243,6 +257,50 @@ std::optional<Point> search_stage1(Memo& memo, const SearchOptions& opt) {
     }
   }
   return best;
+}
+
+// Search step 2b (SearchOptions::tau_plateau), from the sparsest passing point (τ*, s*). A point
+// of τ > τ* is acceptable when it passes and its mean stage-1 sparsity is at least
+// max(s* - tau_plateau x (τ - τ*), min_sparsity): lowering τ to τ* did not buy tau_plateau per
+// unit of τ. First the acceptable evaluated point of largest τ over every θ line (ties:
+// better_stage1), then a bisection on its θ line between that τ and the smallest unacceptable τ
+// evaluated above it (TopCdf keeps more blocks as τ grows, so the sparsity falls with τ and the
+// bisection finds where the plateau ends). A larger τ bounds the predicted mass a row may drop
+// wherever θ does not force its blocks on, which is what changes between inputs. A
+// non-monotone oracle can only shorten the move: every point kept was evaluated and passes.
+Point guard_tau_plateau(Memo& memo, const SearchOptions& opt, const Point& best) {
+  if (!(opt.tau_plateau > 0) || opt.holdout == "edge") return best;
+  if (best.e.sparsity_stage1_mean < opt.min_sparsity) return best;  // dense anyway
+  auto acceptable = [&](const Candidate& c, const Evaluation& e) {
+    const double least = std::max(
+        best.e.sparsity_stage1_mean - opt.tau_plateau * (c.tau - best.c.tau), opt.min_sparsity);
+    return c.tau > best.c.tau && predicted_error(e, opt) <= opt.target_l1() &&
+           e.sparsity_stage1_mean >= least;
+  };
+  Point keep = best;
+  const auto points = memo.stage1_points(best.c.topk);
+  for (const auto& [c, e] : points) {
+    const Point p{c, e};
+    if (acceptable(c, e) && (c.tau > keep.c.tau || (c.tau == keep.c.tau && better_stage1(p, keep))))
+      keep = p;
+  }
+  if (keep.c.tau >= 1.0f) return keep;
+  float hi = 1.0f;  // τ = 1 is evaluated on every θ line a point passed on
+  for (const auto& [c, e] : points) {
+    if (c.theta == keep.c.theta && c.tau > keep.c.tau && c.tau < hi && !acceptable(c, e))
+      hi = c.tau;
+  }
+  while (hi - keep.c.tau > opt.tau_tol) {
+    Candidate c = keep.c;
+    c.tau = (keep.c.tau + hi) * 0.5f;
+    Point p{c, memo.evaluate(c)};
+    if (acceptable(p.c, p.e)) {
+      keep = p;
+    } else {
+      hi = c.tau;
+    }
+  }
+  return keep;
 }
 
 Point search_stage2(Memo& memo, const SearchOptions& opt, const Point& base) {
@@ -279,6 +337,7 @@ HeadResult search_head(HeadOracle& oracle, const SearchOptions& opt) {
   Memo memo(oracle);
   HeadResult r;
   std::optional<Point> s1 = search_stage1(memo, opt);
+  if (s1) s1 = guard_tau_plateau(memo, opt, *s1);
   Point base;
   if (s1 && s1->e.sparsity_stage1_mean >= opt.min_sparsity) {
     base = *s1;

@@ -6,11 +6,18 @@
 //     rel-L1 on *every* calibration sample is <= l1. The θ lines advance in lockstep (one batched
 //     oracle call per step). A θ whose τ = 1 point fails is dropped; a θ line whose best
 //     reachable sparsity (the sparsity at its failing lower end: a larger τ only keeps more
-//     blocks) is below the best passing point found so far stops early.
+//     blocks) is below the best passing point found so far (less the τ plateau guard's reach,
+//     step 2b) stops early.
 //  2. The stage-1 point kept is the best *evaluated and passing* point over all θ lines: highest
 //     mean stage-1 sparsity; ties: lower worst error, then smaller θ, then larger τ. Bisection
 //     midpoints are never written untested, and a non-monotone oracle can cost sparsity but
 //     never makes a failing point win.
+//  2b. τ plateau guard (SearchOptions::tau_plateau = R), from the point of step 2 (τ*, s*).
+//     Acceptable: τ > τ*, passes, and mean stage-1 sparsity >= max(s* - R (τ - τ*),
+//     min_sparsity). Kept instead, if any: the acceptable evaluated point of largest τ over all
+//     θ lines (ties as in 2), then the largest acceptable τ of its θ line, by bisection between
+//     that τ and the smallest unacceptable τ evaluated above it. Where lowering τ bought less
+//     than R calibration sparsity per unit of τ, τ stays up.
 //  3. If no point passes, or the best mean stage-1 sparsity is < min_sparsity, the head is dense:
 //     kDenseCandidate (τ = 1, θ = 1: nothing is "similar", so every block is forced on).
 //  4. Stage 2 at the kept (τ, θ): bisection on λ in [lambda_min, lambda_max] (natural log, <= 0)
@@ -67,6 +74,19 @@ struct SearchOptions {
   // held-out sparsity 0.185 / 0.175 / 0.164; reports/tune-real/holdout-dit.md). 0 = the samples'
   // own spread only.
   double spread_floor = 0.2;
+  // τ plateau guard (search step 2b): R, the least mean stage-1 sparsity (a fraction of the
+  // blocks) that each unit of τ lowered must buy. The stage-1 point kept becomes the passing
+  // point of largest τ (over all θ lines, then refined up its θ line) whose sparsity is at most
+  // R x (its τ - τ*) below the sparsest passing point's (τ*). Where θ forces most blocks on for
+  // the calibration samples, the error hardly depends on τ, and the bisection drives τ to the
+  // lowest value that still passes, for almost no sparsity; on a held-out sample with fewer
+  // forced blocks that τ decides, and the head missed the budget 3x (issue 16, rocket held out,
+  // reports/tune-real/holdout-dit.md: from τ 0.336 to 0.964 cost that head 0.011 of sparsity,
+  // 0.018 per unit of τ; where τ decides, a unit of τ is worth 0.5-3). A larger τ bounds the
+  // predicted mass a row may drop. Costs at most R x (1 - τ*) of calibration stage-1 sparsity
+  // per head: next to nothing for a head whose τ* is near 1 already. 0 = off (the sparsest
+  // passing point; configs tuned before it existed). The edge rule ignores it.
+  double tau_plateau = 0.02;
 
   double target_l1() const { return l1 * (1.0 - margin); }
   double target_l2() const { return l2 * (1.0 - margin); }

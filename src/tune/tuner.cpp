@@ -255,6 +255,7 @@ TuneOutcome run_tune(const TuneRequest& rq) {
   cfg.search.mode = rq.search.mode;
   cfg.search.spread_k = rq.search.holdout == "edge" ? 0.0 : rq.search.spread_k;
   cfg.search.spread_floor = rq.search.holdout == "edge" ? 0.0 : rq.search.spread_floor;
+  cfg.search.tau_plateau = rq.search.holdout == "edge" ? 0.0 : rq.search.tau_plateau;
   cfg.permutation = order.record;
 
   std::string fingerprint;

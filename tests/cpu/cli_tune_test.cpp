@@ -21,6 +21,7 @@
 #include "kernels/api.h"
 #include "support/cli_harness.hpp"
 #include "synth/synth.hpp"
+#include "tune/search.hpp"
 
 namespace fs = std::filesystem;
 
@@ -127,6 +128,9 @@ TEST_F(CliTune, TraceFollowsTheHoldoutRule) {
   const auto cfg = sparge::config::read_tuned(y);
   const double l1 = j.at("budget").at("l1"), l2 = j.at("budget").at("l2");
   ASSERT_EQ(j.at("holdout"), "spread");
+  // The τ plateau guard's R is recorded in the trace and the YAML (it changes the result).
+  EXPECT_EQ(j.at("tau_plateau").get<double>(), sparge::tune::SearchOptions{}.tau_plateau);
+  EXPECT_EQ(cfg.search.tau_plateau, sparge::tune::SearchOptions{}.tau_plateau);
   int lambda_points = 0;
   for (const auto& h : j.at("heads")) {
     const auto& c = h.at("chosen");
@@ -225,6 +229,7 @@ TEST_F(CliTune, ShardsMergeToTheSingleRun) {
 TEST_F(CliTune, ErrorsHaveTheirExitCodes) {
   EXPECT_EQ(run("tune /nonexistent.h5 -o x.yaml").code, 66);
   EXPECT_EQ(run(fmt::format("tune {} -o x.yaml --l1 0.1 --l2 0.05", dump_.string())).code, 2);
+  EXPECT_EQ(run(fmt::format("tune {} -o x.yaml --tau-plateau -0.1", dump_.string())).code, 2);
   Result cuda = run(fmt::format("tune {} -o x.yaml --backend nosuch", dump_.string()));
   EXPECT_EQ(cuda.code, 2) << "an unknown backend is a usage error (issue 19)";
   EXPECT_NE(cuda.err.find("--backend"), std::string::npos) << cuda.err;

@@ -165,6 +165,33 @@ TEST(TunedConfig, RejectsBadFiles) {
   expect_invalid("schema_version: 1\n", "schema_version: 1\n  bad: [\n", "line ");
 }
 
+TEST(TunedConfig, TauPlateauRoundTripsAndIsOffWhenAbsent) {
+  TunedConfig c = random_config(5);
+  c.search.holdout = "spread";
+  c.search.tau_plateau = 0.02;
+  std::string y = to_yaml(c);
+  const std::string key = ", tau_plateau: 0.02";
+  const auto pos = y.find(key);
+  ASSERT_NE(pos, std::string::npos) << y;
+  EXPECT_EQ(parse_tuned(y, "mem.yaml").search.tau_plateau, 0.02);
+  // A config tuned before the guard existed has no key: the sparsest passing point (off).
+  y.erase(pos, key.size());
+  EXPECT_EQ(parse_tuned(y, "old.yaml").search.tau_plateau, 0.0);
+  EXPECT_EQ(TunedConfig{}.search.tau_plateau, 0.0);
+  c.search.tau_plateau = 0.25;
+  y = to_yaml(c);
+  const auto at = y.find("tau_plateau: 0.25");
+  ASSERT_NE(at, std::string::npos);
+  y.replace(at, 17, "tau_plateau: -1");
+  try {
+    parse_tuned(y, "bad.yaml");
+    FAIL() << "accepted tau_plateau -1";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ExitCode::kConfigError);
+    EXPECT_NE(std::string(e.what()).find("search.tau_plateau: -1"), std::string::npos) << e.what();
+  }
+}
+
 TEST(TunedConfig, AcceptsSpargeAttnSpelling) {
   const std::string y = R"(schema: sparge.tuned
 schema_version: 1

@@ -50,6 +50,7 @@ SearchOptions options(const std::string& holdout) {
   o.holdout = holdout;
   o.spread_k = 1.0;
   o.spread_floor = 0.0;  // the samples' own spread; the floor has its own test
+  o.tau_plateau = 0.0;   // the sparsest passing point; the τ plateau guard has its own test
   o.theta_grid = {-1.0f};
   o.min_sparsity = 0.0;
   return o;
@@ -132,6 +133,7 @@ TEST(TuneHoldout, TraceHoldsEveryEvaluatedCandidateOnce) {
   SlopeOracle o({0.25, 0.35});
   SearchOptions opt = options("spread");
   opt.theta_grid = {-1.0f, 0.0f, 0.5f};
+  opt.tau_plateau = SearchOptions{}.tau_plateau;  // its extra points are in the trace too
   HeadResult r = search_head(o, opt);
   ASSERT_EQ(static_cast<long>(r.trace.size()), r.evaluations);
   EXPECT_EQ(static_cast<long>(r.trace.size()), o.evaluations()) << "memo and trace disagree";
@@ -160,7 +162,8 @@ TEST(TuneHoldout, TraceHoldsEveryEvaluatedCandidateOnce) {
     }
   }
   EXPECT_TRUE(chosen_s1 && chosen_s12) << "the written point is not in the trace";
-  // Every passing stage-1 point is at most as sparse as the chosen one (it is the best).
+  // Every passing stage-1 point is at most as sparse as the chosen one (it is the best): here
+  // each unit of τ buys a unit of sparsity, no plateau, so the τ plateau guard gives up nothing.
   for (const auto& t : r.trace) {
     if (t.pass && std::isinf(t.c.lambda)) EXPECT_LE(t.e.sparsity_stage1_mean, r.sparsity_stage1);
   }

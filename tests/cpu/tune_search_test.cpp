@@ -285,6 +285,136 @@ TEST(TuneSearch, MarginTightensTheTargetNotTheBudget) {
   EXPECT_TRUE(d.meets_budget);
 }
 
+// Issue 16, the rocket miss: on the calibration samples θ forces most blocks on, so the error
+// is flat in τ above 0.3 and the stage-1 sparsity hardly moves on [0, 0.6] (0.0812 to 0.0800);
+// above 0.6 τ decides and the sparsity falls steeply. A held-out sample with fewer forced blocks
+// feels τ directly: its error is 0.1 (1 - τ).
+Model plateau_model() {
+  Model m;
+  m.error = [](const Candidate& c) {
+    return 0.02 + 0.5 * std::max(0.0, 0.3 - static_cast<double>(c.tau));
+  };
+  m.s1 = [](const Candidate& c) {
+    const double t = c.tau;
+    return t <= 0.6 ? 0.08 + 0.002 * (0.6 - t) : std::max(0.0, 0.08 - 0.5 * (t - 0.6));
+  };
+  m.s12 = m.s1;
+  return m;
+}
+double plateau_heldout_error(const Candidate& c) { return 0.1 * (1.0 - c.tau); }
+
+TEST(TuneSearch, TauPlateauGuardKeepsTheLargestTauOfAPlateau) {
+  SearchOptions opt;  // spread, K = 2, floor 0.2: predicted = 1.54 x the sample-0 error
+  opt.theta_grid = {0.375f};
+  opt.tune_lambda = false;
+  ASSERT_GT(opt.tau_plateau, 0.0) << "the guard is on by default";
+  // The τ where the predicted error reaches l1: 1.54 (0.02 + 0.5 (0.3 - τ)) = 0.05.
+  const double tau_pass = 0.3 - (opt.l1 / 1.54 - 0.02) / 0.5;
+
+  SearchOptions off = opt;
+  off.tau_plateau = 0.0;
+  SyntheticOracle o_off(plateau_model(), 2);
+  const HeadResult old_rule = search_head(o_off, off);
+  ASSERT_TRUE(old_rule.sparse);
+  // Without the guard: the smallest τ that passes, at the low end of the plateau.
+  EXPECT_GE(old_rule.chosen.tau, tau_pass - 1e-6);
+  EXPECT_LE(old_rule.chosen.tau, tau_pass + off.tau_tol);
+  EXPECT_GT(plateau_heldout_error(old_rule.chosen), opt.l1) << "the held-out miss";
+
+  SyntheticOracle o_on(plateau_model(), 2);
+  const HeadResult r = search_head(o_on, opt);
+  ASSERT_TRUE(r.sparse);
+  // With it: the upper end of the plateau (0.002 sparsity per unit τ, below R), where the
+  // sparsity given up reaches R x (τ - τ*): on the steep part, 0.08 - 0.5 (τ - 0.6) = s* - R (τ -
+  // τ*).
+  const double R = opt.tau_plateau, s0 = old_rule.sparsity_stage1, t0 = old_rule.chosen.tau;
+  const double tau_edge = (0.38 - s0 - R * t0) / (0.5 - R);
+  EXPECT_GE(r.chosen.tau, 0.6f);
+  EXPECT_LE(r.chosen.tau, tau_edge + 1e-6);
+  EXPECT_GE(r.chosen.tau, tau_edge - opt.tau_tol);
+  EXPECT_FLOAT_EQ(r.chosen.theta, 0.375f);
+  EXPECT_LE(plateau_heldout_error(r.chosen), opt.l1) << "the held-out sample stays inside";
+  // Its price on the calibration samples: at most R x (τ - τ*) of stage-1 sparsity.
+  EXPECT_LE(r.sparsity_stage1, s0);
+  EXPECT_GE(r.sparsity_stage1, s0 - R * (r.chosen.tau - t0) - 1e-12);
+  EXPECT_LT(s0 - r.sparsity_stage1, 0.01);
+  // The point written was evaluated and passes.
+  const Evaluation* e = find_seen(o_on, r.chosen);
+  ASSERT_NE(e, nullptr);
+  EXPECT_LE(predicted_error(*e, opt), opt.target_l1());
+  EXPECT_DOUBLE_EQ(r.expected_stage1, predicted_error(*e, opt));
+
+  // The edge rule ignores the guard (the sparsest point that passes the calibration samples).
+  SearchOptions e_on = edge(), e_off = edge();
+  e_on.theta_grid = e_off.theta_grid = opt.theta_grid;
+  e_off.tau_plateau = 0.0;
+  SyntheticOracle a(plateau_model(), 2), b(plateau_model(), 2);
+  EXPECT_EQ(search_head(a, e_on).chosen.tau, search_head(b, e_off).chosen.tau);
+}
+
+TEST(TuneSearch, TauPlateauGuardLooksAcrossThetaLines) {
+  // As on the real head: on the plateau line (θ = 0.375) the samples' errors part above τ = 0.5,
+  // so the spread rule fails every τ in (0.5, 1) there, and the guard cannot climb that line far.
+  // The line θ = 0.25 reaches nearly the same sparsity (0.7 (1 - τ), 0.0734 at its smallest
+  // passing τ 0.895 against the plateau's 0.0806) at a τ near 1: that point is kept, refined up
+  // its line to where it gives up R (τ - τ*). Held out, the plateau line's error is 0.12 (1 -
+  // τ) and the other line's is its calibration error (θ = 0.25 forced little there either).
+  Model m = plateau_model();
+  const Model plateau = m;
+  m.error = [plateau](const Candidate& c) {
+    if (c.theta == 0.25f) return 0.3 * (1.0 - c.tau) + 0.001;
+    return c.tau > 0.5f && c.tau < 1.0f ? 0.04 : plateau.error(c);
+  };
+  m.s1 = [plateau](const Candidate& c) {
+    return c.theta == 0.25f ? 0.7 * (1.0 - c.tau) : plateau.s1(c);
+  };
+  m.s12 = m.s1;
+  auto heldout = [](const Candidate& c) {
+    return c.theta == 0.25f ? 0.3 * (1.0 - c.tau) + 0.001 : 0.12 * (1.0 - c.tau);
+  };
+  SearchOptions opt;
+  opt.theta_grid = {0.25f, 0.375f};
+  opt.tune_lambda = false;
+  SearchOptions off = opt;
+  off.tau_plateau = 0.0;
+  SyntheticOracle o_off(m, 2), o_on(m, 2);
+  const HeadResult old_rule = search_head(o_off, off);
+  const HeadResult r = search_head(o_on, opt);
+  ASSERT_TRUE(old_rule.sparse && r.sparse);
+  EXPECT_FLOAT_EQ(old_rule.chosen.theta, 0.375f);
+  EXPECT_LT(old_rule.chosen.tau, 0.3f);
+  EXPECT_GT(heldout(old_rule.chosen), opt.l1);
+  EXPECT_FLOAT_EQ(r.chosen.theta, 0.25f) << "tau " << r.chosen.tau;
+  // 0.7 (1 - τ) = s* - R (τ - τ*)
+  const double R = opt.tau_plateau, s0 = old_rule.sparsity_stage1, t0 = old_rule.chosen.tau;
+  const double tau_edge = (0.7 - s0 - R * t0) / (0.7 - R);
+  EXPECT_LE(r.chosen.tau, tau_edge + 1e-6);
+  EXPECT_GE(r.chosen.tau, tau_edge - opt.tau_tol);
+  EXPECT_GE(r.sparsity_stage1, s0 - R * (r.chosen.tau - t0) - 1e-12);
+  EXPECT_LE(heldout(r.chosen), opt.l1);
+  // The best the plateau line alone could do (τ = 0.5) still misses held out.
+  EXPECT_GT(heldout({0.5f, 0.375f, kNoSkip, false}), opt.l1);
+}
+
+TEST(TuneSearch, TauPlateauGuardNeverMakesASparseHeadDense) {
+  // The plateau's sparsity is 0.055 to 0.0562: giving up R (τ - τ*), about 0.0065 at the end of
+  // the plateau, would end below min_sparsity (0.05); the guard stops at min_sparsity instead,
+  // and the head stays sparse.
+  Model m = plateau_model();
+  Model base = m;
+  m.s1 = [base](const Candidate& c) { return base.s1(c) - 0.025; };
+  m.s12 = m.s1;
+  SearchOptions opt;
+  opt.theta_grid = {0.375f};
+  opt.tune_lambda = false;
+  SyntheticOracle o(m, 2);
+  const HeadResult r = search_head(o, opt);
+  ASSERT_TRUE(r.sparse);
+  EXPECT_GE(r.sparsity_stage1, opt.min_sparsity);
+  EXPECT_GT(r.chosen.tau, 0.6f) << "still moved up the plateau";
+  EXPECT_LT(r.chosen.tau, 0.6f + 0.011f);
+}
+
 TEST(TuneSearch, OptionsValidated) {
   SearchOptions opt = edge();
   opt.l2 = 0.01;  // below l1
@@ -299,6 +429,11 @@ TEST(TuneSearch, OptionsValidated) {
   EXPECT_THROW(opt.validate(), Error);
   opt = edge();
   opt.margin = 0.6;  // above 0.5: the search target would be under half the budget
+  EXPECT_THROW(opt.validate(), Error);
+  opt = edge();
+  opt.tau_plateau = -0.01;
+  EXPECT_THROW(opt.validate(), Error);
+  opt.tau_plateau = 1.5;
   EXPECT_THROW(opt.validate(), Error);
 }
 

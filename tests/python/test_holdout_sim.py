@@ -73,7 +73,7 @@ def test_keeps_what_the_tuner_kept(trace):
     for h in t["heads"]:
         pts = [p for p in h["points"] if p["stage"] == "stage1"]
         kept = sim.keep(pts, (0, 1, 2), t["spread_k"], t["spread_floor"], t["budget"]["l1"],
-                        t["min_sparsity"])
+                        t["min_sparsity"], t.get("tau_plateau", 0.0))
         if not h["sparse"]:
             continue  # dense heads: the tuner writes tau = theta = 1, not a trace point
         assert kept is not None
