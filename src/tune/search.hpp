@@ -81,9 +81,10 @@ struct SearchOptions {
   // the calibration samples, the error hardly depends on τ, and the bisection drives τ to the
   // lowest value that still passes, for almost no sparsity; on a held-out sample with fewer
   // forced blocks that τ decides, and the head missed the budget 3x (issue 16, rocket held out,
-  // reports/tune-real/holdout-dit.md: from τ 0.336 to 0.964 cost that head 0.011 of sparsity,
-  // 0.018 per unit of τ; where τ decides, a unit of τ is worth 0.5-3). A larger τ bounds the
-  // predicted mass a row may drop. Costs at most R x (1 - τ*) of calibration stage-1 sparsity
+  // reports/tune-real/holdout-dit.md: R = 0.02 took it from τ 0.336, θ 0.375 to τ 0.966, θ 0.25
+  // for 0.012 of calibration sparsity, and it passed; where τ decides, a unit of τ is worth 0.35
+  // to 138 of sparsity, median 4.3, over 84 heads). A larger τ bounds the predicted mass a row
+  // may drop. Costs at most R x (1 - τ*) of calibration stage-1 sparsity
   // per head: next to nothing for a head whose τ* is near 1 already. 0 = off (the sparsest
   // passing point; configs tuned before it existed). The edge rule ignores it.
   double tau_plateau = 0.02;
