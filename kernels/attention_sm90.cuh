@@ -32,6 +32,9 @@ inline constexpr int kRowsPerWarpgroup = kBlockQ / kConsumerWarpgroups;  // 64 =
 // registers away (kernels/NOTES.md, resource report).
 inline constexpr int kThreads = 128 * (1 + kConsumerWarpgroups);
 inline constexpr int kGroupsPerBlock = kBlockQ / kWarpRows;  // stage2_kept entries per q block
+// Rows of e4m3 1.0 after each stage's V8ᵀ tile (the wgmma N granularity): P·V then yields P's row
+// sums (attention_sm90_device.cuh, issue_pv_block).
+inline constexpr int kOnesRows = 8;
 
 // The kernels (Sm90Kernel in kernels/params.h; kernels/NOTES.md "sm90 attention" has their
 // measurements under their run numbers: pingpong = 9, warpgroup = 12, serial = 4, grid = 6):
@@ -72,10 +75,11 @@ inline constexpr int kSchedBarrier = 3;
 // 1024-byte boundary because the 128-byte TMA/wgmma swizzle repeats every 8 rows × 128 B).
 template <int kD, int kStages>
 struct SmemPlan {
-  static constexpr int kQBytes = kBlockQ * kD;  // int8 [128][D]
-  static constexpr int kKBytes = kBlockK * kD;  // int8 [128][D]
-  static constexpr int kVBytes = kD * kBlockK;  // e4m3 [D][128] (tokens contiguous)
-  static constexpr int kQSlots = 2;             // Q of the tile in flight and of the next one
+  static constexpr int kQBytes = kBlockQ * kD;      // int8 [128][D]
+  static constexpr int kKBytes = kBlockK * kD;      // int8 [128][D]
+  static constexpr int kVTileBytes = kD * kBlockK;  // e4m3 [D][128] (tokens contiguous), by TMA
+  static constexpr int kVBytes = (kD + kOnesRows) * kBlockK;  // a stage: the tile, the ones rows
+  static constexpr int kQSlots = 2;  // Q of the tile in flight and of the next one
   static constexpr int kQ = 0;
   static constexpr int kK = kQ + kQSlots * kQBytes;
   static constexpr int kV = kK + kStages * kKBytes;

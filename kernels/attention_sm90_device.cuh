@@ -6,7 +6,8 @@
 //
 // Shapes: a consumer warpgroup holds 64 query rows of a 128-row tile; S / P are the 64 int32 /
 // fp32 accumulator entries of this thread (rows row0, row1, 32 column pairs), acc the kD / 2
-// fp32 entries of O (same rows, kD / 8 column pairs per row).
+// fp32 entries of O (same rows, kD / 8 column pairs per row), pv the pv_regs(kD) entries of one
+// block's P·V: O's kD / 2, then 4 holding the row sums of P (entries kD / 2 and kD / 2 + 2).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -79,25 +80,49 @@ __device__ __forceinline__ void issue_qk(int32_t (&s)[64], uint64_t dq, uint64_t
                                   kk > 0 ? 1 : 0);
   }
 }
-// pv = P · V8 of one block: (64 × 128) · (D × 128)ᵀ, 4 k-steps of 32 tokens, into a fresh
-// accumulator (the first k-step does not read pv). Why not straight into O: Hopper's e4m3 wgmma
-// adds into its accumulator with about 13 mantissa bits (truncating), so accumulating a whole
+// Accumulator entries of one block's P·V: O's kD / 2, then the 8 columns of the ones rows that
+// follow V's kD rows in every stage (kOnesRows), which hold Σ_c P[row, c] for rows row0 (entries
+// kD / 2, +1) and row1 (+2, +3). The row sum of the softmax thus comes from the tensor core and
+// sums exactly the e4m3 P that multiplies V, with the same per-block accumulation as O: no FADD
+// per element (64 per block and thread, ~9 % of the block's instructions at D = 64), and
+// o = Σ P·V / Σ P normalises the weights P·V actually used (numerics contract,
+// src/reference/sparse_attention.cpp).
+constexpr int pv_regs(int d) { return (d + kOnesRows) / 2; }
+inline constexpr uint32_t kE4m3OnesWord = 0x38383838u;  // four e4m3 1.0
+
+// pv = P · [V8; 1] of one block: (64 × 128) · ((D + 8) × 128)ᵀ, 4 k-steps of 32 tokens, into a
+// fresh accumulator (the first k-step does not read pv). Why not straight into O: Hopper's e4m3
+// wgmma adds into its accumulator with about 13 mantissa bits (truncating), so accumulating a whole
 // row of blocks there loses every block whose contribution sits below 2^-13 of the running sum.
 // On attention with a dominant local peak and a long tail (real images) that cost 3-5x the
 // contract's error over 139 blocks (kernels/NOTES.md, "FP22 accumulation"). One block's sum
 // (128 products) stays within ~2^-13 of itself; merge() adds it to O in fp32.
 template <int kD>
-__device__ __forceinline__ void issue_pv_block(float (&pv)[kD / 2], const uint32_t (&a)[4][4],
+__device__ __forceinline__ void issue_pv_block(float (&pv)[pv_regs(kD)], const uint32_t (&a)[4][4],
                                                uint64_t dv) {
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk) {
     const uint64_t db = desc_advance(dv, kk * 32);
     if constexpr (kD == 128) {
-      wgmma_m64n128k32_f32_e4m3_rs(pv, a[kk], db, kk > 0 ? 1 : 0);
+      wgmma_m64n136k32_f32_e4m3_rs(pv, a[kk], db, kk > 0 ? 1 : 0);
     } else {
-      wgmma_m64n64k32_f32_e4m3_rs(pv, a[kk], db, kk > 0 ? 1 : 0);
+      wgmma_m64n72k32_f32_e4m3_rs(pv, a[kk], db, kk > 0 ? 1 : 0);
     }
   }
+}
+
+// The ones rows after each stage's V8ᵀ tile (kVTileBytes in, kOnesRows × 128 bytes), written once
+// per CTA by all its threads: TMA only ever writes the kD rows before them. A run of equal bytes
+// is invariant under the 128-byte swizzle, so no swizzled addressing is needed. The fence makes
+// the generic-proxy stores visible to wgmma's async-proxy reads; the caller's barrier follows.
+template <int kVTileBytes, int kVStageBytes, int kStages>
+__device__ __forceinline__ void fill_ones_rows(uint8_t* s_v, int thread, int threads) {
+  constexpr int kWords = kOnesRows * 128 / 4;
+  for (int i = thread; i < kStages * kWords; i += threads) {
+    reinterpret_cast<uint32_t*>(s_v + (i / kWords) * kVStageBytes + kVTileBytes)[i % kWords] =
+        kE4m3OnesWord;
+  }
+  fence_proxy_async_shared();
 }
 
 __device__ __forceinline__ bool is_masked(int i, int j, const Lanes& ln, const AttentionParams& p) {
@@ -160,12 +185,14 @@ __device__ __forceinline__ void clear_p(uint32_t (&a)[4][4]) {
   }
 }
 
-// O = O · alpha + pv in fp32: the online-softmax rescale of O for the block whose P·V is in pv,
-// fused with the second level of the accumulation (issue_pv_block). alpha0 / alpha1 are the
-// factors of rows row0 / row1 (accumulator entries e = 0, 1 / e = 2, 3).
+// O = O · alpha + pv and l = l · alpha + Σ P in fp32: the online-softmax rescale for the block
+// whose P·V is in pv, fused with the second level of the accumulation (issue_pv_block). alpha0 /
+// alpha1 are the factors of rows row0 / row1 (accumulator entries e = 0, 1 / e = 2, 3).
 template <int kD>
-__device__ __forceinline__ void merge(float (&acc)[kD / 2], const float (&pv)[kD / 2], float alpha0,
-                                      float alpha1) {
+__device__ __forceinline__ void merge(float (&acc)[kD / 2], float& l0, float& l1,
+                                      const float (&pv)[pv_regs(kD)], float alpha0, float alpha1) {
+  l0 = fmaf(l0, alpha0, pv[kD / 2]);
+  l1 = fmaf(l1, alpha1, pv[kD / 2 + 2]);
 #pragma unroll
   for (int i = 0; i < kD / 2; i += 4) {
     acc[i] = fmaf(acc[i], alpha0, pv[i]);
@@ -213,14 +240,15 @@ __device__ __forceinline__ float poly_exp2(float x) {
   return __int_as_float(__float_as_int(q) + (__float_as_int(t) << 23));
 }
 
-// p = exp2(x - m_new + 8) with x = S · blk: I2FP + FFMA + EX2 per element; l += Σ p.
+// p = exp2(x - m_new + 8) with x = S · blk: I2FP + FFMA + EX2 per element (the row sums come
+// from the P·V GEMM, issue_pv_block).
 // kPolyEvery = n > 0: every n-th element (n even) goes through poly_exp2 instead of the SFU.
 __device__ __forceinline__ void store_f32(float& d, float v) { d = v; }
 __device__ __forceinline__ void store_f32(int32_t& d, float v) { d = __float_as_int(v); }
 // x may alias s (T = int32_t: p's bits replace S in place, saving 64 registers).
 template <bool kMask, int kPolyEvery = 0, typename T>
 __device__ __forceinline__ void block_exp_int(const int32_t (&s)[64], float blk, float mn0,
-                                              float mn1, T (&x)[64], float& l0, float& l1) {
+                                              float mn1, T (&x)[64]) {
   const float c0 = mn0 == kNegInf ? kNegInf : 8.0f - mn0;  // rows with m_new = -inf: p = 0
   const float c1 = mn1 == kNegInf ? kNegInf : 8.0f - mn1;
 #pragma unroll
@@ -235,16 +263,12 @@ __device__ __forceinline__ void block_exp_int(const int32_t (&s)[64], float blk,
       if (s[i] == kMaskedS) p0 = 0.f;
       if (s[i + 1] == kMaskedS) p1 = 0.f;
     }
-    if ((i % 4) < 2) {
-      l0 += p0 + p1;
-    } else {
-      l1 += p0 + p1;
-    }
     store_f32(x[i], p0);
     store_f32(x[i + 1], p1);
   }
 }
 
+// l0 / l1: full row sums (every thread of a quad holds its rows' sums).
 template <int kD, typename OutT>
 __device__ __forceinline__ void store_out(const float (&acc)[kD / 2], float l0, float l1,
                                           const Lanes& ln, const AttentionParams& p, int b, int h,

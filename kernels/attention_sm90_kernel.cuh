@@ -13,8 +13,9 @@
 // away with setmaxnreg), warpgroups 1 and 2 are consumers, 64 query rows each:
 //   S = Q8·K8ᵀ (wgmma s8, both operands from shared memory) -> fp32 logits in log2 units,
 //   masks, online softmax (fp32 m, l), stage-2 skip per warp (16 rows), P -> e4m3 in registers,
-//   pv = P·V8 (wgmma e4m3, P as the register A operand, V8ᵀ tile as the shared B operand) into
-//   a fresh accumulator per block, then O = O·alpha + pv in fp32 (issue_pv_block, merge).
+//   pv = P·[V8; 1] (wgmma e4m3, P as the register A operand, V8ᵀ tile plus rows of ones as the
+//   shared B operand) into a fresh accumulator per block, then O = O·alpha + pv and
+//   l = l·alpha + Σ P in fp32 (issue_pv_block, merge).
 #pragma once
 
 #include <cuda.h>  // CUtensorMap and the driver enums only: libcuda is reached through cudart
@@ -93,6 +94,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     fence_barrier_init();
   }
+  fill_ones_rows<Plan::kVTileBytes, Plan::kVBytes, kStages>(s_v, static_cast<int>(threadIdx.x),
+                                                            kThreads);
   __syncthreads();
 
   // Ring positions (ring_slot / ring_phase): the g-th K/V block of this CTA, over all its tiles,
@@ -175,8 +178,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     // State of the tile in hand: its facts (cur), this warpgroup's output accumulator, the
     // online-softmax statistics of its rows, and P of the block whose P·V is issued next.
     TileCtx cur{};
-    float acc[kD / 2];  // O in fp32, all blocks merged so far
-    float pv[kD / 2];   // P·V of one block, the wgmma accumulator (issue_pv_block, merge)
+    float acc[kD / 2];      // O in fp32, all blocks merged so far
+    float pv[pv_regs(kD)];  // P·V and Σ P of one block, the wgmma accumulator (issue_pv_block)
     float m0, m1, l0, l1;
     int pv_count;
     uint32_t a[4][4];  // P in e4m3, the A operand of the 4 k-steps (32 tokens each)
@@ -221,10 +224,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     // Output of tile c from acc and l (ln holds c's rows); stage2_kept gets this warp's count of
     // blocks stage 2 did not skip (P·V is issued for the others too, with P = 0, except in serial).
     auto finish = [&](const TileCtx& c) {
-      l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-      l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-      l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-      l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
       if (p.stage2_kept && ln.lane == 0) {
         p.stage2_kept[c.w.row_idx * kGroupsPerBlock + cw * 4 + ln.warp] = pv_count;
       }
@@ -282,12 +281,10 @@ __global__ void __launch_bounds__(kThreads, 1)
           if (!skip) {
             alpha0 = mn0 == kNegInf ? 1.f : exp2f(m0 - mn0);
             alpha1 = mn1 == kNegInf ? 1.f : exp2f(m1 - mn1);
-            l0 *= alpha0;
-            l1 *= alpha1;
             if (bi.mask) {
-              block_exp_int<true, kPolyEverySerial>(s, bi.blk, mn0, mn1, x, l0, l1);
+              block_exp_int<true, kPolyEverySerial>(s, bi.blk, mn0, mn1, x);
             } else {
-              block_exp_int<false, kPolyEverySerial>(s, bi.blk, mn0, mn1, x, l0, l1);
+              block_exp_int<false, kPolyEverySerial>(s, bi.blk, mn0, mn1, x);
             }
             pack_p(x, a);
             ++pv_count;
@@ -306,7 +303,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             wgmma_commit();
             wgmma_wait<0>();
             fence_operands(pv);
-            merge<kD>(acc, pv, alpha0, alpha1);  // pv = 0 for a skipping warp (P cleared)
+            merge<kD>(acc, l0, l1, pv, alpha0, alpha1);  // pv = 0 for a skipping warp (P = 0)
           }
           release(stage);
         }
@@ -341,8 +338,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       int32_t s[64];
       float alpha0 = 1.f, alpha1 = 1.f;  // acc's rescale for the block whose P is in `a`
       // Softmax of one block of the tile in hand, in place (p's fp32 bits replace S); returns
-      // this warp's stage-2 skip and sets the factors acc must be rescaled by when that block's
-      // P·V is merged into it (1 on a skip).
+      // this warp's stage-2 skip and sets the factors acc and l must be rescaled by when that
+      // block's P·V (and row sums) are merged into them (1 on a skip).
       auto softmax_inplace = [&](const BlockInfo& bi) {
         float ml0, ml1;
         if (bi.mask) {
@@ -357,12 +354,10 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (!skip) {
           alpha0 = mn0 == kNegInf ? 1.f : exp2f(m0 - mn0);
           alpha1 = mn1 == kNegInf ? 1.f : exp2f(m1 - mn1);
-          l0 *= alpha0;
-          l1 *= alpha1;
           if (bi.mask) {
-            block_exp_int<true, poly_every(kD)>(s, bi.blk, mn0, mn1, s, l0, l1);
+            block_exp_int<true, poly_every(kD)>(s, bi.blk, mn0, mn1, s);
           } else {
-            block_exp_int<false, poly_every(kD)>(s, bi.blk, mn0, mn1, s, l0, l1);
+            block_exp_int<false, poly_every(kD)>(s, bi.blk, mn0, mn1, s);
           }
         }
         m0 = mn0;
@@ -427,7 +422,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         release(stage);
         // After the peer was released and off the softmax chain: the FMAs overlap the peer's
         // GEMMs, which this warpgroup waits for at its next phase anyway.
-        merge<kD>(acc, pv, merge0, merge1);
+        merge<kD>(acc, l0, l1, pv, merge0, merge1);
         if constexpr (!kLast) set_a(skip_next);
       };
 

@@ -1,6 +1,7 @@
 // Hopper attention, one warpgroup per CTA ("warpgroup", the default at D = 64). A CTA owns 64
 // query rows, one half of a 128-row q block, so it reads that block's LUT row; it issues its own
-// TMA loads and runs each block serially: QKᵀ, wait, softmax, P·V, wait, merge. Several CTAs
+// TMA loads and runs each block serially: QKᵀ, wait, softmax, P·V (with P's row sums), wait,
+// merge. Several CTAs
 // share an SM (wg_shape: four at D = 64, three at D = 128), so the overlap of one CTA's GEMMs
 // with another's softmax comes from the warp schedulers rather than a ping-pong protocol, and
 // each SM sub-partition has more math warps than the two of pingpong. Per row it runs the code of
@@ -29,7 +30,8 @@ struct WgPlan {
   static constexpr int kStages = wg_shape(kD).stages;
   static constexpr int kQBytes = kWgRows * kD;
   static constexpr int kKBytes = kBlockK * kD;
-  static constexpr int kVBytes = kD * kBlockK;
+  static constexpr int kVTileBytes = kD * kBlockK;            // by TMA
+  static constexpr int kVBytes = (kD + kOnesRows) * kBlockK;  // a stage: the tile, the ones rows
   static constexpr int kQ = 0;
   static constexpr int kK = kQ + kQBytes;
   static constexpr int kV = kK + kStages * kKBytes;
@@ -103,6 +105,8 @@ __global__ void __launch_bounds__(kWgThreads, wg_shape(kD).ctas)
       s_kscale[i] = k_scale[j];
     }
   }
+  fill_ones_rows<Plan::kVTileBytes, Plan::kVBytes, kStages>(s_v, static_cast<int>(threadIdx.x),
+                                                            kWgThreads);
   __syncthreads();
 
   Lanes ln;
@@ -118,7 +122,7 @@ __global__ void __launch_bounds__(kWgThreads, wg_shape(kD).ctas)
   const float q_scale = p.q_scale[w.row_idx];
 
   float acc[kD / 2];
-  float pv[kD / 2];
+  float pv[pv_regs(kD)];
 #pragma unroll
   for (int i = 0; i < kD / 2; ++i) acc[i] = 0.f;
   float m0 = kNegInf, m1 = kNegInf, l0 = 0.f, l1 = 0.f;
@@ -154,12 +158,10 @@ __global__ void __launch_bounds__(kWgThreads, wg_shape(kD).ctas)
     if (!skip) {
       alpha0 = mn0 == kNegInf ? 1.f : exp2f(m0 - mn0);
       alpha1 = mn1 == kNegInf ? 1.f : exp2f(m1 - mn1);
-      l0 *= alpha0;
-      l1 *= alpha1;
       if (mask) {
-        block_exp_int<true, kPoly>(s, blk, mn0, mn1, s, l0, l1);
+        block_exp_int<true, kPoly>(s, blk, mn0, mn1, s);
       } else {
-        block_exp_int<false, kPoly>(s, blk, mn0, mn1, s, l0, l1);
+        block_exp_int<false, kPoly>(s, blk, mn0, mn1, s);
       }
       pack_p(s, a);
       ++pv_count;
@@ -176,7 +178,7 @@ __global__ void __launch_bounds__(kWgThreads, wg_shape(kD).ctas)
       wgmma_commit();
       wgmma_wait<0>();
       fence_operands(pv);
-      merge<kD>(acc, pv, alpha0, alpha1);
+      merge<kD>(acc, l0, l1, pv, alpha0, alpha1);
     }
     // Every warp's GEMMs on this stage have retired: thread 0 refills it.
     if (it + kStages < w.num_iters) {
@@ -184,10 +186,6 @@ __global__ void __launch_bounds__(kWgThreads, wg_shape(kD).ctas)
       if (threadIdx.x == 0) load_kv(it + kStages);
     }
   }
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
   if (p.stage2_kept && ln.lane == 0) {
     p.stage2_kept[w.row_idx * kGroupsPerBlock + half * 4 + ln.warp] = pv_count;
   }

@@ -14,22 +14,25 @@
 //        never skips. A skipped group keeps acc and l unchanged (m still updates; it cannot move
 //        when the group skips, because λ <= 0). A group whose rows are all masked in this block
 //        has diff = -inf and, for finite λ, counts as skipped (it has nothing to add either way).
-//      Otherwise alpha = exp2(m_old - m_new) (0 when m_old = -inf), l = l * alpha + Σ_c p,
+//      Otherwise alpha = exp2(m_old - m_new) (0 when m_old = -inf), l = l * alpha + Σ_c w,
 //      acc = acc * alpha + Σ_c P(p)·V(v), with
-//        FP8:  p = exp2((x - m_new) + 8.0f) in fp32 (p ∈ (0, 256]), l sums p before rounding,
-//              P = e4m3(p), V = e4m3(v / v_scale) (quantize_v_fp8), o = (acc / l) * v_scale[d].
-//        Half: p = exp2(x - m_new), P = p rounded to fp16 (bf16 for bf16 V), V = v in that dtype,
-//              o = acc / l.
+//        FP8:  p = exp2((x - m_new) + 8.0f) in fp32 (p ∈ (0, 256]), P = e4m3(p), w = P (l sums
+//              the rounded weights that multiply V, so a row's weights sum to exactly 1 and a
+//              constant V comes out exact; the sm90 kernels get this sum from the P·V GEMM),
+//              V = e4m3(v / v_scale) (quantize_v_fp8), o = (acc / l) * v_scale[d].
+//        Half: p = exp2(x - m_new), P = p rounded to fp16 (bf16 for bf16 V), w = p (before
+//              rounding; the sm80 kernel sums in fp32 registers), V = v in that dtype, o = acc / l.
 //      Rows with m_new = -inf contribute p = 0. A row with l = 0 at the end outputs 0.
 //  * Counts: valid_blocks = Σ_{b,h} causally valid pairs; kept_blocks = Σ mask ∧ valid;
 //    pv_skipped_blocks = skipped groups / (block_q / warp_rows).
 //  * Not bit-exact by nature (documented for the kernels' tolerance): exp2 (here Sleef, on the
-//    GPU ex2.approx), fp32 sums over c of p and of the P·V products (order unspecified), and
+//    GPU ex2.approx), fp32 sums over c of w and of the P·V products (order unspecified), and
 //    the sm90 output as acc · (1 / l) · v_scale (one reciprocal per row).
 //  * "fp32 accumulation" is per kept block, not only per row: Hopper's e4m3 wgmma keeps about 13
 //    mantissa bits in its accumulator (truncating), so the sm90 kernel sums one block's 128
-//    products there and adds that block sum to acc in fp32. Accumulating a whole row in the
-//    tensor core broke this contract by 3-5x on real-image tensors (kernels/NOTES.md).
+//    products there (P·V and Σ P alike) and adds that block sum to acc (l) in fp32. Accumulating a
+//    whole row in the tensor core broke this contract by 3-5x on real-image tensors
+//    (kernels/NOTES.md).
 //
 // Implementation: all (b, h, i) block rows advance together, one kept block per step (step t
 // processes the t-th kept block of every row that has one), so each step is a few batched tensor
@@ -226,7 +229,7 @@ SparseResult run(const Problem& p, const at::Tensor& mask_in, const std::vector<
     }
     at::Tensor vblk = p.v_pv.index_select(0, kv_base.index_select(0, r) + j);  // [Ra, bk, D]
     at::Tensor l_old = l.index_select(0, r), acc_old = acc.index_select(0, r);
-    at::Tensor l_new = at::where(run_rows, l_old * alpha + pr.sum(-1), l_old);
+    at::Tensor l_new = at::where(run_rows, l_old * alpha + (fp8 ? pq : pr).sum(-1), l_old);
     at::Tensor acc_new = at::where(run_rows.unsqueeze(-1),
                                    acc_old * alpha.unsqueeze(-1) + at::bmm(pq, vblk), acc_old);
     m.index_copy_(0, r, m_new);

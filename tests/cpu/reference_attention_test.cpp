@@ -117,6 +117,37 @@ TEST(ReferenceAttention, QuantisedDenseMaskIsCloseToExactDense) {
   }
 }
 
+// The FP8 row sum l sums the e4m3 weights P that multiply V (not the unrounded p), so each row's
+// weights sum to exactly 1: a V constant along the keys comes out as that constant, up to fp32
+// rounding. Summing p instead leaves each row off by Σ(P - p) / Σ p, ~1e-3..1e-2 on peaked rows.
+TEST(ReferenceAttention, Fp8WeightsSumToOneSoConstantValuesComeOutExact) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  at::manual_seed(seed);
+  for (Case c : shape_cases()) {
+    c.g.pv = ref::PvNumerics::kFp8;  // the portable geometry's half P·V sums the unrounded p
+    SCOPED_TRACE(describe(c));
+    Qkv x = make_qkv(c.B, c.H, c.Hkv, c.nq, c.nk, c.D, at::kHalf);
+    // [B, Hkv, Nk, D]: channel d holds ±(d + 1) / 4 at every key (exact in fp16).
+    at::Tensor per_channel =
+        (at::arange(c.D, at::kFloat) + 1) * 0.25 * at::where(at::arange(c.D) % 3 == 0, -1.0, 1.0);
+    x.v = per_channel.view({1, 1, 1, c.D}).expand({c.B, c.Hkv, c.nk, c.D}).to(at::kHalf);
+    at::Tensor mask = at::rand({c.B, c.H, (c.nq + c.g.block_q - 1) / c.g.block_q,
+                                (c.nk + c.g.block_k - 1) / c.g.block_k}) < 0.6;
+    ref::AttentionOptions o;
+    o.causal = c.causal;
+    const ref::SparseResult r =
+        ref::sparse_attention(x.q, x.k, x.v, mask, std::vector<float>(c.H, kNoSkip), c.g, o);
+    // Rows that saw no key output 0; every other row must reproduce the channel constants.
+    at::Tensor seen = r.o.abs().sum(-1) > 0;
+    ASSERT_GT(seen.sum().item<int64_t>(), 0);
+    at::Tensor expect = per_channel.view({1, 1, 1, c.D}).expand_as(r.o);
+    at::Tensor rel = ((r.o - expect).abs() / expect.abs()).amax(-1);
+    // acc · (1 / l) · v_scale: a few fp32 roundings, each ≤ 6e-8 relative.
+    EXPECT_LT(rel.masked_select(seen).max().item<float>(), 2e-6f);
+  }
+}
+
 TEST(ReferenceAttention, LambdaMinusInfinityNeverSkipsAndLargerMagnitudeNeverSkipsMore) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE(::testing::Message() << "seed " << seed);

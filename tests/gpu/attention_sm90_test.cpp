@@ -387,6 +387,40 @@ TEST_P(AttentionSm90V, DenseMaskAtQuantisationFloor) {
   }
 }
 
+// A V constant along the keys comes out as that constant: l is the sum of the e4m3 P that
+// multiply V, taken by the same P·V GEMM (the ones rows after V in each stage), so each row's
+// weights sum to 1. What is left: each block's two tensor-core sums (Σ P·V8 and Σ P) truncate
+// separately to ~13 bits (≤ 2^-13 ≈ 1.2e-4 relative each), and fp32 rounding. A row sum from the
+// unrounded p (the previous contract) is off by Σ(P - p) / Σ p, ~1e-3..6e-3 on these peaked rows.
+TEST_P(AttentionSm90V, ConstantValuesComeOutExact) {
+  REQUIRE_SM90();
+  const Case cases[] = {
+      {"d64 sparse", 1, 2, 1, 384, 1000, 64, false, 0.6, -kInf, DType::kFloat32, false, true},
+      {"d128 causal", 1, 2, 2, 500, 500, 128, true, 1.0, -kInf, DType::kFloat32, false, true},
+      {"d128 stage2", 1, 2, 2, 512, 1024, 128, false, 0.8, -1.5f, DType::kFloat32, false, true},
+  };
+  for (const Case& c : cases) {
+    const uint64_t seed = fresh_seed();
+    SCOPED_TRACE(describe(c, seed));
+    at::manual_seed(seed);
+    Problem p = make_problem(c.B, c.H, c.Hkv, c.Nq, c.Nk, c.D, c.causal, c.structured);
+    // [B, Hkv, Nk, D]: channel d holds ±(d + 1) / 4 at every key.
+    const at::Tensor per_channel =
+        (at::arange(c.D, at::kFloat) + 1) * 0.25 * at::where(at::arange(c.D) % 3 == 0, -1.0, 1.0);
+    p.v = per_channel.view({1, 1, 1, c.D}).expand({c.B, c.Hkv, c.Nk, c.D}).contiguous();
+    const at::Tensor mask = random_mask(p, c.density);
+    const DeviceInputs in = quantize(p);
+    const RunResult r = run_kernel(p, in, {mask, std::vector<float>(c.H, c.lambda), c.out});
+    ASSERT_TRUE(at::isfinite(r.o).all().item<bool>());
+    const at::Tensor rel =
+        ((r.o - per_channel.view({1, 1, 1, c.D})).abs() / per_channel.abs().view({1, 1, 1, c.D}));
+    const float worst = rel.max().item<float>(), mean = rel.mean().item<float>();
+    EXPECT_LT(worst, 1e-3f);
+    EXPECT_LT(mean, 2.5e-4f);
+    std::printf("[%s] constant V: worst relative error %.3g, mean %.3g\n", c.name, worst, mean);
+  }
+}
+
 // Dense mode (lut = nullptr) visits every causally valid block in order: bit-identical to a full
 // LUT. lambda = -inf for every head is bit-identical to stage 2 off (lambda_log2 = nullptr).
 TEST_P(AttentionSm90V, DenseModeAndLambdaOffAreExact) {
