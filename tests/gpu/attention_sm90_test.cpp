@@ -283,8 +283,9 @@ uint64_t fresh_seed() { return std::random_device{}() ^ (uint64_t(std::random_de
 // Tolerance vs the CPU emulation on identical inputs, mask and lambda. The logits, running
 // maxima and stage-2 decisions are bit-identical (exact int32 dot products, the same fp32
 // products in the same order); what differs: ex2.approx vs the CPU exp2 (~2 ulp on p, which can
-// flip an e4m3 rounding of P near a tie: one e4m3 step, 2^-3 relative, of one element), fp32
-// summation order of l and of the P·V products, and the output rounding (fp16: 2^-11 relative,
+// flip an e4m3 rounding of P near a tie: one e4m3 step, 2^-3 relative, of one element), each
+// block's sums of P·V and of P (l) in the tensor core's truncating ~13-bit accumulator against the
+// reference's fp32 sums, and the output rounding (fp16: 2^-11 relative,
 // bf16: 2^-8, so bf16 outputs alone reach ~2e-3 rel-L1).
 double emulation_tolerance(DType out) { return out == DType::kBFloat16 ? 6e-3 : 3e-3; }
 
@@ -389,10 +390,13 @@ TEST_P(AttentionSm90V, DenseMaskAtQuantisationFloor) {
 
 // A V constant along the keys comes out as that constant: l is the sum of the e4m3 P that
 // multiply V, taken by the same P·V GEMM (the ones rows after V in each stage), so each row's
-// weights sum to 1. What is left: each block's two tensor-core sums (Σ P·V8 and Σ P) truncate
-// separately to ~13 bits (≤ 2^-13 ≈ 1.2e-4 relative each), and fp32 rounding. A row sum from the
-// unrounded p (the previous contract) is off by Σ(P - p) / Σ p, ~1e-3..6e-3 on these peaked rows.
-TEST_P(AttentionSm90V, ConstantValuesComeOutExact) {
+// weights sum to 1. What is left is the tensor core's truncating accumulation (~13 bits), which
+// treats Σ P·448 (V8 of a constant channel) and Σ P·1 (the ones) differently because 448 is not
+// a power of two; on an H100 (kernels/NOTES.md run 26) worst 2.0e-3 and mean 3.8e-4..7.8e-4 over
+// six runs of these cases, so the bounds are twice that. A row sum of the unrounded p (the
+// contract before) is off by Σ(P - p) / Σ p: the CPU contract then gave mean 2e-3..3.8e-3 and
+// worst 7e-3..2.3e-2 on peaked inputs of this kind.
+TEST_P(AttentionSm90V, WeightsSumToOneSoConstantValuesSurvive) {
   REQUIRE_SM90();
   const Case cases[] = {
       {"d64 sparse", 1, 2, 1, 384, 1000, 64, false, 0.6, -kInf, DType::kFloat32, false, true},
@@ -415,8 +419,8 @@ TEST_P(AttentionSm90V, ConstantValuesComeOutExact) {
     const at::Tensor rel =
         ((r.o - per_channel.view({1, 1, 1, c.D})).abs() / per_channel.abs().view({1, 1, 1, c.D}));
     const float worst = rel.max().item<float>(), mean = rel.mean().item<float>();
-    EXPECT_LT(worst, 1e-3f);
-    EXPECT_LT(mean, 2.5e-4f);
+    EXPECT_LT(worst, 4e-3f);
+    EXPECT_LT(mean, 1.5e-3f);
     std::printf("[%s] constant V: worst relative error %.3g, mean %.3g\n", c.name, worst, mean);
   }
 }
