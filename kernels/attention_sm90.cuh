@@ -43,10 +43,11 @@ inline constexpr int kOnesRows = 8;
 //      of 64 rows take turns issuing their GEMMs (FA3's ping-pong: QKᵀ(j+1) and P·V(j)
 //      together), so one's GEMMs run while the other is in its softmax.
 //   warpgroup (default at D = 64): one warpgroup per CTA (attention_sm90_wg.cuh). A CTA owns 64
-//      rows, issues its own loads and runs each block serially; three CTAs share an SM, so each
-//      SM sub-partition has three math warps instead of two. D = 64 has half the MMA work per
-//      softmax element, and the third warp hides more of the softmax's dependency waits than
-//      the ping-pong gains there (+10-13 % over pingpong at D = 64, -6 % at D = 128, H100).
+//      rows, issues its own loads and runs each block serially; four CTAs share an SM at D = 64,
+//      so each SM sub-partition has four math warps instead of two. D = 64 has half the MMA work
+//      per softmax element, and the extra warps hide more of the softmax's dependency waits than
+//      the ping-pong gains there (+10-13 % over pingpong at D = 64 with three CTAs, run 21;
+//      four: +3-5 % more, run 22; -6 % at D = 128, H100).
 //   serial (experiment): one warpgroup's QKᵀ, wait, softmax, P·V, wait, in a 128-row CTA; under
 //      stage 2 it skips the P·V wgmma when all 4 warps of a warpgroup skip.
 //   grid (experiment): pingpong on a one-tile-per-CTA grid.

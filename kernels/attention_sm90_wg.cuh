@@ -2,7 +2,7 @@
 // query rows, one half of a 128-row q block, so it reads that block's LUT row; it issues its own
 // TMA loads and runs each block serially: QKᵀ, wait, softmax, P·V (with P's row sums), wait,
 // merge. Several CTAs
-// share an SM (wg_shape: four at D = 64, three at D = 128), so the overlap of one CTA's GEMMs
+// share an SM (four at D = 64; two at D = 128, see wg_shape), so the overlap of one CTA's GEMMs
 // with another's softmax comes from the warp schedulers rather than a ping-pong protocol, and
 // each SM sub-partition has more math warps than the two of pingpong. Per row it runs the code of
 // pingpong in the same order, so its outputs are bit-identical to pingpong's (tested).
@@ -19,7 +19,9 @@ inline constexpr int kWgRows = 64;
 // Shape of the one-warpgroup kernel: K/V ring stages and CTAs per SM (the register cap follows
 // from it: 65536 / (128 x ctas)). D = 64: four CTAs per SM at 128 registers (a few spills around
 // the P·V GEMM) beat three at 168 by 3-5 %, two stages being what four CTAs' shared memory holds
-// (kernels/NOTES.md run 22).
+// (kernels/NOTES.md run 22). D = 128: the register cap is set for three CTAs (168), but since
+// each stage also holds the ones rows (run 26) a CTA needs ~76 KB of shared memory, so two fit;
+// warpgroup is not the default there (pingpong is).
 struct WgShape {
   int stages, ctas;
 };
@@ -38,7 +40,7 @@ struct WgPlan {
   static constexpr int kBars = kV + kStages * kVBytes;  // q_full, k_full[S], v_full[S]
   // Then the tile's K scales (fp32) and K block indices (int16), num_iters entries each, sized by
   // the launch for num_k_blocks: read from global memory once per CTA instead of twice per block.
-  // 6 bytes per K block keep three D = 128 CTAs per SM up to 256 K blocks.
+  // 6 bytes per K block keep four D = 64 CTAs per SM up to ~2890 K blocks (370k tokens).
   static constexpr int kBlocks = kBars + (1 + 2 * kStages) * 8;
   static constexpr int kMaxBlocks = 32767;
   static constexpr int alloc(int num_k_blocks) { return kBlocks + 6 * num_k_blocks + 1024; }
