@@ -111,7 +111,8 @@ void register_tune(CLI::App& app, Context& ctx) {
       ->capture_default_str();
   sub->add_option("--mode", args->mode,
                   "Stage-1 parametrisation: cdf (tau = TopCdf mass, SpargeAttn's) or topk (the "
-                  "fraction of K blocks each row keeps: the same sparsity on every input)")
+                  "fraction of K blocks each row keeps by the predicted map; the blocks theta "
+                  "forces on come on top and still vary with the input)")
       ->check(CLI::IsMember({"cdf", "topk"}))
       ->capture_default_str();
   sub->add_option("--spread-k", args->spread_k,
