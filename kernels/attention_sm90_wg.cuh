@@ -1,11 +1,11 @@
 // Hopper attention, one warpgroup per CTA ("warpgroup", the default at D = 64). A CTA owns 64
 // query rows, one half of a 128-row q block, so it reads that block's LUT row; it issues its own
 // TMA loads and runs each block serially: QKᵀ, wait, softmax, P·V (with P's row sums), wait,
-// merge. Several CTAs
-// share an SM (four at D = 64; two at D = 128, see wg_shape), so the overlap of one CTA's GEMMs
-// with another's softmax comes from the warp schedulers rather than a ping-pong protocol, and
-// each SM sub-partition has more math warps than the two of pingpong. Per row it runs the code of
-// pingpong in the same order, so its outputs are bit-identical to pingpong's (tested).
+// merge. Several CTAs share an SM (four at D = 64; two at D = 128, see wg_shape), so the overlap
+// of one CTA's GEMMs with another's softmax comes from the warp schedulers rather than a
+// ping-pong protocol, and each SM sub-partition has more math warps than the two of pingpong. Per
+// row it runs the code of pingpong in the same order, so its outputs are bit-identical to
+// pingpong's (tested).
 #pragma once
 
 #include "kernels/attention_sm90.cuh"

@@ -100,8 +100,9 @@ def main() -> int:
                 sparsity += sp
                 rows.append(f"{','.join(map(str, calib))}->{held}: {o} over, "
                             f"{statistics.mean(sp):.3f}")
-        print(f"K {a.k:g} floor {floor:g} tau plateau {a.tau_plateau:g}: {over} of {total} held-out heads over l1, mean "
-              f"held-out stage-1 sparsity {statistics.mean(sparsity):.4f}  [{'; '.join(rows)}]")
+        print(f"K {a.k:g} floor {floor:g} tau plateau {a.tau_plateau:g}: {over} of {total} "
+              f"held-out heads over l1, mean held-out stage-1 sparsity "
+              f"{statistics.mean(sparsity):.4f}  [{'; '.join(rows)}]")
     return 0
 
 

@@ -358,17 +358,16 @@ TunedConfig parse_tuned(const std::string& text, const std::string& source,
       ss.holdout = p.scalar<std::string>(s["holdout"], "search.holdout", "a string");
     if (ss.holdout != "spread" && ss.holdout != "edge")
       p.bad("search.holdout", fmt::format("'{}': expected spread or edge", ss.holdout));
-    if (s["spread_k"]) ss.spread_k = p.scalar<double>(s["spread_k"], "search.spread_k", "a number");
-    if (!(ss.spread_k >= 0 && ss.spread_k <= 10))
-      p.bad("search.spread_k", fmt::format("{}: expected a number in [0, 10]", ss.spread_k));
-    if (s["spread_floor"])
-      ss.spread_floor = p.scalar<double>(s["spread_floor"], "search.spread_floor", "a number");
-    if (!(ss.spread_floor >= 0 && ss.spread_floor <= 1))
-      p.bad("search.spread_floor", fmt::format("{}: expected a number in [0, 1]", ss.spread_floor));
-    if (s["tau_plateau"])
-      ss.tau_plateau = p.scalar<double>(s["tau_plateau"], "search.tau_plateau", "a number");
-    if (!(ss.tau_plateau >= 0 && ss.tau_plateau <= 1))
-      p.bad("search.tau_plateau", fmt::format("{}: expected a number in [0, 1]", ss.tau_plateau));
+    // An optional number of the rule, kept at its default when absent, within [lo, hi].
+    auto ranged = [&](const char* key, double& field, double lo, double hi) {
+      const std::string where = fmt::format("search.{}", key);
+      if (s[key]) field = p.scalar<double>(s[key], where, "a number");
+      if (!(field >= lo && field <= hi))
+        p.bad(where, fmt::format("{}: expected a number in [{}, {}]", field, lo, hi));
+    };
+    ranged("spread_k", ss.spread_k, 0, 10);
+    ranged("spread_floor", ss.spread_floor, 0, 1);
+    ranged("tau_plateau", ss.tau_plateau, 0, 1);
     if (!(ss.margin >= 0 && ss.margin <= 0.5))
       p.bad("search.margin", fmt::format("{}: expected a number in [0, 0.5]", ss.margin));
   }

@@ -69,6 +69,10 @@ double rule_over(const std::vector<double>& v, int group, const SearchOptions& o
   return out;
 }
 
+// R of the τ plateau guard as the search applies it: the edge rule keeps the sparsest passing
+// point, so the guard is off there (and the record says 0, tuner.cpp).
+double plateau_rate(const SearchOptions& o) { return o.holdout == "edge" ? 0.0 : o.tau_plateau; }
+
 }  // namespace
 
 double predicted_error(const Evaluation& e, const SearchOptions& o) {
@@ -202,7 +206,7 @@ std::optional<Point> search_stage1(Memo& memo, const SearchOptions& opt) {
   std::optional<Point> best;
   // Step 2b may keep a point up to tau_plateau x (1 - τ) less sparse than the best (τ): lines
   // that can still reach one go on.
-  const double plateau = opt.holdout == "edge" ? 0.0 : opt.tau_plateau;
+  const double plateau = plateau_rate(opt);
   auto consider = [&](const Point& p) {
     if (predicted_error(p.e, opt) <= opt.target_l1() && (!best || better_stage1(p, *best)))
       best = p;
@@ -269,11 +273,12 @@ std::optional<Point> search_stage1(Memo& memo, const SearchOptions& opt) {
 // wherever θ does not force its blocks on, which is what changes between inputs. A
 // non-monotone oracle can only shorten the move: every point kept was evaluated and passes.
 Point guard_tau_plateau(Memo& memo, const SearchOptions& opt, const Point& best) {
-  if (!(opt.tau_plateau > 0) || opt.holdout == "edge") return best;
+  const double rate = plateau_rate(opt);
+  if (!(rate > 0)) return best;
   if (best.e.sparsity_stage1_mean < opt.min_sparsity) return best;  // dense anyway
   auto acceptable = [&](const Candidate& c, const Evaluation& e) {
-    const double least = std::max(
-        best.e.sparsity_stage1_mean - opt.tau_plateau * (c.tau - best.c.tau), opt.min_sparsity);
+    const double least =
+        std::max(best.e.sparsity_stage1_mean - rate * (c.tau - best.c.tau), opt.min_sparsity);
     return c.tau > best.c.tau && predicted_error(e, opt) <= opt.target_l1() &&
            e.sparsity_stage1_mean >= least;
   };
