@@ -2,6 +2,7 @@
 #include "runtime/runtime.hpp"
 
 #include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <cuda_runtime.h>
 #include <fmt/format.h>
@@ -186,12 +187,15 @@ Thresholds Thresholds::from_ref(const ref::Thresholds& t, at::Device device) {
   return {vec(t.tau), vec(t.theta), vec(t.lambda), vec(t.topk)};
 }
 
-Prepared quantize(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                  const ref::Geometry& geometry, const Options& options) {
+namespace {
+
+// The quantisation of quantize: allocates `p`'s outputs and fills the launch parameters.
+// `workspace` keeps the column-statistics scratch alive until the caller's last launch.
+kernels::QuantParams quant_setup(Prepared& p, const at::Tensor& q, const at::Tensor& k,
+                                 const at::Tensor& v, const ref::Geometry& geometry,
+                                 const Options& options, at::Tensor& workspace) {
   check_geometry(geometry);
   const Inputs in = check_inputs(q, k, v, options.causal, /*need_v=*/true);
-  const c10::cuda::CUDAGuard guard(q.device());
-  Prepared p;
   p.geometry = geometry;
   p.dtype = q.scalar_type();
   p.batch = in.batch;
@@ -264,15 +268,23 @@ Prepared quantize(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   k8.v_fp8 = fp8;
   k8.v_out = p.v.data_ptr();
   k8.v_scale = fp8 ? p.v_scale.data_ptr<float>() : nullptr;
-  at::Tensor ws = at::empty({static_cast<int64_t>(kernels::quant_workspace_floats(k8))}, f32);
-  k8.workspace = ws.data_ptr<float>();
+  workspace = at::empty({static_cast<int64_t>(kernels::quant_workspace_floats(k8))}, f32);
+  k8.workspace = workspace.data_ptr<float>();
   k8.stages = options.quant_stages;
-  check_cuda(kernels::launch_quantize(k8, at::cuda::getCurrentCUDAStream().stream()),
-             "quantisation kernels");
-  return p;  // ws is freed to the caching allocator, stream-ordered: safe
+  return k8;
 }
 
-void predict(Prepared& p, const Thresholds& t, const Options& options) {
+void launch_quant(const kernels::QuantParams& k8, cudaStream_t stream) {
+  check_cuda(kernels::launch_quantize(k8, stream), "quantisation kernels");
+}
+
+// The prediction's launch on `stream`; its outputs and threshold vectors are allocated on the
+// current stream (the caller's), so the attention that reads the LUT there needs no extra
+// stream bookkeeping. The thresholds are copied to the device here and freed on return: when
+// `stream` is not the current one they are marked as used on it, so the caching allocator does
+// not hand their memory out again before the prediction has read them.
+void predict_on(Prepared& p, const Thresholds& t, const Options& options,
+                const at::cuda::CUDAStream& stream) {
   if (options.causal && p.seq_q > p.seq_k)
     fail(ExitCode::kUsage, "causal attention with Nq = {} > Nk = {} is not supported", p.seq_q,
          p.seq_k);
@@ -299,15 +311,75 @@ void predict(Prepared& p, const Thresholds& t, const Options& options) {
   k.lut = p.lut.data_ptr<int32_t>();
   k.lut_len = p.lut_len.data_ptr<int32_t>();
   k.mask = p.mask.defined() ? reinterpret_cast<uint8_t*>(p.mask.data_ptr<bool>()) : nullptr;
-  check_cuda(kernels::launch_predict(k, at::cuda::getCurrentCUDAStream().stream()),
-             "prediction kernel");
+  check_cuda(kernels::launch_predict(k, stream.stream()), "prediction kernel");
+  if (stream != at::cuda::getCurrentCUDAStream(dev.index())) {
+    for (const at::Tensor* x : {&theta, &tau, &topk})
+      if (x->defined()) x->record_stream(stream.unwrap());
+  }
+}
+
+}  // namespace
+
+Prepared quantize(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                  const ref::Geometry& geometry, const Options& options) {
+  const c10::cuda::CUDAGuard guard(q.device());
+  Prepared p;
+  at::Tensor ws;
+  const kernels::QuantParams k8 = quant_setup(p, q, k, v, geometry, options, ws);
+  launch_quant(k8, at::cuda::getCurrentCUDAStream().stream());
+  return p;  // ws is freed to the caching allocator, stream-ordered: safe
+}
+
+void predict(Prepared& p, const Thresholds& t, const Options& options) {
+  predict_on(p, t, options, at::cuda::getCurrentCUDAStream(p.q8.device().index()));
 }
 
 Prepared prepare(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                  const ref::Geometry& geometry, const Thresholds& thresholds,
                  const Options& options) {
-  Prepared p = quantize(q, k, v, geometry, options);
-  predict(p, thresholds, options);
+  const c10::cuda::CUDAGuard guard(q.device());
+  Prepared p;
+  at::Tensor ws;
+  kernels::QuantParams k8 = quant_setup(p, q, k, v, geometry, options, ws);
+  const unsigned stages = k8.stages;
+  const at::cuda::CUDAStream caller = at::cuda::getCurrentCUDAStream(q.device().index());
+#ifndef SPARGE_PREPARE_VARIANT
+#define SPARGE_PREPARE_VARIANT 1
+#endif
+  constexpr int kVariant = SPARGE_PREPARE_VARIANT;  // EXPERIMENT (run 29): 0 serial, 1 X, 2 Y
+  if constexpr (kVariant == 0) {
+    launch_quant(k8, caller.stream());
+    predict_on(p, thresholds, options, caller);
+  } else if constexpr (kVariant == 1) {
+    k8.stages = stages & ~kernels::kQuantV;
+    launch_quant(k8, caller.stream());
+    const at::cuda::CUDAStream side =
+        at::cuda::getStreamFromPool(/*isHighPriority=*/true, q.device().index());
+    at::cuda::CUDAEvent stats_ready, predicted;
+    stats_ready.record(caller);
+    stats_ready.block(side);
+    predict_on(p, thresholds, options, side);
+    k8.stages = stages & kernels::kQuantV;
+    if (k8.stages != 0) launch_quant(k8, caller.stream());
+    predicted.record(side);
+    predicted.block(caller);
+  } else {
+    k8.stages = stages & (kernels::kQuantColStats | kernels::kQuantFinalize);
+    launch_quant(k8, caller.stream());
+    const at::cuda::CUDAStream side =
+        at::cuda::getStreamFromPool(/*isHighPriority=*/false, q.device().index());
+    at::cuda::CUDAEvent scales_ready, v_done;
+    scales_ready.record(caller);
+    scales_ready.block(side);
+    k8.stages = stages & kernels::kQuantV;
+    if (k8.stages != 0) launch_quant(k8, side.stream());
+    v_done.record(side);
+    k8.stages = stages & kernels::kQuantBlocks;
+    launch_quant(k8, caller.stream());
+    predict_on(p, thresholds, options, caller);
+    v_done.block(caller);
+    ws.record_stream(side.unwrap());
+  }
   return p;
 }
 

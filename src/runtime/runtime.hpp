@@ -80,8 +80,9 @@ Prepared quantize(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
 // Stage-1 prediction from `prepared`'s statistics: fills lut, lut_len (and mask if asked). Can be
 // called repeatedly with different thresholds (the tuner). 1 launch.
 void predict(Prepared& prepared, const Thresholds& thresholds, const Options& options);
-// quantize + predict (5 launches). Running the prediction on a side stream beside the V pass
-// was measured and gained nothing (kernels/NOTES.md, prediction/quantisation run 4).
+// quantize + predict (5 launches): the prediction runs on a high-priority stream of torch's pool
+// beside the V pass, joined back into the current stream before this returns (so everything
+// after it on the current stream sees the whole result, and CUDA graph capture follows the fork).
 Prepared prepare(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                  const ref::Geometry& geometry, const Thresholds& thresholds,
                  const Options& options);
