@@ -1,6 +1,6 @@
 // Which attention kernel runs (see runtime.hpp): the names the CLI and the op accept, what this
 // device and build offer, and the choice between them with a distinct error for each way it can
-// fail. Kept apart from the launches so the choice can be tested without a GPU (DeviceKernels).
+// fail. The launches that run the chosen kernel are in runtime.cpp.
 #include "runtime/kernel_choice.hpp"
 
 #include <ATen/cuda/CUDAContext.h>
@@ -49,7 +49,6 @@ std::vector<std::string> kernel_names() {
 }
 
 namespace detail {
-// "sm90.NAME" -> the Hopper kernel NAME; kDefault for plain names.
 kernels::Sm90Kernel hopper_kernel(const std::string& kernel) {
   kernels::Sm90Kernel k = kernels::Sm90Kernel::kDefault;
   const size_t dot = kernel.find('.');
