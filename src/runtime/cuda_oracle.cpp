@@ -152,8 +152,8 @@ class CudaHeadOracle final : public tune::HeadOracle {
       SPARGE_ASSERT(cands[i].topk == topk, "cuda oracle: top-k and TopCdf candidates in one batch");
     }
     predict(p,
-            topk ? Thresholds{vec(tau), vec(theta), at::Tensor(), vec(tau)}
-                 : Thresholds{vec(tau), vec(theta), at::Tensor(), at::Tensor()},
+            topk ? Thresholds{vec(tau), vec(theta), at::Tensor(), vec(tau), at::Tensor()}
+                 : Thresholds{vec(tau), vec(theta), at::Tensor(), at::Tensor(), at::Tensor()},
             o);
     const at::Tensor mask = p.mask.cpu().contiguous();  // [B, n, nq, nk]
     const int64_t per = mask.numel() / mask.size(0) / n;
