@@ -78,7 +78,18 @@ struct PredictParams {
   uint8_t* mask = nullptr;     // optional bool [B,H,nq,nk]
 };
 constexpr int kMaxPredictKBlocks = 1024;  // nk limit of the prediction kernel (N = 128K at 128)
-cudaError_t launch_predict(const PredictParams& p, cudaStream_t stream);
+// Optional per-head sparsity cap (the reference's Thresholds::sparsity_cap): the most stage-1
+// sparsity a (b, h) mask may reach. Kept apart from PredictParams: a larger parameter struct
+// made the uncapped kernel spill (48 registers and a 16-byte stack frame instead of 40 and none).
+struct PredictCap {
+  const float* sparsity_cap = nullptr;  // [H]; nullptr = no cap
+  void* scratch = nullptr;              // predict_cap_scratch_bytes(p) bytes
+};
+// Bytes of PredictCap::scratch for these dimensions (each row's cumulative p̂ and candidate
+// order, its kept prefix, and per (b, h) the kept and valid counts and the selection).
+size_t predict_cap_scratch_bytes(const PredictParams& p);
+cudaError_t launch_predict(const PredictParams& p, cudaStream_t stream,
+                           const PredictCap& cap = {});
 
 // A given bool/uint8 mask [B,H,nq,nk] (contiguous; nonzero = keep) -> LUT, after AND with causal
 // validity; an empty row keeps its last causally valid block. Uses the geometry fields of p; the

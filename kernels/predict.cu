@@ -30,6 +30,58 @@ __host__ __device__ inline int next_pow2(int n) {
   return p;
 }
 
+// The sparsity cap's scratch (PredictParams::cap_scratch), per (b, h) = bh of B*H, rows nq, K
+// blocks nk: cum[bh][nq][nk] fp32 (each row's cumulative p̂ in its candidate order), order
+// [bh][nq][nk] int16 (that order), keep[bh][nq] (the prefix TopCdf / top-k kept; -1: a row whose
+// Q block is not similar, which keeps everything already), ncand[bh][nq], counts[bh][2] (kept
+// and causally valid blocks of the mask), kstar[bh] (the largest selected event key; 0 = the cap
+// does not bind).
+struct CapScratch {
+  float* cum;
+  int16_t* order;
+  int32_t* keep;
+  int32_t* ncand;
+  unsigned int* counts;
+  unsigned long long* kstar;
+};
+__host__ __device__ inline size_t align16(size_t n) { return (n + 15) / 16 * 16; }
+__host__ __device__ inline CapScratch cap_scratch(const PredictParams& p, void* scratch) {
+  const size_t bh = static_cast<size_t>(p.batch) * p.heads,
+               cells = bh * p.num_q_blocks * p.num_k_blocks;
+  const size_t rows = bh * p.num_q_blocks;
+  unsigned char* base = static_cast<unsigned char*>(scratch);
+  CapScratch c;
+  size_t off = 0;
+  c.cum = reinterpret_cast<float*>(base + off);
+  off += align16(cells * sizeof(float));
+  c.order = reinterpret_cast<int16_t*>(base + off);
+  off += align16(cells * sizeof(int16_t));
+  c.keep = reinterpret_cast<int32_t*>(base + off);
+  off += align16(rows * sizeof(int32_t));
+  c.ncand = reinterpret_cast<int32_t*>(base + off);
+  off += align16(rows * sizeof(int32_t));
+  c.counts = reinterpret_cast<unsigned int*>(base + off);
+  off += align16(bh * 2 * sizeof(unsigned int));
+  c.kstar = reinterpret_cast<unsigned long long*>(base + off);
+  return c;
+}
+__host__ __device__ inline size_t cap_scratch_bytes(const PredictParams& p) {
+  const size_t bh = static_cast<size_t>(p.batch) * p.heads,
+               cells = bh * p.num_q_blocks * p.num_k_blocks;
+  const size_t rows = bh * p.num_q_blocks;
+  return align16(cells * sizeof(float)) + align16(cells * sizeof(int16_t)) +
+         2 * align16(rows * sizeof(int32_t)) + align16(bh * 2 * sizeof(unsigned int)) +
+         align16(bh * sizeof(unsigned long long));
+}
+// Offset of the counts region (zeroed before each prediction with a cap).
+__host__ inline size_t cap_counts_offset(const PredictParams& p) {
+  const size_t bh = static_cast<size_t>(p.batch) * p.heads,
+               cells = bh * p.num_q_blocks * p.num_k_blocks;
+  const size_t rows = bh * p.num_q_blocks;
+  return align16(cells * sizeof(float)) + align16(cells * sizeof(int16_t)) +
+         2 * align16(rows * sizeof(int32_t));
+}
+
 // Bytes of the float part of the prediction kernel's shared memory: pooled Q rows, scores, and
 // the larger of the pooled-K chunk (phase A) and the sort keys (phase B), which share a region.
 __host__ __device__ inline size_t shared_region(int d, int r, int nk) {
@@ -50,8 +102,8 @@ __device__ __forceinline__ int last_valid_block(const PredictParams& p, int i) {
 // flags[nk] holds the row's selection before forcing (by this warp). Applies forced columns
 // (k_ok[j] == 0), a forced row, causal validity and the sink; an empty row keeps its last valid
 // block; then writes the LUT row, its length and the optional mask row.
-__device__ void finish_row(const PredictParams& p, int b, int h, int i, uint8_t* flags,
-                           const uint8_t* k_ok, bool force_row) {
+__device__ __forceinline__ void finish_row(const PredictParams& p, int b, int h, int i,
+                                           uint8_t* flags, const uint8_t* k_ok, bool force_row) {
   const int lane = threadIdx.x % 32;
   const int nk = p.num_k_blocks;
   const int offset = p.seq_k - p.seq_q;
@@ -83,8 +135,10 @@ __device__ void finish_row(const PredictParams& p, int b, int h, int i, uint8_t*
   if (lane == 0) p.lut_len[row] = pos;
 }
 
-template <int D, int R>
-__global__ void __launch_bounds__(kThreads) predict_kernel(PredictParams p) {
+// kCap: the sparsity cap's bookkeeping is compiled in (PredictParams::sparsity_cap set), so the
+// kernel without a cap keeps its registers.
+template <int D, int R, bool kCap>
+__global__ void __launch_bounds__(kThreads) predict_kernel(PredictParams p, PredictCap cap) {
   constexpr int kRows = kWarps * R;
   const int b = blockIdx.z, h = blockIdx.y;
   const int row0 = blockIdx.x * kRows;
@@ -244,6 +298,28 @@ __global__ void __launch_bounds__(kThreads) predict_kernel(PredictParams p) {
     const bool q_sim_ok =
         p.q_sim[(static_cast<int64_t>(b) * p.heads + h) * p.num_q_blocks + i] > theta;
     finish_row(p, b, h, i, flags, s_kok, !q_sim_ok);
+    if constexpr (kCap) {
+      // What the cap may extend: the row's candidate order and the cumsum before each candidate
+      // (the same sequential fp32 sum as TopCdf's, so the reference's values).
+      const CapScratch cs = cap_scratch(p, cap.scratch);
+      const int64_t bh = static_cast<int64_t>(b) * p.heads + h;
+      const int64_t row = bh * p.num_q_blocks + i;
+      for (int t = lane; t < n_cand; t += 32)
+        cs.order[row * nk + t] =
+            static_cast<int16_t>(0xffffffffu - static_cast<uint32_t>(keys[t] & 0xffffffffu));
+      if (lane == 0) {
+        float c = 0.f;
+        for (int t = 0; t < n_cand; ++t) {
+          c += __uint_as_float(static_cast<uint32_t>(keys[t] >> 32));
+          cs.cum[row * nk + t] = c;
+        }
+        cs.keep[row] = q_sim_ok ? n_keep : -1;
+        cs.ncand[row] = n_cand;
+        // finish_row's lane 0 wrote the row's kept count.
+        atomicAdd(&cs.counts[2 * bh], static_cast<unsigned int>(p.lut_len[row]));
+        atomicAdd(&cs.counts[2 * bh + 1], static_cast<unsigned int>(n_valid));
+      }
+    }
     __syncwarp();
   }
 }
@@ -263,29 +339,131 @@ __global__ void __launch_bounds__(kThreads)
   finish_row(p, b, h, i, flags, nullptr, false);
 }
 
+// ---- the sparsity cap (PredictParams::sparsity_cap) ------------------------------------------
+// An event is "row i takes its candidate t": key = (bits of the cumsum before it) << 32 | i << 16
+// | t, so ascending keys are the reference's order (cumsum, then row, then candidate; cumsums are
+// >= 0, so their bits order like their values). A sink block already on is no event.
+__device__ __forceinline__ bool cap_event(const PredictParams& p, const CapScratch& cs, int64_t bh,
+                                          int i, int t, unsigned long long* key) {
+  const int64_t row = bh * p.num_q_blocks + i;
+  const int keep = cs.keep[row];
+  if (keep < 0 || t < max(keep, 1) || t >= cs.ncand[row]) return false;
+  const int nk = p.num_k_blocks;
+  if (p.sink && cs.order[row * nk + t] == 0) return false;
+  *key = (static_cast<unsigned long long>(__float_as_uint(cs.cum[row * nk + t - 1])) << 32) |
+         (static_cast<unsigned long long>(i) << 16) | static_cast<unsigned long long>(t);
+  return true;
+}
+
+// grid (H, B): the key of the need-th smallest event of a (b, h) whose mask skips more than the
+// cap allows (radix select, 8 bits a pass from the top); 0 where the cap does not bind, all ones
+// where the events run out first.
+__global__ void __launch_bounds__(kThreads) cap_select_kernel(PredictParams p, PredictCap cap) {
+  const int h = blockIdx.x, b = blockIdx.y;
+  const int64_t bh = static_cast<int64_t>(b) * p.heads + h;
+  const CapScratch cs = cap_scratch(p, cap.scratch);
+  const long long kept = cs.counts[2 * bh], valid = cs.counts[2 * bh + 1];
+  const long long allowed =
+      static_cast<long long>(floor(static_cast<double>(cap.sparsity_cap[h]) * valid));
+  long long need = (valid - allowed) - kept;
+  if (need <= 0) {
+    if (threadIdx.x == 0) cs.kstar[bh] = 0ull;
+    return;
+  }
+  __shared__ unsigned int hist[256];
+  __shared__ unsigned long long s_prefix, s_mask;
+  __shared__ long long s_need, s_total;
+  if (threadIdx.x == 0) {
+    s_prefix = 0ull;
+    s_mask = 0ull;
+    s_need = need;
+    s_total = 0;
+  }
+  const int64_t cells = static_cast<int64_t>(p.num_q_blocks) * p.num_k_blocks;
+  for (int pass = 0; pass < 8; ++pass) {
+    const int shift = 56 - 8 * pass;
+    for (int d = threadIdx.x; d < 256; d += kThreads) hist[d] = 0;
+    __syncthreads();
+    const unsigned long long prefix = s_prefix, mask = s_mask;
+    for (int64_t c = threadIdx.x; c < cells; c += kThreads) {
+      unsigned long long key;
+      if (cap_event(p, cs, bh, static_cast<int>(c / p.num_k_blocks),
+                    static_cast<int>(c % p.num_k_blocks), &key) &&
+          (key & mask) == prefix)
+        atomicAdd(&hist[(key >> shift) & 255u], 1u);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      if (pass == 0) {
+        long long total = 0;
+        for (int d = 0; d < 256; ++d) total += hist[d];
+        s_total = total;
+      }
+      long long below = 0;
+      int d = 0;
+      for (; d < 255 && below + hist[d] < s_need; ++d) below += hist[d];
+      s_need -= below;
+      s_prefix = prefix | (static_cast<unsigned long long>(d) << shift);
+      s_mask = mask | (255ull << shift);
+    }
+    __syncthreads();
+    if (s_total <= need) break;  // every event is taken
+  }
+  if (threadIdx.x == 0) cs.kstar[bh] = s_total <= need ? ~0ull : s_prefix;
+}
+
+// grid like mask_to_lut: each warp re-emits one row of a capped (b, h) with the events of its
+// row whose keys are at most kstar (a prefix of the row's remaining candidates) added.
+__global__ void __launch_bounds__(kThreads) cap_apply_kernel(PredictParams p, PredictCap cap) {
+  const int b = blockIdx.z, h = blockIdx.y;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int i = blockIdx.x * kWarps + warp;
+  const int nk = p.num_k_blocks;
+  const int64_t bh = static_cast<int64_t>(b) * p.heads + h;
+  const CapScratch cs = cap_scratch(p, cap.scratch);
+  const unsigned long long kstar = cs.kstar[bh];
+  if (i >= p.num_q_blocks || kstar == 0ull) return;
+  const int64_t row = bh * p.num_q_blocks + i;
+  if (cs.keep[row] < 0) return;
+  extern __shared__ __align__(16) unsigned char smem[];
+  uint8_t* flags = smem + warp * nk;
+  for (int j = lane; j < nk; j += 32) flags[j] = 0;
+  __syncwarp();
+  const int32_t* lut = p.lut + row * nk;
+  const int len = p.lut_len[row];
+  for (int t = lane; t < len; t += 32) flags[lut[t]] = 1;
+  for (int t = lane; t < nk; t += 32) {
+    unsigned long long key;
+    if (cap_event(p, cs, bh, i, t, &key) && key <= kstar) flags[cs.order[row * nk + t]] = 1;
+  }
+  __syncwarp();
+  finish_row(p, b, h, i, flags, nullptr, false);
+}
+
 size_t predict_smem(int d, int r, int nk) {
   return shared_region(d, r, nk) + kWarps * nk + nk + 16;
 }
 
 template <int D, int R>
-cudaError_t launch_predict_dr(const PredictParams& p, cudaStream_t stream) {
+cudaError_t launch_predict_dr(const PredictParams& p, const PredictCap& cap, cudaStream_t stream) {
   const size_t smem = predict_smem(D, R, p.num_k_blocks);
-  auto kernel = predict_kernel<D, R>;
+  auto kernel =
+      cap.sparsity_cap != nullptr ? predict_kernel<D, R, true> : predict_kernel<D, R, false>;
   if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            static_cast<int>(smem));
       e != cudaSuccess)
     return e;
   const dim3 grid((p.num_q_blocks + kWarps * R - 1) / (kWarps * R), p.heads, p.batch);
-  kernel<<<grid, kThreads, smem, stream>>>(p);
+  kernel<<<grid, kThreads, smem, stream>>>(p, cap);
   return cudaGetLastError();
 }
 
 template <int D>
-cudaError_t launch_predict_d(const PredictParams& p, cudaStream_t stream) {
+cudaError_t launch_predict_d(const PredictParams& p, const PredictCap& cap, cudaStream_t stream) {
   // Two rows per warp up to 512 K blocks: enough CTAs to fill the GPU (the per-row work is
   // latency-bound), while each CTA still reuses every pooled-K chunk for 16 rows.
-  if (p.num_k_blocks <= 512) return launch_predict_dr<D, 2>(p, stream);
-  return launch_predict_dr<D, 1>(p, stream);
+  if (p.num_k_blocks <= 512) return launch_predict_dr<D, 2>(p, cap, stream);
+  return launch_predict_dr<D, 1>(p, cap, stream);
 }
 
 bool geometry_ok(const PredictParams& p) {
@@ -298,13 +476,31 @@ bool geometry_ok(const PredictParams& p) {
 
 }  // namespace
 
-cudaError_t launch_predict(const PredictParams& p, cudaStream_t stream) {
+size_t predict_cap_scratch_bytes(const PredictParams& p) { return cap_scratch_bytes(p); }
+
+cudaError_t launch_predict(const PredictParams& p, cudaStream_t stream, const PredictCap& cap) {
   if (!geometry_ok(p) || p.q_pooled == nullptr || p.q_sim == nullptr || p.k_pooled == nullptr ||
-      p.k_sim == nullptr || p.theta == nullptr || (p.tau == nullptr && p.topk == nullptr))
+      p.k_sim == nullptr || p.theta == nullptr || (p.tau == nullptr && p.topk == nullptr) ||
+      (cap.sparsity_cap != nullptr && cap.scratch == nullptr))
     return cudaErrorInvalidValue;
-  if (p.head_dim == 64) return launch_predict_d<64>(p, stream);
-  if (p.head_dim == 128) return launch_predict_d<128>(p, stream);
-  return cudaErrorInvalidValue;
+  if (p.head_dim != 64 && p.head_dim != 128) return cudaErrorInvalidValue;
+  if (cap.sparsity_cap != nullptr) {
+    const size_t off = cap_counts_offset(p);
+    if (cudaError_t e = cudaMemsetAsync(
+            static_cast<unsigned char*>(cap.scratch) + off, 0,
+            static_cast<size_t>(p.batch) * p.heads * 2 * sizeof(unsigned int), stream);
+        e != cudaSuccess)
+      return e;
+  }
+  if (cudaError_t e = p.head_dim == 64 ? launch_predict_d<64>(p, cap, stream)
+                                       : launch_predict_d<128>(p, cap, stream);
+      e != cudaSuccess || cap.sparsity_cap == nullptr)
+    return e;
+  cap_select_kernel<<<dim3(p.heads, p.batch), kThreads, 0, stream>>>(p, cap);
+  if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+  const dim3 grid((p.num_q_blocks + kWarps - 1) / kWarps, p.heads, p.batch);
+  cap_apply_kernel<<<grid, kThreads, kWarps * p.num_k_blocks, stream>>>(p, cap);
+  return cudaGetLastError();
 }
 
 cudaError_t launch_mask_to_lut(const PredictParams& p, const uint8_t* mask, cudaStream_t stream) {

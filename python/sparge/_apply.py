@@ -91,7 +91,7 @@ class Applied:
         if key not in self._thresholds:
             to = lambda t: None if t is None else t.to(device)  # noqa: E731
             self._thresholds[key] = (to(layer.tau), to(layer.theta), to(layer.lam),
-                                     to(layer.topk))
+                                     to(layer.topk), to(layer.sparsity_cap))
         return self._thresholds[key]
 
     def _permutation(self, n: int, device: torch.device) -> torch.Tensor | None:
@@ -119,10 +119,10 @@ class Applied:
                               "heads and enable_gqa=False")
         idx = self.call
         layer = self._layer(q, is_causal)
-        tau, theta, lam, topk = self._tensors(idx, layer, q.device)
+        tau, theta, lam, topk, cap = self._tensors(idx, layer, q.device)
         o, counts = torch.ops.sparge.attention(q, k, v, tau, theta, lam, topk, bool(is_causal),
                                                scale, self.config.kernel,
-                                               self._permutation(q.shape[2], q.device))
+                                               self._permutation(q.shape[2], q.device), cap)
         self.call += 1
         self._calls[idx] = self._calls.get(idx, 0) + 1
         self._counts[idx] = counts if idx not in self._counts else self._counts[idx] + counts
@@ -209,8 +209,9 @@ def attention(q, k, v, layer: LayerConfig, *, kernel: str = "auto", is_causal: b
     load_library()
     dev = q.device
     topk = None if layer.topk is None else layer.topk.to(dev)
+    cap = None if layer.sparsity_cap is None else layer.sparsity_cap.to(dev)
     o, _ = torch.ops.sparge.attention(q, k, v, layer.tau.to(dev), layer.theta.to(dev),
-                                      layer.lam.to(dev), topk, is_causal, scale, kernel, perm)
+                                      layer.lam.to(dev), topk, is_causal, scale, kernel, perm, cap)
     return o
 
 

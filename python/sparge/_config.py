@@ -26,6 +26,9 @@ class LayerConfig:
     lam: torch.Tensor                  # natural-log units, -inf = stage 2 off
     topk: torch.Tensor | None          # search.mode topk: kept fraction per head
     sparse: list[bool]
+    # The most stage-1 sparsity the prediction may reach per head (the YAML's sparsity_cap);
+    # None where the file has none (tuned before it, or with --sparsity-cap 0).
+    sparsity_cap: torch.Tensor | None = None
     # Mean over heads of the stage-1 sparsity the tuner measured on its calibration samples
     # (the YAML's sparsity.stage1); None where the file has none (SpargeAttn's spelling).
     tuned_sparsity: float | None = None
@@ -99,6 +102,11 @@ def load_config(path) -> Config:
         topk = None
         if mode == "topk":
             topk = _floats(path, f"{where}.topk", entry.get("topk"), heads)
+        cap = None
+        if entry.get("sparsity_cap") is not None:
+            cap = _floats(path, f"{where}.sparsity_cap", entry["sparsity_cap"], heads)
+            if bool(((cap < 0) | (cap > 1)).any()):
+                raise ConfigError(f"{path}: {where}.sparsity_cap: values must be in [0, 1]")
         tuned = None
         if isinstance(entry.get("sparsity"), dict) and "stage1" in entry["sparsity"]:
             tuned = float(_floats(path, f"{where}.sparsity.stage1", entry["sparsity"]["stage1"],
@@ -106,7 +114,7 @@ def load_config(path) -> Config:
         cfg.layers.append(LayerConfig(layer=int(entry.get("layer", i)),
                                       module=str(entry.get("module", "") or ""), heads=heads,
                                       tau=tau, theta=theta, lam=lam, topk=topk, sparse=sparse,
-                                      tuned_sparsity=tuned))
+                                      tuned_sparsity=tuned, sparsity_cap=cap))
     if not cfg.layers:
         raise ConfigError(f"{path}: layers: empty")
     return cfg

@@ -591,6 +591,7 @@ Results run_predicted(const RunOptions& opt) {
     rt.theta = tl->theta;
     rt.lambda = tl->lambda;
     rt.topk = tl->topk;
+    rt.sparsity_cap = tl->sparsity_cap;
     auto th = runtime::Thresholds::from_ref(rt, dev);
     runtime::Options ropt;
     ropt.causal = cfg.kernel.causal;

@@ -34,7 +34,7 @@ struct TuneArgs {
   double l1 = kSearchDefaults.l1, l2 = kSearchDefaults.l2,
          min_sparsity = kSearchDefaults.min_sparsity, margin = kSearchDefaults.margin,
          spread_k = kSearchDefaults.spread_k, spread_floor = kSearchDefaults.spread_floor,
-         tau_plateau = kSearchDefaults.tau_plateau;
+         tau_plateau = kSearchDefaults.tau_plateau, sparsity_cap = kSearchDefaults.sparsity_cap;
   bool no_hilbert = false;
   float tau_tol = kSearchDefaults.tau_tol, lambda_tol = kSearchDefaults.lambda_tol;
   bool no_lambda = !kSearchDefaults.tune_lambda, resume = false, timestamp = false;
@@ -131,6 +131,12 @@ void register_tune(CLI::App& app, Context& ctx) {
                   "sparsest passing point)")
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
+  sub->add_option("--sparsity-cap", args->sparsity_cap,
+                  "C of the sparsity cap (--holdout spread): on any input the prediction keeps "
+                  "each sparse head at most C x its mean calibration stage-1 sparsity, raising "
+                  "tau for that head where TopCdf would skip more (an input unlike the "
+                  "calibration samples); written to the YAML per head; 0 = off")
+      ->capture_default_str();
   sub->add_flag("--no-hilbert", args->no_hilbert,
                 "Keep the dump's token order (default for a dump with a token grid: reorder the "
                 "visual tokens along a Hilbert curve before prediction; recorded in the YAML)");
@@ -205,6 +211,7 @@ void register_tune(CLI::App& app, Context& ctx) {
     s.spread_k = a.spread_k;
     s.spread_floor = a.spread_floor;
     s.tau_plateau = a.tau_plateau;
+    s.sparsity_cap = a.sparsity_cap;
     rq.hilbert = !a.no_hilbert;
     if (!a.layers.empty()) rq.layers = parse_index_list(a.layers, "--layers");
     if (!a.samples.empty()) rq.samples = parse_index_list(a.samples, "--samples");
@@ -298,6 +305,7 @@ void register_tune(CLI::App& app, Context& ctx) {
                             {"spread_k", cfg.search.spread_k},
                             {"spread_floor", cfg.search.spread_floor},
                             {"tau_plateau", cfg.search.tau_plateau},
+                            {"sparsity_cap", cfg.search.sparsity_cap},
                             {"margin", cfg.search.margin},
                             {"min_sparsity", cfg.search.min_sparsity},
                             {"mode", cfg.search.mode},

@@ -120,11 +120,12 @@ std::string to_yaml(const TunedConfig& c) {
   line(fmt::format(
       "search: {{granularity: {}, theta_grid: {}, tau_tol: {}, lambda_range: [{}, {}], "
       "lambda_tol: {}, tune_lambda: {}, min_sparsity: {}, margin: {}, holdout: {}, spread_k: "
-      "{}, spread_floor: {}, tau_plateau: {}, mode: {}}}",
+      "{}, spread_floor: {}, tau_plateau: {}, sparsity_cap: {}, mode: {}}}",
       s.granularity, floats(s.theta_grid), format_float(s.tau_tol), format_float(s.lambda_min),
       format_float(s.lambda_max), format_float(s.lambda_tol), s.tune_lambda,
       format_double(s.min_sparsity), format_double(s.margin), s.holdout, format_double(s.spread_k),
-      format_double(s.spread_floor), format_double(s.tau_plateau), s.mode));
+      format_double(s.spread_floor), format_double(s.tau_plateau), format_double(s.sparsity_cap),
+      s.mode));
   const auto& perm = c.permutation;
   if (perm.hilbert()) {
     line(
@@ -148,6 +149,7 @@ std::string to_yaml(const TunedConfig& c) {
                      floats(l.sparsity_stage12)));
     line(fmt::format("    error: {{stage1: {}, stage12: {}}}", floats(l.error_stage1),
                      floats(l.error_stage12)));
+    if (!l.sparsity_cap.empty()) line(fmt::format("    sparsity_cap: {}", floats(l.sparsity_cap)));
     if (!l.expected_stage1.empty() || !l.expected_stage12.empty()) {
       line(fmt::format("    expected: {{stage1: {}, stage12: {}}}", floats(l.expected_stage1),
                        floats(l.expected_stage12)));
@@ -368,6 +370,7 @@ TunedConfig parse_tuned(const std::string& text, const std::string& source,
     ranged("spread_k", ss.spread_k, 0, 10);
     ranged("spread_floor", ss.spread_floor, 0, 1);
     ranged("tau_plateau", ss.tau_plateau, 0, 1);
+    ranged("sparsity_cap", ss.sparsity_cap, 0, 10);
     if (!(ss.margin >= 0 && ss.margin <= 0.5))
       p.bad("search.margin", fmt::format("{}: expected a number in [0, 0.5]", ss.margin));
   }
@@ -474,6 +477,15 @@ TunedConfig parse_tuned(const std::string& text, const std::string& source,
     opt_pair("sparsity", l.sparsity_stage1, l.sparsity_stage12);
     opt_pair("error", l.error_stage1, l.error_stage12);
     opt_pair("expected", l.expected_stage1, l.expected_stage12);
+    if (n["sparsity_cap"]) {
+      l.sparsity_cap = p.seq<float>(n["sparsity_cap"], at + ".sparsity_cap", "a number");
+      check_len(l.sparsity_cap.size(), "sparsity_cap");
+      for (size_t h = 0; h < heads; ++h) {
+        if (!(l.sparsity_cap[h] >= 0.0f && l.sparsity_cap[h] <= 1.0f))
+          p.bad(fmt::format("{}.sparsity_cap[{}]", at, h),
+                fmt::format("{} is outside [0, 1]", l.sparsity_cap[h]));
+      }
+    }
     for (size_t h = 0; h < heads; ++h) {
       if (!(l.tau[h] >= 0.0f && l.tau[h] <= 1.0f)) {
         p.bad(fmt::format("{}.{}[{}]", at, theirs ? "cdfthreshd" : "tau", h),

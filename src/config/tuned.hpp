@@ -60,6 +60,7 @@ struct SearchSpace {
   double spread_k = 0.0;
   double spread_floor = 0.0;  // absent before it existed: the samples' own spread only
   double tau_plateau = 0.0;   // τ plateau guard (SearchOptions::tau_plateau); absent: off
+  double sparsity_cap = 0.0;  // SearchOptions::sparsity_cap; absent: off
   // Stage-1 parametrisation: "cdf" (TopCdf mass τ) or "topk" (kept fraction per row, the
   // layers' `topk` arrays). Absent before issue 16: cdf.
   std::string mode = "cdf";
@@ -104,6 +105,9 @@ struct TunedLayer {
   // Held-out error the tuner predicts at these thresholds (SearchSpace::holdout); empty in
   // configs written before issue 16.
   std::vector<float> expected_stage1, expected_stage12;
+  // Per head, the most stage-1 sparsity the prediction may reach (ref::Thresholds::sparsity_cap;
+  // 1 for dense heads); empty: none (configs tuned before it, or with the cap off).
+  std::vector<float> sparsity_cap;
   int heads() const { return static_cast<int>(tau.size()); }
 };
 

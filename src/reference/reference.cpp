@@ -28,6 +28,10 @@
 //    then & causal validity; then column 0 on if options.sink (always causally valid).
 //    A row left with no block (only when all of its candidates were excluded, i.e. it had none
 //    and nothing was forced) keeps its last causally valid block, so every row has >= 1.
+//  * Sparsity cap c (optional, per head, per (b, h)): while the mask skips more than
+//    floor(c * valid) of the head's causally valid blocks, add the next candidate of a row whose
+//    Q block is similar, in ascending order of the cumsum before it (ties: lower row, then the
+//    earlier candidate); a candidate already on (sink) counts nothing.
 //  * Causal: query token tq sees key tk iff tk <= tq + (Nk - Nq) (top-left when Nq == Nk,
 //    bottom-right when Nq < Nk; Nq > Nk with causal is a usage error). Block (i, j) is valid
 //    iff some pair in it is visible: j * BK <= min((i + 1) * BQ, Nq) - 1 + (Nk - Nq).
@@ -216,6 +220,7 @@ void check_thresholds(const Thresholds& t, int64_t heads) {
     }
   };
   check(t.theta, "theta");
+  if (!t.sparsity_cap.empty()) check(t.sparsity_cap, "sparsity_cap");
   if (t.topk.empty()) {
     check(t.tau, "tau");
   } else {
@@ -225,10 +230,13 @@ void check_thresholds(const Thresholds& t, int64_t heads) {
 
 // One row of the compressed map: selects blocks into `row` (nk bools, pre-zeroed).
 // s: Ŝ row (fp32), cand: candidate flags, n_valid: causally valid blocks of the row.
-void select_row(const float* s, const std::vector<char>& cand, int64_t nk, int64_t n_valid,
-                bool topk_mode, float tau, float topk, std::vector<int64_t>& order,
-                std::vector<float>& p, bool* row) {
+// Returns how many of `order` (the candidates by descending p, ties to the lower index) it kept;
+// cum[t] = fp32 sum of p over order[0..t], in that order (what the per-head cap extends by).
+size_t select_row(const float* s, const std::vector<char>& cand, int64_t nk, int64_t n_valid,
+                  bool topk_mode, float tau, float topk, std::vector<int64_t>& order,
+                  std::vector<float>& p, std::vector<float>& cum, bool* row) {
   order.clear();
+  cum.clear();
   float mx = kNegInf;
   for (int64_t j = 0; j < nk; ++j) {
     if (cand[j]) {
@@ -236,7 +244,7 @@ void select_row(const float* s, const std::vector<char>& cand, int64_t nk, int64
       mx = std::max(mx, s[j]);
     }
   }
-  if (order.empty()) return;
+  if (order.empty()) return 0;
   // Softmax in fp32 over the candidates (non-candidates are -inf: probability 0).
   float sum = 0.f;
   for (int64_t j : order) {
@@ -246,21 +254,69 @@ void select_row(const float* s, const std::vector<char>& cand, int64_t nk, int64
   for (int64_t j : order) p[j] = p[j] / sum;
   // Descending probability, ties to the lower block index (order is ascending before the sort).
   std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return p[a] > p[b]; });
+  float c = 0.f;
+  for (int64_t j : order) {
+    c += p[j];
+    cum.push_back(c);
+  }
   size_t keep = order.size();
   if (topk_mode) {
     const float want = std::ceil(topk * static_cast<float>(n_valid));
     keep = std::min<size_t>(order.size(), static_cast<size_t>(std::max(1.f, want)));
   } else {
-    float cum = 0.f;
     for (size_t t = 0; t < order.size(); ++t) {
-      cum += p[order[t]];
-      if (cum >= tau) {
+      if (cum[t] >= tau) {
         keep = t + 1;
         break;
       }
     }
   }
   for (size_t t = 0; t < keep; ++t) row[order[t]] = true;
+  return keep;
+}
+
+// The per-head sparsity cap on one (b, h) mask [nq, nk]: while more than floor(cap * valid)
+// causally valid blocks are skipped, add the next candidate of some row, taking the additions
+// in ascending order of the cumulative p before them (cum of the row's last kept candidate),
+// ties to the lower row, then the earlier candidate. So every row still keeps a prefix of its
+// candidate order, and the head keeps the blocks TopCdf would keep at the smallest larger tau
+// that meets the cap. Rows whose Q block is not similar already keep everything.
+struct RowSelection {
+  std::vector<int64_t> order;  // the row's candidates, descending p
+  std::vector<float> cum;      // cumulative p in that order
+  size_t keep = 0;             // how many of them TopCdf / top-k kept
+  bool open = false;           // the row may take more (Q block similar)
+};
+void apply_sparsity_cap(float cap, int64_t valid, int64_t kept, int64_t nk,
+                        const std::vector<RowSelection>& rows, bool* mask) {
+  const int64_t allowed_skips = static_cast<int64_t>(std::floor(static_cast<double>(cap) * valid));
+  const int64_t target = valid - allowed_skips;
+  if (kept >= target) return;
+  struct Event {
+    float value;
+    int64_t row;
+    size_t next;  // index into the row's order of the candidate it adds
+  };
+  std::vector<Event> events;
+  for (int64_t i = 0; i < static_cast<int64_t>(rows.size()); ++i) {
+    const RowSelection& r = rows[i];
+    if (!r.open) continue;
+    for (size_t t = std::max<size_t>(r.keep, 1); t < r.order.size(); ++t)
+      events.push_back({r.cum[t - 1], i, t});
+  }
+  std::sort(events.begin(), events.end(), [](const Event& a, const Event& b) {
+    if (a.value != b.value) return a.value < b.value;
+    if (a.row != b.row) return a.row < b.row;
+    return a.next < b.next;
+  });
+  for (const Event& e : events) {
+    if (kept >= target) break;
+    bool& cell = mask[e.row * nk + rows[e.row].order[e.next]];
+    if (!cell) {
+      cell = true;
+      ++kept;
+    }
+  }
 }
 
 }  // namespace
@@ -298,13 +354,14 @@ at::Tensor predict_block_mask(const BlockStats& q_stats, const BlockStats& k_sta
   bool* mp = mask.data_ptr<bool>();
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
     std::vector<char> cand(nk), ksimilar(nk);
-    std::vector<int64_t> order;
     std::vector<float> p(nk);
+    std::vector<RowSelection> sel(nq);
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / H, h = bh % H, hk = h / group;
       const float theta = thresholds.theta[h];
       const float tau = topk_mode ? 0.f : thresholds.tau[h];
       const float topk = topk_mode ? thresholds.topk[h] : 0.f;
+      int64_t valid = 0, kept = 0;
       for (int64_t j = 0; j < nk; ++j) ksimilar[j] = ksp[(b * Hkv + hk) * nk + j] > theta;
       for (int64_t i = 0; i < nq; ++i) {
         bool* row = mp + (bh * nq + i) * nk;
@@ -314,8 +371,11 @@ at::Tensor predict_block_mask(const BlockStats& q_stats, const BlockStats& k_sta
           cand[j] = vrow[j] && ksimilar[j];
           n_valid += vrow[j];
         }
-        select_row(sp + (bh * nq + i) * nk, cand, nk, n_valid, topk_mode, tau, topk, order, p, row);
+        RowSelection& r = sel[i];
+        r.keep = select_row(sp + (bh * nq + i) * nk, cand, nk, n_valid, topk_mode, tau, topk,
+                            r.order, p, r.cum, row);
         const bool q_similar = qsp[bh * nq + i] > theta;
+        r.open = q_similar;
         int64_t last_valid = -1;
         bool any = false;
         for (int64_t j = 0; j < nk; ++j) {
@@ -323,9 +383,16 @@ at::Tensor predict_block_mask(const BlockStats& q_stats, const BlockStats& k_sta
           if (j == 0 && options.sink) row[j] = true;
           if (vrow[j]) last_valid = j;
           any = any || row[j];
+          kept += row[j];
         }
-        if (!any && last_valid >= 0) row[last_valid] = true;
+        if (!any && last_valid >= 0) {
+          row[last_valid] = true;
+          ++kept;
+        }
+        valid += n_valid;
       }
+      if (!thresholds.sparsity_cap.empty())
+        apply_sparsity_cap(thresholds.sparsity_cap[h], valid, kept, nk, sel, mp + bh * nq * nk);
     }
   });
   return mask;

@@ -45,6 +45,11 @@ struct Thresholds {
   std::vector<float> theta;   // block self-similarity threshold in [-1, 1]; sim > theta = similar
   std::vector<float> lambda;  // stage-2 threshold, <= 0, natural-log units; -inf disables
   std::vector<float> topk;    // optional (empty = TopCdf mode): fraction of K blocks kept
+  // Optional (empty = none): the most stage-1 sparsity a head may reach on any input, in
+  // [0, 1]. Where TopCdf(τ) or top-k would skip more, rows take further candidates as a larger
+  // τ would give them (predict_block_mask), so an input unlike the calibration samples is not
+  // sparsified far beyond what they saw (reports/tune-real/holdout-dit.md, capping).
+  std::vector<float> sparsity_cap;
   static Thresholds uniform(int heads, float tau, float theta,
                             float lambda = -std::numeric_limits<float>::infinity());
 };

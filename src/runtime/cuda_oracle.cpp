@@ -134,11 +134,14 @@ class CudaHeadOracle final : public tune::HeadOracle {
   std::vector<Outcome> run_batch(State& st, std::span<const tune::Candidate> cands) {
     const int64_t n = static_cast<int64_t>(cands.size());
     const auto dev = st.base.q8.device();
-    std::vector<float> tau(n), theta(n), lambda(n);
+    std::vector<float> tau(n), theta(n), lambda(n), cap(n);
+    bool capped = false;
     for (int64_t i = 0; i < n; ++i) {
       tau[i] = cands[i].tau;
       theta[i] = cands[i].theta;
       lambda[i] = cands[i].lambda;
+      cap[i] = cands[i].sparsity_cap;
+      capped = capped || cap[i] < 1.0f;
     }
     auto vec = [&](const std::vector<float>& x) {
       return at::tensor(at::ArrayRef<float>(x), at::kFloat).to(dev);
@@ -152,8 +155,8 @@ class CudaHeadOracle final : public tune::HeadOracle {
       SPARGE_ASSERT(cands[i].topk == topk, "cuda oracle: top-k and TopCdf candidates in one batch");
     }
     predict(p,
-            topk ? Thresholds{vec(tau), vec(theta), at::Tensor(), vec(tau)}
-                 : Thresholds{vec(tau), vec(theta), at::Tensor(), at::Tensor()},
+            Thresholds{vec(tau), vec(theta), at::Tensor(), topk ? vec(tau) : at::Tensor(),
+                       capped ? vec(cap) : at::Tensor()},
             o);
     const at::Tensor mask = p.mask.cpu().contiguous();  // [B, n, nq, nk]
     const int64_t per = mask.numel() / mask.size(0) / n;

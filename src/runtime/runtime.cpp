@@ -176,7 +176,7 @@ Thresholds Thresholds::uniform(int64_t heads, float tau, float theta, at::Device
                                float lambda) {
   const auto opts = at::TensorOptions(at::kFloat).device(device);
   return {at::full({heads}, tau, opts), at::full({heads}, theta, opts),
-          at::full({heads}, lambda, opts), at::Tensor()};
+          at::full({heads}, lambda, opts), at::Tensor(), at::Tensor()};
 }
 
 Thresholds Thresholds::from_ref(const ref::Thresholds& t, at::Device device) {
@@ -184,7 +184,7 @@ Thresholds Thresholds::from_ref(const ref::Thresholds& t, at::Device device) {
     if (v.empty()) return at::Tensor();
     return at::tensor(at::ArrayRef<float>(v), at::kFloat).to(device);
   };
-  return {vec(t.tau), vec(t.theta), vec(t.lambda), vec(t.topk)};
+  return {vec(t.tau), vec(t.theta), vec(t.lambda), vec(t.topk), vec(t.sparsity_cap)};
 }
 
 namespace {
@@ -296,6 +296,7 @@ void predict_on(Prepared& p, const Thresholds& t, const Options& options,
   const at::Tensor theta = head_vector(t.theta, "theta", p.heads, dev);
   const at::Tensor tau = head_vector(t.tau, "tau", p.heads, dev);
   const at::Tensor topk = head_vector(t.topk, "topk", p.heads, dev);
+  const at::Tensor cap = head_vector(t.sparsity_cap, "sparsity_cap", p.heads, dev);
   if (!theta.defined() || (!tau.defined() && !topk.defined()))
     fail(ExitCode::kUsage, "thresholds: theta and one of tau / topk are required");
   p.causal = options.causal;
@@ -311,9 +312,18 @@ void predict_on(Prepared& p, const Thresholds& t, const Options& options,
   k.lut = p.lut.data_ptr<int32_t>();
   k.lut_len = p.lut_len.data_ptr<int32_t>();
   k.mask = p.mask.defined() ? reinterpret_cast<uint8_t*>(p.mask.data_ptr<bool>()) : nullptr;
-  check_cuda(kernels::launch_predict(k, stream.stream()), "prediction kernel");
+  at::Tensor scratch;
+  kernels::PredictCap pc;
+  if (cap.defined()) {
+    scratch = at::empty({static_cast<int64_t>(kernels::predict_cap_scratch_bytes(k))},
+                        at::TensorOptions(at::kByte).device(dev));
+    pc.sparsity_cap = cap.data_ptr<float>();
+    pc.scratch = scratch.data_ptr();
+  }
+  check_cuda(kernels::launch_predict(k, stream.stream(), pc), "prediction kernel");
   if (stream != at::cuda::getCurrentCUDAStream(dev.index())) {
-    for (const at::Tensor* x : {&theta, &tau, &topk})
+    const at::Tensor* used[] = {&theta, &tau, &topk, &cap, &scratch};
+    for (const at::Tensor* x : used)
       if (x->defined()) x->record_stream(stream.unwrap());
   }
 }

@@ -25,6 +25,7 @@ namespace sparge::runtime {
 // optional (undefined: stage 2 off / TopCdf mode with tau).
 struct Thresholds {
   at::Tensor tau, theta, lambda, topk;
+  at::Tensor sparsity_cap;  // optional [H]: ref::Thresholds::sparsity_cap
   static Thresholds uniform(int64_t heads, float tau, float theta, at::Device device,
                             float lambda = -std::numeric_limits<float>::infinity());
   static Thresholds from_ref(const ref::Thresholds& t, at::Device device);

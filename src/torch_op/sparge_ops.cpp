@@ -4,10 +4,12 @@
 // (CPU tensors: the numerics contract, slow and exact to it). The fake (Meta) implementation
 // gives torch.compile the output shapes without running anything.
 //
-//   attention(q, k, v, tau, theta, lam, topk?, is_causal, scale?, kernel, perm?) -> (o, counts)
+//   attention(q, k, v, tau, theta, lam, topk?, is_causal, scale?, kernel, perm?, sparsity_cap?)
+//     -> (o, counts)
 //     q [B, H, N, D], k, v [B, Hkv, N', D] (any strides with a contiguous last dim, so SDPA's
 //     HND tensors and NHD views alike), fp16/bf16 (CPU also fp32); tau, theta, lam [H] fp32 per
-//     query head (lam in natural-log units, -inf = stage 2 off), topk [H] or None (TopCdf).
+//     query head (lam in natural-log units, -inf = stage 2 off), topk [H] or None (TopCdf),
+//     sparsity_cap [H] or None (the YAML's per-head cap, ref::Thresholds::sparsity_cap).
 //     perm [Nq] int64 or None (on q's device, contiguous): the token order the config was tuned
 //     in (Hilbert); q (and k, v when Nk = Nq) are read in it and o is put back in the input
 //     order, so the caller never sees it. On CUDA the kernels gather and scatter through it
@@ -47,7 +49,8 @@ struct Checked {
 // Shapes the op promises (the runtime and the reference check the rest again).
 Checked check(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& tau,
               const at::Tensor& theta, const at::Tensor& lam, const std::optional<at::Tensor>& topk,
-              const std::optional<at::Tensor>& perm) {
+              const std::optional<at::Tensor>& perm,
+              const std::optional<at::Tensor>& sparsity_cap) {
   if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4) {
     usage("sparge.attention: q, k, v must be [B, H, N, D]");
   }
@@ -63,6 +66,9 @@ Checked check(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, con
   }
   if (topk && (topk->dim() != 1 || topk->size(0) != c.heads)) {
     usage("sparge.attention: topk must be [H]");
+  }
+  if (sparsity_cap && (sparsity_cap->dim() != 1 || sparsity_cap->size(0) != c.heads)) {
+    usage("sparge.attention: sparsity_cap must be [H]");
   }
   if (perm) {
     if (perm->dim() != 1 || perm->size(0) != c.seq_q || perm->scalar_type() != at::kLong) {
@@ -104,14 +110,12 @@ Ordered in_tuned_order(const at::Tensor& q, const at::Tensor& k, const at::Tenso
   return {gather(q), kv_on_grid ? gather(k) : k, kv_on_grid ? gather(v) : v, perm};
 }
 
-std::tuple<at::Tensor, at::Tensor> attention_cuda(const at::Tensor& q, const at::Tensor& k,
-                                                  const at::Tensor& v, const at::Tensor& tau,
-                                                  const at::Tensor& theta, const at::Tensor& lam,
-                                                  const std::optional<at::Tensor>& topk,
-                                                  bool is_causal, std::optional<double> scale,
-                                                  const std::string& kernel,
-                                                  const std::optional<at::Tensor>& perm) {
-  check(q, k, v, tau, theta, lam, topk, perm);
+std::tuple<at::Tensor, at::Tensor> attention_cuda(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& tau,
+    const at::Tensor& theta, const at::Tensor& lam, const std::optional<at::Tensor>& topk,
+    bool is_causal, std::optional<double> scale, const std::string& kernel,
+    const std::optional<at::Tensor>& perm, const std::optional<at::Tensor>& sparsity_cap) {
+  check(q, k, v, tau, theta, lam, topk, perm, sparsity_cap);
   const at::Device dev = q.device();
   const std::string var = rt::resolve_kernel(kernel);
   const ref::Geometry geometry = ref::geometry_by_name(rt::kernel_geometry(var));
@@ -120,7 +124,8 @@ std::tuple<at::Tensor, at::Tensor> attention_cuda(const at::Tensor& q, const at:
   opts.scale = scale.value_or(0.0);
   if (perm) opts.token_order = *perm;  // checked by the runtime (device, contiguity)
   auto f32 = [&](const at::Tensor& t) { return t.to(dev, at::kFloat).contiguous(); };
-  const rt::Thresholds th{f32(tau), f32(theta), f32(lam), topk ? f32(*topk) : at::Tensor()};
+  const rt::Thresholds th{f32(tau), f32(theta), f32(lam), topk ? f32(*topk) : at::Tensor(),
+                          sparsity_cap ? f32(*sparsity_cap) : at::Tensor()};
   const rt::Prepared prep = rt::prepare(q, k, v, geometry, th, opts);
   at::Tensor o = out_like(q, prep.head_dim, q.options());  // head dim padded to the kernel's
   rt::run_attention(prep, o, th.lambda, var);  // o in the input order (token_order scatters)
@@ -136,14 +141,12 @@ std::tuple<at::Tensor, at::Tensor> attention_cuda(const at::Tensor& q, const at:
   return {o, counts};
 }
 
-std::tuple<at::Tensor, at::Tensor> attention_cpu(const at::Tensor& q_in, const at::Tensor& k_in,
-                                                 const at::Tensor& v_in, const at::Tensor& tau,
-                                                 const at::Tensor& theta, const at::Tensor& lam,
-                                                 const std::optional<at::Tensor>& topk,
-                                                 bool is_causal, std::optional<double> scale,
-                                                 const std::string& kernel,
-                                                 const std::optional<at::Tensor>& perm) {
-  check(q_in, k_in, v_in, tau, theta, lam, topk, perm);
+std::tuple<at::Tensor, at::Tensor> attention_cpu(
+    const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in, const at::Tensor& tau,
+    const at::Tensor& theta, const at::Tensor& lam, const std::optional<at::Tensor>& topk,
+    bool is_causal, std::optional<double> scale, const std::string& kernel,
+    const std::optional<at::Tensor>& perm, const std::optional<at::Tensor>& sparsity_cap) {
+  check(q_in, k_in, v_in, tau, theta, lam, topk, perm, sparsity_cap);
   const Ordered in = in_tuned_order(q_in, k_in, v_in, perm);
   const at::Tensor &q = in.q, &k = in.k, &v = in.v;
   // The CPU has no kernel: "auto" means the Hopper geometry, whose numerics the reference
@@ -159,6 +162,7 @@ std::tuple<at::Tensor, at::Tensor> attention_cpu(const at::Tensor& q_in, const a
   th.theta = vec(theta);
   th.lambda = vec(lam);
   if (topk) th.topk = vec(*topk);
+  if (sparsity_cap) th.sparsity_cap = vec(*sparsity_cap);
   ref::AttentionOptions opts;
   opts.causal = is_causal;
   opts.scale = scale.value_or(0.0);
@@ -168,15 +172,13 @@ std::tuple<at::Tensor, at::Tensor> attention_cpu(const at::Tensor& q_in, const a
           at::tensor({r.kept_blocks, r.valid_blocks}, at::kLong)};
 }
 
-std::tuple<at::Tensor, at::Tensor> attention_meta(const at::Tensor& q, const at::Tensor& k,
-                                                  const at::Tensor& v, const at::Tensor& tau,
-                                                  const at::Tensor& theta, const at::Tensor& lam,
-                                                  const std::optional<at::Tensor>& topk,
-                                                  bool is_causal, std::optional<double> scale,
-                                                  const std::string& kernel,
-                                                  const std::optional<at::Tensor>& perm) {
+std::tuple<at::Tensor, at::Tensor> attention_meta(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& tau,
+    const at::Tensor& theta, const at::Tensor& lam, const std::optional<at::Tensor>& topk,
+    bool is_causal, std::optional<double> scale, const std::string& kernel,
+    const std::optional<at::Tensor>& perm, const std::optional<at::Tensor>& sparsity_cap) {
   (void)is_causal, (void)scale, (void)kernel;
-  check(q, k, v, tau, theta, lam, topk, perm);
+  check(q, k, v, tau, theta, lam, topk, perm, sparsity_cap);
   return {out_like(q, q.size(3), q.options()), at::empty({2}, q.options().dtype(at::kLong))};
 }
 
@@ -194,7 +196,7 @@ TORCH_LIBRARY(sparge, m) {
   m.def(
       "attention(Tensor q, Tensor k, Tensor v, Tensor tau, Tensor theta, Tensor lam, "
       "Tensor? topk=None, bool is_causal=False, float? scale=None, str kernel='auto', "
-      "Tensor? perm=None) -> (Tensor, Tensor)");
+      "Tensor? perm=None, Tensor? sparsity_cap=None) -> (Tensor, Tensor)");
   m.def("hilbert_permutation(int t, int h, int w, int text_prefix=0, int text_suffix=0) -> Tensor",
         &hilbert_permutation);
 }

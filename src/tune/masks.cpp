@@ -68,6 +68,8 @@ void save_masks(const std::filesystem::path& dump, const config::TunedConfig& cf
         thr.theta.push_back(sp ? tl->theta[static_cast<size_t>(h)] : kDenseCandidate.theta);
         thr.lambda.push_back(tl->lambda[static_cast<size_t>(h)]);
         if (!tl->topk.empty()) thr.topk.push_back(sp ? tl->topk[static_cast<size_t>(h)] : 1.0f);
+        if (!tl->sparsity_cap.empty())
+          thr.sparsity_cap.push_back(sp ? tl->sparsity_cap[static_cast<size_t>(h)] : 1.0f);
       }
       auto lg = group(layers_g.get(), fmt::format("{:03d}", id), out);
       auto sg = group(lg.get(), "samples", out);

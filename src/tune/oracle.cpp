@@ -79,6 +79,7 @@ class CpuHeadOracle final : public HeadOracle {
   const Outcome& outcome(State& st, const Candidate& c) {
     auto thr = ref::Thresholds::uniform(1, c.tau, c.theta, c.lambda);
     if (c.topk) thr.topk = {c.tau};
+    if (c.sparsity_cap < 1.0f) thr.sparsity_cap = {c.sparsity_cap};
     at::Tensor mask = ref::predict_block_mask(st.q_stats, st.k_stats, st.nq_tokens, st.nk_tokens,
                                               geometry_, thr, attention_)
                           .to(at::kBool)

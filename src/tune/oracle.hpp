@@ -43,6 +43,9 @@ struct Candidate {
   float theta = 1.0f;
   float lambda = kNoSkip;
   bool topk = false;
+  // The most stage-1 sparsity the mask may reach (ref::Thresholds::sparsity_cap); 1 = none. The
+  // search evaluates without it; `sparge eval` applies the tuned one.
+  float sparsity_cap = 1.0f;
   friend bool operator==(const Candidate&, const Candidate&) = default;
 };
 

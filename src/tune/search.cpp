@@ -48,6 +48,8 @@ void SearchOptions::validate() const {
     fail(ExitCode::kUsage, "--spread-k {}: must be in [0, 10]", spread_k);
   if (!(spread_floor >= 0 && spread_floor <= 1))
     fail(ExitCode::kUsage, "--spread-floor {}: must be in [0, 1]", spread_floor);
+  if (!(sparsity_cap == 0 || (sparsity_cap >= 1 && sparsity_cap <= 10)))
+    fail(ExitCode::kUsage, "--sparsity-cap {}: must be 0 (off) or in [1, 10]", sparsity_cap);
   if (!(tau_plateau >= 0 && tau_plateau <= 1))
     fail(ExitCode::kUsage, "--tau-plateau {}: must be in [0, 1]", tau_plateau);
 }

@@ -4,6 +4,7 @@
 #include <c10/util/hash.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <mutex>
@@ -256,6 +257,7 @@ TuneOutcome run_tune(const TuneRequest& rq) {
   cfg.search.spread_k = rq.search.holdout == "edge" ? 0.0 : rq.search.spread_k;
   cfg.search.spread_floor = rq.search.holdout == "edge" ? 0.0 : rq.search.spread_floor;
   cfg.search.tau_plateau = rq.search.holdout == "edge" ? 0.0 : rq.search.tau_plateau;
+  cfg.search.sparsity_cap = rq.search.holdout == "edge" ? 0.0 : rq.search.sparsity_cap;
   cfg.permutation = order.record;
 
   std::string fingerprint;
@@ -394,6 +396,10 @@ TuneOutcome run_tune(const TuneRequest& rq) {
       tl.error_stage12.push_back(static_cast<float>(r.e12));
       tl.expected_stage1.push_back(static_cast<float>(r.x1));
       tl.expected_stage12.push_back(static_cast<float>(r.x12));
+      if (cfg.search.sparsity_cap > 0) {
+        tl.sparsity_cap.push_back(
+            r.sparse ? static_cast<float>(std::min(1.0, cfg.search.sparsity_cap * r.s1)) : 1.0f);
+      }
       out.trace.push_back({{"layer", r.layer},
                            {"head", r.head},
                            {"sparse", r.sparse},
@@ -495,6 +501,7 @@ EvalOutcome run_eval(const EvalRequest& rq) {
     Candidate c1 = e.sparse ? Candidate{topk ? u.tuned->topk[h] : u.tuned->tau[h],
                                         u.tuned->theta[h], kNoSkip, topk}
                             : kDenseCandidate;
+    if (e.sparse && !u.tuned->sparsity_cap.empty()) c1.sparsity_cap = u.tuned->sparsity_cap[h];
     Candidate c12 = c1;
     c12.lambda = u.tuned->lambda[h];
     e.candidate = c12;

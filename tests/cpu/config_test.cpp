@@ -192,6 +192,36 @@ TEST(TunedConfig, TauPlateauRoundTripsAndIsOffWhenAbsent) {
   }
 }
 
+TEST(TunedConfig, SparsityCapRoundTripsPerHeadAndIsAbsentInOldConfigs) {
+  TunedConfig c = random_config(5);
+  c.search.sparsity_cap = 1.25;
+  for (auto& l : c.layers) {
+    l.sparsity_cap.clear();
+    for (int h = 0; h < l.heads(); ++h) l.sparsity_cap.push_back(0.1f * static_cast<float>(h % 10));
+  }
+  std::string y = to_yaml(c);
+  ASSERT_NE(y.find(", sparsity_cap: 1.25"), std::string::npos) << y;
+  const TunedConfig back = parse_tuned(y, "mem.yaml");
+  EXPECT_EQ(back.search.sparsity_cap, 1.25);
+  ASSERT_EQ(back.layers.size(), c.layers.size());
+  for (size_t i = 0; i < c.layers.size(); ++i)
+    EXPECT_EQ(back.layers[i].sparsity_cap, c.layers[i].sparsity_cap) << "layer " << i;
+  EXPECT_EQ(to_yaml(back), y) << "not byte-identical";
+  // Without the per-layer key a layer has no cap (configs tuned before it, or with it off).
+  for (auto& l : c.layers) l.sparsity_cap.clear();
+  EXPECT_TRUE(parse_tuned(to_yaml(c), "old.yaml").layers.front().sparsity_cap.empty());
+  // A value outside [0, 1] names the head.
+  c.layers.front().sparsity_cap.assign(c.layers.front().heads(), 0.5f);
+  c.layers.front().sparsity_cap[1] = 1.5f;
+  try {
+    parse_tuned(to_yaml(c), "bad.yaml");
+    FAIL() << "accepted a sparsity cap of 1.5";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ExitCode::kConfigError);
+    EXPECT_NE(std::string(e.what()).find("sparsity_cap[1]: 1.5"), std::string::npos) << e.what();
+  }
+}
+
 TEST(TunedConfig, AcceptsSpargeAttnSpelling) {
   const std::string y = R"(schema: sparge.tuned
 schema_version: 1

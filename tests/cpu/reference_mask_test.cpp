@@ -218,12 +218,109 @@ TEST(ReferenceMask, PredictedMaskInvariantsOnRandomInputs) {
   }
 }
 
+// Two query rows against K logits log(w): row 0 (pooled q = 1) has P̂ = w / 8, cumsum in its
+// order 2, 1, 0, 3 of 0.5, 0.75, 0.875, 1; row 1 (q = 2) has P̂ ∝ w², cumsum 0.727, 0.909, 0.955,
+// 1 in the same order. At τ = 0.3 each keeps {2}: 2 of 8 blocks, sparsity 0.75.
+TEST(ReferenceMask, SparsityCapAddsCandidatesInAscendingCumsumAcrossRows) {
+  const std::vector<float> w = {1, 2, 4, 1};
+  std::vector<float> logk, simk(w.size(), 1.f);
+  for (float x : w) logk.push_back(std::log(x));
+  ref::AttentionOptions o;
+  o.scale = 1.0;
+  auto with_cap = [&](std::vector<float> cap) {
+    ref::Thresholds t = ref::Thresholds::uniform(1, 0.3f, 0.f);
+    t.sparsity_cap = std::move(cap);
+    return ref::predict_block_mask(stats({1.f, 2.f}, {1.f, 1.f}), stats(logk, simk), 2, 4,
+                                   unit_geometry(), t, o);
+  };
+  const at::Tensor free = with_cap({});
+  EXPECT_EQ(kept(free, 0), (Idx{2}));
+  EXPECT_EQ(kept(free, 1), (Idx{2}));
+  EXPECT_TRUE(at::equal(with_cap({0.75f}), free));  // the cap is not reached: nothing changes
+  EXPECT_TRUE(at::equal(with_cap({1.f}), free));
+  // 0.5: at most 4 skipped, 2 more kept: row 0's block 1 (after 0.5), row 1's block 1 (0.727).
+  at::Tensor m = with_cap({0.5f});
+  EXPECT_EQ(kept(m, 0), (Idx{1, 2}));
+  EXPECT_EQ(kept(m, 1), (Idx{1, 2}));
+  // 0.375: 3 more, the third is row 0's block 0 (after 0.75 < row 1's 0.909). The same mask as
+  // TopCdf at a τ between 0.75 and 0.875 would give row 0, and between 0.727 and 0.909 row 1.
+  m = with_cap({0.375f});
+  EXPECT_EQ(kept(m, 0), (Idx{0, 1, 2}));
+  EXPECT_EQ(kept(m, 1), (Idx{1, 2}));
+  m = with_cap({0.f});  // nothing may be skipped
+  EXPECT_EQ(kept(m, 0), (Idx{0, 1, 2, 3}));
+  EXPECT_EQ(kept(m, 1), (Idx{0, 1, 2, 3}));
+}
+
+TEST(ReferenceMask, SparsityCapHoldsAndOnlyAddsBlocksOnRandomInputs) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  at::manual_seed(seed);
+  std::mt19937_64 rng(seed);
+  for (int trial = 0; trial < 12; ++trial) {
+    const int64_t H = 1 + rng() % 3, nk_tokens = 64 + rng() % 900;
+    const int64_t nq_tokens = 1 + rng() % nk_tokens;
+    const bool causal = rng() % 2, sink = rng() % 2;
+    ref::Geometry g = ref::hopper_geometry();
+    g.block_q = g.block_k = 32;
+    SCOPED_TRACE(::testing::Message() << "trial " << trial << " Nq " << nq_tokens << " Nk "
+                                      << nk_tokens << " causal " << causal << " sink " << sink);
+    at::Tensor q = at::randn({1, H, nq_tokens, 32}) + at::randn({1, H, 1, 32}) * 2;
+    at::Tensor k = at::randn({1, H, nk_tokens, 32}) * 2;
+    ref::Thresholds t;
+    for (int64_t h = 0; h < H; ++h) {
+      t.tau.push_back(std::uniform_real_distribution<float>(0.1f, 0.9f)(rng));
+      t.theta.push_back(std::uniform_real_distribution<float>(-0.1f, 0.3f)(rng));
+    }
+    ref::AttentionOptions o;
+    o.causal = causal;
+    o.sink = sink;
+    const at::Tensor free = ref::predict_block_mask(q, k, g, t, o);
+    const at::Tensor valid = ref::causal_block_mask(nq_tokens, nk_tokens, g, causal);
+    const double n_valid = valid.sum().item<double>();
+    for (float cap : {0.f, 0.1f, 0.3f, 0.6f, 1.f}) {
+      SCOPED_TRACE(::testing::Message() << "cap " << cap);
+      t.sparsity_cap.assign(H, cap);
+      const at::Tensor m = ref::predict_block_mask(q, k, g, t, o);
+      // Only adds: everything the free mask keeps is still kept, and only valid blocks.
+      EXPECT_TRUE(at::equal(m & free, free));
+      EXPECT_FALSE((m & valid.logical_not()).any().item<bool>());
+      const ref::BlockStats qs = ref::q_block_stats(q, g.block_q);
+      for (int64_t h = 0; h < H; ++h) {
+        const double kept_free = free[0][h].sum().item<double>();
+        const double kept_now = m[0][h].sum().item<double>();
+        const double skip_free = n_valid - kept_free, skip_now = n_valid - kept_now;
+        const double allowed = std::floor(static_cast<double>(cap) * n_valid);
+        if (skip_free <= allowed) {
+          EXPECT_EQ(kept_now, kept_free) << "head " << h << ": the cap was not reached";
+        } else {
+          // Blocks are added one at a time, so the cap is met exactly, unless the rows ran out
+          // of candidates first: then every row whose Q block is similar (the only ones that
+          // take more) keeps all of its valid blocks.
+          const at::Tensor open = qs.sim[0][h] > t.theta[h];  // [nq]
+          const bool full = at::equal(m[0][h].index({open}), valid.index({open}));
+          EXPECT_TRUE(skip_now == allowed || (skip_now > allowed && full))
+              << "head " << h << " skipped " << skip_now << " allowed " << allowed;
+        }
+      }
+    }
+  }
+}
+
 TEST(ReferenceMask, ThresholdSizeMismatchIsAUsageError) {
   at::Tensor q = at::randn({1, 2, 64, 16}), k = at::randn({1, 2, 64, 16});
   try {
     ref::predict_block_mask(q, k, ref::hopper_geometry(), ref::Thresholds::uniform(3, 0.5f, 0.f),
                             {});
     FAIL() << "accepted 3 thresholds for 2 heads";
+  } catch (const sparge::Error& e) {
+    EXPECT_EQ(e.code(), sparge::ExitCode::kUsage);
+  }
+  ref::Thresholds t = ref::Thresholds::uniform(2, 0.5f, 0.f);
+  t.sparsity_cap = {0.5f};
+  try {
+    ref::predict_block_mask(q, k, ref::hopper_geometry(), t, {});
+    FAIL() << "accepted 1 sparsity cap for 2 heads";
   } catch (const sparge::Error& e) {
     EXPECT_EQ(e.code(), sparge::ExitCode::kUsage);
   }

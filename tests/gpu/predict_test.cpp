@@ -158,6 +158,63 @@ TEST_P(PredictTest, MatchesReference) {
   }
 }
 
+// The per-head sparsity cap (kernels/predict.cu cap_select / cap_apply) against the reference's
+// rule, with each head's cap at half the sparsity its uncapped mask reaches, so it binds. The
+// cap only adds blocks; a head's skipped count is exactly floor(cap x valid) on both sides
+// (unless the rows ran out of candidates, then both agree anyway); which rows take the added
+// blocks follows the cumsums, so a row may differ only where an fp32 near-tie moved the
+// selection's boundary: at most 1 % of the rows.
+TEST_P(PredictTest, SparsityCapMatchesReference) {
+  REQUIRE_GPU();
+  const Case c = GetParam();
+  if (c.topk_mode || !c.structured) GTEST_SKIP() << "TopCdf on structured inputs only";
+  const uint64_t seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const at::Tensor basis = at::randn({1, c.kv_heads, 8, c.head_dim}, gen, at::kFloat);
+  const at::Tensor q = make_input(c, c.heads, c.seq_q, gen, basis, 0.f);
+  const at::Tensor k = make_input(c, c.kv_heads, c.seq_k, gen, basis, 0.7f);
+  const at::Tensor v = make_input(c, c.kv_heads, c.seq_k, gen, basis, 0.f);
+  const ref::Geometry g = ref::geometry_by_name(c.geometry);
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  std::uniform_real_distribution<float> utau(0.3f, 0.9f), utheta(0.f, 0.3f);
+  ref::Thresholds th;
+  for (int64_t h = 0; h < c.heads; ++h) {
+    th.theta.push_back(utheta(rng));
+    th.tau.push_back(utau(rng));
+  }
+  ref::AttentionOptions ro;
+  ro.causal = c.causal;
+  ro.sink = c.sink;
+  const at::Tensor free = ref::predict_block_mask(q, k, g, th, ro);
+  const at::Tensor valid = ref::causal_block_mask(c.seq_q, c.seq_k, g, c.causal);
+  const double n_valid = valid.sum().item<double>();
+  for (int64_t h = 0; h < c.heads; ++h) {
+    const double skipped = n_valid - free.select(1, h).select(0, 0).sum().item<double>();
+    th.sparsity_cap.push_back(static_cast<float>(0.5 * skipped / n_valid));
+  }
+  rt::Options opts;
+  opts.causal = c.causal;
+  opts.sink = c.sink;
+  opts.return_mask = true;
+  const rt::Prepared p = rt::prepare(to_gpu(q, c.nhd), to_gpu(k, c.nhd), to_gpu(v, c.nhd), g,
+                                     rt::Thresholds::from_ref(th, at::kCUDA), opts);
+  const at::Tensor mask = p.mask.cpu();
+  const at::Tensor ref_mask = ref::predict_block_mask(q, k, g, th, ro);
+  expect_lut_matches_mask(p.lut.cpu(), p.lut_len.cpu(), mask);
+  EXPECT_TRUE(at::equal(ref_mask & free, free)) << "the reference's cap removed a block";
+  const at::Tensor skipped_gpu = n_valid - mask.sum({2, 3}).to(at::kDouble);      // [B, H]
+  const at::Tensor skipped_ref = n_valid - ref_mask.sum({2, 3}).to(at::kDouble);  // [B, H]
+  EXPECT_TRUE(at::equal(skipped_gpu, skipped_ref))
+      << "skipped blocks per (b, h): gpu " << skipped_gpu << " ref " << skipped_ref;
+  const int64_t rows = mask.size(0) * mask.size(1) * mask.size(2);
+  const int64_t n_diff = (mask != ref_mask).any(3).sum().item<int64_t>();
+  std::printf("[ %s ] cap: rows %lld, differing %lld, kept %.3f (uncapped %.3f)\n", c.name.c_str(),
+              static_cast<long long>(rows), static_cast<long long>(n_diff),
+              mask.to(at::kFloat).mean().item<double>(), free.to(at::kFloat).mean().item<double>());
+  EXPECT_LE(n_diff, std::max<int64_t>(2, rows / 100));
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Shapes, PredictTest,
     ::testing::Values(Case{"f16_hnd_d128", at::kHalf, 1, 4, 4, 1024, 1024, 128, false, "sm90",

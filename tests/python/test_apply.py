@@ -68,6 +68,28 @@ def test_sparse_thresholds_skip_blocks_and_stay_close():
     assert rel_l1(o, ref) < 0.5
 
 
+def test_sparsity_cap_limits_the_realised_sparsity():
+    """The op takes the YAML's per-head cap: a head may skip at most floor(cap x valid) of its
+    blocks, so a cap of half the uncapped sparsity halves what is skipped (and only adds blocks,
+    so the output moves towards dense)."""
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (smooth(1, 2, 1024, 64, gen=g).half() for _ in range(3))
+    h = q.shape[1]
+    full = lambda x: torch.full((h,), x, dtype=torch.float32)  # noqa: E731
+    args = (full(0.5), full(-1.0), full(-float("inf")), None, False, None, "sm90", None)
+    _, free = torch.ops.sparge.attention(q, k, v, *args)
+    kept, valid = free.tolist()
+    cap = 0.5 * (valid - kept) / valid  # half the uncapped sparsity (both heads alike)
+    _, capped = torch.ops.sparge.attention(q, k, v, *args, full(cap))
+    kept_c, valid_c = capped.tolist()
+    assert valid_c == valid
+    per_head_valid = valid // h
+    assert valid - kept_c <= h * int(cap * per_head_valid)  # at most floor(cap x valid) per head
+    assert kept_c > kept
+    with pytest.raises(RuntimeError, match="sparsity_cap must be"):
+        torch.ops.sparge.attention(q, k, v, *args, torch.zeros(h + 1))
+
+
 def test_head_dim_over_128_is_refused():
     q = torch.randn(1, 1, 128, 192).half()
     with pytest.raises(RuntimeError, match="head dim 192 > 128"):
