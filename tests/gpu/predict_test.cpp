@@ -161,9 +161,14 @@ TEST_P(PredictTest, MatchesReference) {
 // The per-head sparsity cap (kernels/predict.cu cap_select / cap_apply) against the reference's
 // rule, with each head's cap at half the sparsity its uncapped mask reaches, so it binds. The
 // cap only adds blocks; a head's skipped count is exactly floor(cap x valid) on both sides
-// (unless the rows ran out of candidates, then both agree anyway); which rows take the added
-// blocks follows the cumsums, so a row may differ only where an fp32 near-tie moved the
-// selection's boundary: at most 1 % of the rows.
+// (unless the rows ran out of candidates, then both agree anyway). Which rows take the added
+// blocks follows the cumsum before each candidate, compared across rows, so a cell may differ
+// only where it ties the selection's boundary in fp32. Such ties are common, not rare: once a
+// row's fp32 cumsum reaches ~1 it stops moving, and every later candidate of every such row
+// carries the same value up to the last bit, which the GPU's softmax sum (a tree, not the
+// reference's ascending order) may round the other way. So no row count is asserted; every
+// differing cell's event value (fp64, the reference's statistics) must lie within 1e-5 of the
+// largest event value the reference took for that head.
 TEST_P(PredictTest, SparsityCapMatchesReference) {
   REQUIRE_GPU();
   const Case c = GetParam();
@@ -212,7 +217,38 @@ TEST_P(PredictTest, SparsityCapMatchesReference) {
   std::printf("[ %s ] cap: rows %lld, differing %lld, kept %.3f (uncapped %.3f)\n", c.name.c_str(),
               static_cast<long long>(rows), static_cast<long long>(n_diff),
               mask.to(at::kFloat).mean().item<double>(), free.to(at::kFloat).mean().item<double>());
-  EXPECT_LE(n_diff, std::max<int64_t>(2, rows / 100));
+
+  const ref::BlockStats rq = ref::q_block_stats(q, g.block_q);
+  const ref::BlockStats rk = ref::k_block_stats(k, g.block_k);
+  const int64_t group = c.heads / c.kv_heads, nk = mask.size(3);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
+  const at::Tensor added_ref = ref_mask & free.logical_not();
+  double worst = 0.0;
+  for (int64_t b = 0; b < c.batch; ++b) {
+    for (int64_t h = 0; h < c.heads; ++h) {
+      const at::Tensor differ = mask[b][h] != ref_mask[b][h];  // [nq, nk]
+      if (!differ.any().item<bool>()) continue;
+      const int64_t hk = h / group;
+      const at::Tensor cand = valid & (rk.sim[b][hk] > th.theta[h]).view({1, nk});
+      const at::Tensor shat =
+          at::matmul(rq.pooled[b][h].to(at::kDouble), rk.pooled[b][hk].to(at::kDouble).t()) * scale;
+      const at::Tensor prob =
+          at::softmax(shat.masked_fill(cand.logical_not(), -INFINITY), 1).nan_to_num(0.0);
+      // Event value of each candidate: the mass ranked before it in its row (descending p, ties
+      // to the lower block, as TopCdf sorts).
+      const auto [sorted, order] = at::sort(prob, /*stable=*/true, /*dim=*/1, /*descending=*/true);
+      const at::Tensor event =
+          at::zeros_like(prob).scatter_(1, order, at::cumsum(sorted, 1) - sorted);
+      ASSERT_TRUE(added_ref[b][h].any().item<bool>()) << "b " << b << " h " << h;
+      const double boundary = event.masked_select(added_ref[b][h]).max().item<double>();
+      const double off = (event.masked_select(differ) - boundary).abs().max().item<double>();
+      EXPECT_LT(off, 1e-5) << "b " << b << " h " << h << ": a differing cell's event value is "
+                           << off << " from the boundary " << boundary;
+      worst = std::max(worst, off);
+    }
+  }
+  std::printf("[ %s ] cap: differing cells at most %.2e from the boundary\n", c.name.c_str(),
+              worst);
 }
 
 INSTANTIATE_TEST_SUITE_P(
