@@ -4,10 +4,11 @@
 // issues all of its loads before using any of them.
 //
 // Passes (inputs [B, H(kv), N, D] with arbitrary b/h/n strides, so HND and NHD are read in place):
-//   1. kv_colstats: per (b, kv head, chunk of kChunkTokens tokens): fp32 column sums of K and
-//      column abs-maxima of V -> workspace. (The K mean is needed before any K block can be
-//      smoothed, and the V scale before any V token can be quantised: one extra read of K and V
-//      is the price of per-head statistics.)
+//   1. kv_colstats: per (b, kv head, chunk of kChunkTokens tokens): fp32 column sums of K's
+//      sampled tokens (every kKMeanStride-th, params.h) and column abs-maxima of V -> workspace.
+//      (The K mean is needed before any K block can be smoothed, and the V scale before any V
+//      token can be quantised: one extra read of V and of 1/16 of K is the price of per-head
+//      statistics.)
 //   2. kv_finalize: fixed-order reduction of the chunks -> k_mean [B,Hkv,D], v_scale [B,Hkv,D]
 //      (deterministic: no atomics).
 //   3. qk_blocks: one CTA per Q block and per K block: pooled mean, self-similarity, amax,
@@ -58,14 +59,18 @@ __device__ __forceinline__ const int64_t* block_rows(const int64_t* rows, int64_
   }
 }
 
-// ---- pass 1: column sums of K, column abs-max of V, per chunk of tokens ----------------------
+// ---- pass 1: column sums of sampled K, column abs-max of V, per chunk of tokens --------------
 // grid (chunks, B*Hkv). Thread layout: kTpr = D/8 threads per row (8 columns each), kRows rows
-// per pass; kUnroll rows' loads in flight per thread.
+// per pass; kUnroll rows' loads in flight per thread. A thread visits tokens row0 mod kRows, and
+// kRows and the chunk are multiples of kKMeanStride, so the threads of row slots 0 mod
+// kKMeanStride read exactly the sampled K tokens and the others read no K at all.
 template <typename T, int D, bool kGather>
 __global__ void __launch_bounds__(kThreads) kv_colstats_kernel(QuantParams p) {
   constexpr int kTpr = D / 8;
   constexpr int kRows = kThreads / kTpr;
   constexpr int kUnroll = 4;
+  static_assert(kRows % kKMeanStride == 0 && kChunkTokens % kKMeanStride == 0,
+                "K sample rows must be whole row slots");
   const int chunk = blockIdx.x;
   const int bh = blockIdx.y;
   const int b = bh / p.kv_heads, h = bh % p.kv_heads;
@@ -74,6 +79,7 @@ __global__ void __launch_bounds__(kThreads) kv_colstats_kernel(QuantParams p) {
   const int t_begin = chunk * kChunkTokens;
   const int t_end = min(t_begin + kChunkTokens, p.seq_k);
   const bool want_v = p.v_fp8 && p.v_out != nullptr;
+  const bool want_k = row0 % kKMeanStride == 0;
 
   const T* kbase = static_cast<const T*>(p.k.ptr) + b * p.k.stride_b + h * p.k.stride_h + col;
   const T* vbase = static_cast<const T*>(p.v.ptr) + b * p.v.stride_b + h * p.v.stride_h + col;
@@ -85,7 +91,7 @@ __global__ void __launch_bounds__(kThreads) kv_colstats_kernel(QuantParams p) {
       const int tt = t + u * kRows;
       kr[u] = vr[u] = make_uint4(0, 0, 0, 0);
       if (tt < t_end) {
-        kr[u] = dev::load16(kbase + input_row<kGather>(p.k.rows, tt) * p.k.stride_n);
+        if (want_k) kr[u] = dev::load16(kbase + input_row<kGather>(p.k.rows, tt) * p.k.stride_n);
         if (want_v) vr[u] = dev::load16(vbase + input_row<kGather>(p.v.rows, tt) * p.v.stride_n);
       }
     }
@@ -125,7 +131,8 @@ __global__ void __launch_bounds__(kThreads) kv_colstats_kernel(QuantParams p) {
   }
 }
 
-// ---- pass 2: k_mean = sum / Nk; v_scale = amax / 448 (1 where the channel is all zeros) -------
+// ---- pass 2: k_mean = sum / (sampled tokens); v_scale = amax / 448 (1 where the channel is all
+// zeros) -------
 __global__ void kv_finalize_kernel(QuantParams p, int chunks) {
   const int bh = blockIdx.x;
   const int D = p.head_dim;
@@ -139,7 +146,8 @@ __global__ void kv_finalize_kernel(QuantParams p, int chunks) {
       s += p.workspace[i];
       if (want_v) m = fmaxf(m, p.workspace[off + i]);
     }
-    p.k_mean[static_cast<size_t>(bh) * D + c] = s / static_cast<float>(p.seq_k);
+    const int sampled = (p.seq_k + kKMeanStride - 1) / kKMeanStride;
+    p.k_mean[static_cast<size_t>(bh) * D + c] = s / static_cast<float>(sampled);
     if (want_v) p.v_scale[static_cast<size_t>(bh) * D + c] = m > 0.f ? m / 448.f : 1.f;
   }
 }

@@ -35,7 +35,8 @@ struct BlockData {
 };
 // x: [B, H, N, D] fp32, already smoothed where required.
 BlockData block_data(const at::Tensor& x, int64_t block);
-// K - mean_tokens(K) in fp32, [B, Hkv, Nk, D].
+// K minus the mean of its tokens 0, S, 2S, ... (S = kernels::kKMeanStride) in fp32,
+// [B, Hkv, Nk, D].
 at::Tensor smooth_k(const at::Tensor& k);
 
 // Token-level visibility of block pairs (i, j): bool [R, bq, bk] for the given block indices

@@ -9,7 +9,8 @@
 //    h / (H / Hkv) for the map and the attention. Inputs of any float dtype are read as fp32.
 //  * Softmax scale s = options.scale or 1/sqrt(D) (double); log2-domain factor
 //    sm_scale_log2 = float(s * log2(e)).
-//  * K smoothing: km = mean over the Nk tokens of K in fp32 per (b, kv head); K' = K - km.
+//  * K smoothing: km = mean over tokens 0, 16, 32, ... < Nk of K (every kernels::kKMeanStride-th
+//    token) in fp32 per (b, kv head); K' = K - km.
 //    Q is not smoothed.
 //  * Per block (BQ rows of Q, BK rows of K'), over its n valid rows only:
 //      pooled = (sum of rows, fp32) / n;
@@ -47,6 +48,7 @@
 #include <numeric>
 
 #include "common/error.hpp"
+#include "kernels/params.h"
 #include "reference/detail.hpp"
 
 namespace sparge::ref {
@@ -156,7 +158,8 @@ BlockData block_data(const at::Tensor& x, int64_t block) {
 
 at::Tensor smooth_k(const at::Tensor& k) {
   at::Tensor kf = k.to(at::kFloat);
-  return kf - kf.mean({2}, /*keepdim=*/true);
+  const int64_t n = kf.size(2);
+  return kf - kf.slice(2, 0, n, kernels::kKMeanStride).mean({2}, /*keepdim=*/true);
 }
 
 at::Tensor token_visibility(const at::Tensor& qi, const at::Tensor& kj, int64_t bq, int64_t bk,

@@ -67,8 +67,9 @@ struct BlockStats {
   at::Tensor values;  // [B, H, N, D] int8: per-block symmetric quantisation (K after smoothing)
   at::Tensor scale;   // [B, H, nblk] fp32: dequantisation scale (amax / 127)
 };
-// Q is not smoothed. K is smoothed by its per-(b, kv head) token mean before pooling and
-// quantisation (softmax is invariant to that shift; it raises similarity and INT8 precision).
+// Q is not smoothed. K is smoothed by its per-(b, kv head) mean of every kKMeanStride-th token
+// (kernels/params.h) before pooling and quantisation (softmax is invariant to that shift; it
+// raises similarity and INT8 precision).
 BlockStats q_block_stats(const at::Tensor& q, int block_q);
 BlockStats k_block_stats(const at::Tensor& k, int block_k);
 

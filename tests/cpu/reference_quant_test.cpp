@@ -5,6 +5,7 @@
 #include <cmath>
 #include <random>
 
+#include "kernels/params.h"
 #include "reference/reference.hpp"
 
 namespace ref = sparge::ref;
@@ -72,7 +73,7 @@ TEST(ReferenceQuant, SelfSimilarityHandCases) {
   EXPECT_FLOAT_EQ(s.pooled[0][0][4][1].item<float>(), 5.f);  // divided by 1 valid row, not 2
 }
 
-TEST(ReferenceQuant, KIsSmoothedByItsTokenMean) {
+TEST(ReferenceQuant, KIsSmoothedByTheMeanOfEverySixteenthToken) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE(::testing::Message() << "seed " << seed);
   at::manual_seed(seed);
@@ -83,9 +84,18 @@ TEST(ReferenceQuant, KIsSmoothedByItsTokenMean) {
   ref::BlockStats a = ref::k_block_stats(k, 32), b = ref::k_block_stats(k + shift, 32);
   EXPECT_TRUE(at::allclose(a.pooled, b.pooled, 0, 1e-4));
   EXPECT_TRUE(at::allclose(a.sim, b.sim, 0, 1e-4));
-  // Pooled means weighted by valid rows (32, 32, 32, 4) sum to the mean of K' = 0.
+  // The mean is taken over tokens 0, 16, ..., 96 only (sparge::kernels::kKMeanStride): with every
+  // other token of a head offset by +5, K' = K - mean(sampled tokens) keeps that offset, so the
+  // pooled means weighted by valid rows (32, 32, 32, 4) sum to 5 x (100 - 7) per channel, not 0
+  // (the full mean would give 0).
+  at::Tensor sampled = at::zeros({100}, at::kBool);
+  sampled.slice(0, 0, 100, sparge::kernels::kKMeanStride).fill_(true);
+  at::Tensor offset = at::where(sampled, 0.f, 5.f).view({1, 1, 100, 1});
+  ref::BlockStats c = ref::k_block_stats(k + offset, 32);
   at::Tensor w = at::tensor({32.f, 32.f, 32.f, 4.f}).view({1, 1, 4, 1});
-  EXPECT_LT((a.pooled * w).sum(2).abs().max().item<float>(), 1e-4f);
+  at::Tensor ksum = (k - k.slice(2, 0, 100, sparge::kernels::kKMeanStride).mean(2, true)).sum(2);
+  EXPECT_TRUE(at::allclose((c.pooled * w).sum(2), ksum + 5.f * 93.f, 1e-5, 1e-3));
+  EXPECT_EQ(sparge::kernels::kKMeanStride, 16);  // the sample the docs and the 93 above describe
 }
 
 TEST(ReferenceQuant, E4m3RoundsToNearestEvenAndSaturates) {
