@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "kernels/api.h"
@@ -52,6 +54,17 @@ at::Tensor make_input(const Case& c, int64_t heads, int64_t n, at::Generator& ge
   return (x + offset).to(c.dtype);
 }
 
+// Q [B, H, Nq, D], K and V [B, Hkv, Nk, D] of a case, drawn from `seed`; K carries an offset
+// (what its smoothing removes).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> make_qkv(const Case& c, uint64_t seed) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const at::Tensor basis = at::randn({1, c.kv_heads, 8, c.head_dim}, gen, at::kFloat);
+  at::Tensor q = make_input(c, c.heads, c.seq_q, gen, basis, 0.f);
+  at::Tensor k = make_input(c, c.kv_heads, c.seq_k, gen, basis, 0.7f);
+  at::Tensor v = make_input(c, c.kv_heads, c.seq_k, gen, basis, 0.f);
+  return {q, k, v};
+}
+
 // LUT rows must list the mask's kept blocks ascending, zero filled, with matching lengths >= 1.
 void expect_lut_matches_mask(const at::Tensor& lut, const at::Tensor& lut_len,
                              const at::Tensor& mask) {
@@ -74,6 +87,26 @@ void expect_lut_matches_mask(const at::Tensor& lut, const at::Tensor& lut_len,
   EXPECT_EQ(bad, 0) << "LUT rows inconsistent with the mask";
 }
 
+// The GPU prediction's mask (runtime::prepare; its LUT checked against it) and the reference's,
+// for the same inputs and thresholds: [B, H, nq, nk] bool each.
+std::pair<at::Tensor, at::Tensor> gpu_and_ref_masks(const Case& c, const at::Tensor& q,
+                                                    const at::Tensor& k, const at::Tensor& v,
+                                                    const ref::Geometry& g,
+                                                    const ref::Thresholds& th) {
+  ref::AttentionOptions ro;
+  ro.causal = c.causal;
+  ro.sink = c.sink;
+  rt::Options opts;
+  opts.causal = c.causal;
+  opts.sink = c.sink;
+  opts.return_mask = true;
+  const rt::Prepared p = rt::prepare(to_gpu(q, c.nhd), to_gpu(k, c.nhd), to_gpu(v, c.nhd), g,
+                                     rt::Thresholds::from_ref(th, at::kCUDA), opts);
+  const at::Tensor mask = p.mask.cpu();
+  expect_lut_matches_mask(p.lut.cpu(), p.lut_len.cpu(), mask);
+  return {mask, ref::predict_block_mask(q, k, g, th, ro)};
+}
+
 class PredictTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(PredictTest, MatchesReference) {
@@ -81,11 +114,7 @@ TEST_P(PredictTest, MatchesReference) {
   const Case c = GetParam();
   const uint64_t seed = std::random_device{}();
   SCOPED_TRACE("seed " + std::to_string(seed));
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  const at::Tensor basis = at::randn({1, c.kv_heads, 8, c.head_dim}, gen, at::kFloat);
-  const at::Tensor q = make_input(c, c.heads, c.seq_q, gen, basis, 0.f);
-  const at::Tensor k = make_input(c, c.kv_heads, c.seq_k, gen, basis, 0.7f);
-  const at::Tensor v = make_input(c, c.kv_heads, c.seq_k, gen, basis, 0.f);
+  const auto [q, k, v] = make_qkv(c, seed);
   const ref::Geometry g = ref::geometry_by_name(c.geometry);
 
   // Per-head thresholds drawn at random: τ in [0.3, 0.99], θ in [0, 0.8] (structured inputs
@@ -101,20 +130,8 @@ TEST_P(PredictTest, MatchesReference) {
       th.tau.push_back(utau(rng));
     }
   }
-  ref::AttentionOptions ro;
-  ro.causal = c.causal;
-  ro.sink = c.sink;
-  rt::Options opts;
-  opts.causal = c.causal;
-  opts.sink = c.sink;
-  opts.return_mask = true;
-
-  const rt::Prepared p = rt::prepare(to_gpu(q, c.nhd), to_gpu(k, c.nhd), to_gpu(v, c.nhd), g,
-                                     rt::Thresholds::from_ref(th, at::kCUDA), opts);
-  const at::Tensor mask = p.mask.cpu();
-  const at::Tensor ref_mask = ref::predict_block_mask(q, k, g, th, ro);
+  const auto [mask, ref_mask] = gpu_and_ref_masks(c, q, k, v, g, th);
   ASSERT_EQ(mask.sizes(), ref_mask.sizes());
-  expect_lut_matches_mask(p.lut.cpu(), p.lut_len.cpu(), mask);
 
   // Rows that differ must be fp32 near-ties. Judge them with the reference's own statistics in
   // fp64: same similarity flags up to |sim - θ| < 1e-5, and kept candidate mass equal within
@@ -175,11 +192,7 @@ TEST_P(PredictTest, SparsityCapMatchesReference) {
   if (c.topk_mode || !c.structured) GTEST_SKIP() << "TopCdf on structured inputs only";
   const uint64_t seed = std::random_device{}();
   SCOPED_TRACE("seed " + std::to_string(seed));
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  const at::Tensor basis = at::randn({1, c.kv_heads, 8, c.head_dim}, gen, at::kFloat);
-  const at::Tensor q = make_input(c, c.heads, c.seq_q, gen, basis, 0.f);
-  const at::Tensor k = make_input(c, c.kv_heads, c.seq_k, gen, basis, 0.7f);
-  const at::Tensor v = make_input(c, c.kv_heads, c.seq_k, gen, basis, 0.f);
+  const auto [q, k, v] = make_qkv(c, seed);
   const ref::Geometry g = ref::geometry_by_name(c.geometry);
   std::mt19937 rng(static_cast<uint32_t>(seed));
   std::uniform_real_distribution<float> utau(0.3f, 0.9f), utheta(0.f, 0.3f);
@@ -198,15 +211,7 @@ TEST_P(PredictTest, SparsityCapMatchesReference) {
     const double skipped = n_valid - free.select(1, h).select(0, 0).sum().item<double>();
     th.sparsity_cap.push_back(static_cast<float>(0.5 * skipped / n_valid));
   }
-  rt::Options opts;
-  opts.causal = c.causal;
-  opts.sink = c.sink;
-  opts.return_mask = true;
-  const rt::Prepared p = rt::prepare(to_gpu(q, c.nhd), to_gpu(k, c.nhd), to_gpu(v, c.nhd), g,
-                                     rt::Thresholds::from_ref(th, at::kCUDA), opts);
-  const at::Tensor mask = p.mask.cpu();
-  const at::Tensor ref_mask = ref::predict_block_mask(q, k, g, th, ro);
-  expect_lut_matches_mask(p.lut.cpu(), p.lut_len.cpu(), mask);
+  const auto [mask, ref_mask] = gpu_and_ref_masks(c, q, k, v, g, th);
   EXPECT_TRUE(at::equal(ref_mask & free, free)) << "the reference's cap removed a block";
   const at::Tensor skipped_gpu = n_valid - mask.sum({2, 3}).to(at::kDouble);      // [B, H]
   const at::Tensor skipped_ref = n_valid - ref_mask.sum({2, 3}).to(at::kDouble);  // [B, H]
