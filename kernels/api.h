@@ -88,8 +88,7 @@ struct PredictCap {
 // Bytes of PredictCap::scratch for these dimensions (each row's cumulative p̂ and candidate
 // order, its kept prefix, and per (b, h) the kept and valid counts and the selection).
 size_t predict_cap_scratch_bytes(const PredictParams& p);
-cudaError_t launch_predict(const PredictParams& p, cudaStream_t stream,
-                           const PredictCap& cap = {});
+cudaError_t launch_predict(const PredictParams& p, cudaStream_t stream, const PredictCap& cap = {});
 
 // A given bool/uint8 mask [B,H,nq,nk] (contiguous; nonzero = keep) -> LUT, after AND with causal
 // validity; an empty row keeps its last causally valid block. Uses the geometry fields of p; the

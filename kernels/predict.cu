@@ -30,12 +30,12 @@ __host__ __device__ inline int next_pow2(int n) {
   return p;
 }
 
-// The sparsity cap's scratch (PredictParams::cap_scratch), per (b, h) = bh of B*H, rows nq, K
-// blocks nk: cum[bh][nq][nk] fp32 (each row's cumulative p̂ in its candidate order), order
-// [bh][nq][nk] int16 (that order), keep[bh][nq] (the prefix TopCdf / top-k kept; -1: a row whose
-// Q block is not similar, which keeps everything already), ncand[bh][nq], counts[bh][2] (kept
-// and causally valid blocks of the mask), kstar[bh] (the largest selected event key; 0 = the cap
-// does not bind).
+// The sparsity cap's scratch (PredictCap::scratch), per (b, h) = bh of B*H, rows nq, K blocks nk:
+// cum[bh][nq][nk] fp32 (each row's cumulative p̂ in its candidate order), order [bh][nq][nk]
+// int16 (that order), keep[bh][nq] (the prefix TopCdf / top-k kept; -1: a row whose Q block is
+// not similar, which keeps everything already), ncand[bh][nq], counts[bh][2] (kept and causally
+// valid blocks of the mask), kstar[bh] (the largest selected event key; 0 = the cap does not
+// bind). Each region starts on a 16-byte boundary; cap_layout is the one place that says where.
 struct CapScratch {
   float* cum;
   int16_t* order;
@@ -45,41 +45,32 @@ struct CapScratch {
   unsigned long long* kstar;
 };
 __host__ __device__ inline size_t align16(size_t n) { return (n + 15) / 16 * 16; }
+struct CapLayout {
+  size_t cum, order, keep, ncand, counts, kstar, bytes;  // byte offsets, then the total
+};
+__host__ __device__ inline CapLayout cap_layout(const PredictParams& p) {
+  const size_t bh = static_cast<size_t>(p.batch) * p.heads,
+               cells = bh * p.num_q_blocks * p.num_k_blocks;
+  const size_t rows = bh * p.num_q_blocks;
+  CapLayout l;
+  l.cum = 0;
+  l.order = l.cum + align16(cells * sizeof(float));
+  l.keep = l.order + align16(cells * sizeof(int16_t));
+  l.ncand = l.keep + align16(rows * sizeof(int32_t));
+  l.counts = l.ncand + align16(rows * sizeof(int32_t));
+  l.kstar = l.counts + align16(bh * 2 * sizeof(unsigned int));
+  l.bytes = l.kstar + align16(bh * sizeof(unsigned long long));
+  return l;
+}
 __host__ __device__ inline CapScratch cap_scratch(const PredictParams& p, void* scratch) {
-  const size_t bh = static_cast<size_t>(p.batch) * p.heads,
-               cells = bh * p.num_q_blocks * p.num_k_blocks;
-  const size_t rows = bh * p.num_q_blocks;
+  const CapLayout l = cap_layout(p);
   unsigned char* base = static_cast<unsigned char*>(scratch);
-  CapScratch c;
-  size_t off = 0;
-  c.cum = reinterpret_cast<float*>(base + off);
-  off += align16(cells * sizeof(float));
-  c.order = reinterpret_cast<int16_t*>(base + off);
-  off += align16(cells * sizeof(int16_t));
-  c.keep = reinterpret_cast<int32_t*>(base + off);
-  off += align16(rows * sizeof(int32_t));
-  c.ncand = reinterpret_cast<int32_t*>(base + off);
-  off += align16(rows * sizeof(int32_t));
-  c.counts = reinterpret_cast<unsigned int*>(base + off);
-  off += align16(bh * 2 * sizeof(unsigned int));
-  c.kstar = reinterpret_cast<unsigned long long*>(base + off);
-  return c;
-}
-__host__ __device__ inline size_t cap_scratch_bytes(const PredictParams& p) {
-  const size_t bh = static_cast<size_t>(p.batch) * p.heads,
-               cells = bh * p.num_q_blocks * p.num_k_blocks;
-  const size_t rows = bh * p.num_q_blocks;
-  return align16(cells * sizeof(float)) + align16(cells * sizeof(int16_t)) +
-         2 * align16(rows * sizeof(int32_t)) + align16(bh * 2 * sizeof(unsigned int)) +
-         align16(bh * sizeof(unsigned long long));
-}
-// Offset of the counts region (zeroed before each prediction with a cap).
-__host__ inline size_t cap_counts_offset(const PredictParams& p) {
-  const size_t bh = static_cast<size_t>(p.batch) * p.heads,
-               cells = bh * p.num_q_blocks * p.num_k_blocks;
-  const size_t rows = bh * p.num_q_blocks;
-  return align16(cells * sizeof(float)) + align16(cells * sizeof(int16_t)) +
-         2 * align16(rows * sizeof(int32_t));
+  return {reinterpret_cast<float*>(base + l.cum),
+          reinterpret_cast<int16_t*>(base + l.order),
+          reinterpret_cast<int32_t*>(base + l.keep),
+          reinterpret_cast<int32_t*>(base + l.ncand),
+          reinterpret_cast<unsigned int*>(base + l.counts),
+          reinterpret_cast<unsigned long long*>(base + l.kstar)};
 }
 
 // Bytes of the float part of the prediction kernel's shared memory: pooled Q rows, scores, and
@@ -135,7 +126,7 @@ __device__ __forceinline__ void finish_row(const PredictParams& p, int b, int h,
   if (lane == 0) p.lut_len[row] = pos;
 }
 
-// kCap: the sparsity cap's bookkeeping is compiled in (PredictParams::sparsity_cap set), so the
+// kCap: the sparsity cap's bookkeeping is compiled in (PredictCap::sparsity_cap set), so the
 // kernel without a cap keeps its registers.
 template <int D, int R, bool kCap>
 __global__ void __launch_bounds__(kThreads) predict_kernel(PredictParams p, PredictCap cap) {
@@ -339,7 +330,7 @@ __global__ void __launch_bounds__(kThreads)
   finish_row(p, b, h, i, flags, nullptr, false);
 }
 
-// ---- the sparsity cap (PredictParams::sparsity_cap) ------------------------------------------
+// ---- the sparsity cap (PredictCap::sparsity_cap) ---------------------------------------------
 // An event is "row i takes its candidate t": key = (bits of the cumsum before it) << 32 | i << 16
 // | t, so ascending keys are the reference's order (cumsum, then row, then candidate; cumsums are
 // >= 0, so their bits order like their values). A sink block already on is no event.
@@ -476,7 +467,7 @@ bool geometry_ok(const PredictParams& p) {
 
 }  // namespace
 
-size_t predict_cap_scratch_bytes(const PredictParams& p) { return cap_scratch_bytes(p); }
+size_t predict_cap_scratch_bytes(const PredictParams& p) { return cap_layout(p).bytes; }
 
 cudaError_t launch_predict(const PredictParams& p, cudaStream_t stream, const PredictCap& cap) {
   if (!geometry_ok(p) || p.q_pooled == nullptr || p.q_sim == nullptr || p.k_pooled == nullptr ||
@@ -485,10 +476,9 @@ cudaError_t launch_predict(const PredictParams& p, cudaStream_t stream, const Pr
     return cudaErrorInvalidValue;
   if (p.head_dim != 64 && p.head_dim != 128) return cudaErrorInvalidValue;
   if (cap.sparsity_cap != nullptr) {
-    const size_t off = cap_counts_offset(p);
-    if (cudaError_t e = cudaMemsetAsync(
-            static_cast<unsigned char*>(cap.scratch) + off, 0,
-            static_cast<size_t>(p.batch) * p.heads * 2 * sizeof(unsigned int), stream);
+    const CapLayout l = cap_layout(p);
+    if (cudaError_t e = cudaMemsetAsync(static_cast<unsigned char*>(cap.scratch) + l.counts, 0,
+                                        l.kstar - l.counts, stream);
         e != cudaSuccess)
       return e;
   }
