@@ -7,7 +7,7 @@
 // One CTA = 8 warps = 8*R query-block rows of one (b, h). Phase A: the CTA streams the kv head's
 // pooled K in chunks of 32 blocks through shared memory and each warp computes its R rows x 32
 // blocks of the map (R dot products per lane, float4 shared loads). Phase B, per row and warp:
-// softmax over candidates, a bitonic sort of (p, index) keys in shared memory (descending p, ties
+// softmax over candidates, a bitonic sort of (p, index) keys in registers (descending p, ties
 // by lower index), a sequential fp32 cumsum (the reference's order), the final flags, and an
 // ordered compaction (ballot + popc) into the LUT. The LUT never leaves the GPU.
 #include <cuda_runtime.h>
@@ -126,10 +126,58 @@ __device__ __forceinline__ void finish_row(const PredictParams& p, int b, int h,
   if (lane == 0) p.lut_len[row] = pos;
 }
 
+// Sorts one row's 32*E keys descending, in place in shared memory. Lane L holds keys L*E ..
+// L*E+E-1 in registers, so the bitonic network's stages with a partner less than E apart are
+// register swaps and the others a shuffle, and shared memory is read and written once instead
+// of once per stage (the per-stage shared-memory sort made the prediction L1/shared-bound).
+// The keys are distinct apart from 0 (not a candidate), so the order is the one any correct sort
+// gives.
+template <int E>
+__device__ __forceinline__ void sort_keys_descending(uint64_t* keys, int lane) {
+  constexpr int kN = 32 * E;
+  uint64_t v[E];
+#pragma unroll
+  for (int e = 0; e < E; ++e) v[e] = keys[lane * E + e];
+#pragma unroll
+  for (int k = 2; k <= kN; k <<= 1) {
+#pragma unroll
+    for (int s = k >> 1; s > 0; s >>= 1) {
+      if (s < E) {
+#pragma unroll
+        for (int e = 0; e < E; ++e) {
+          if ((e & s) != 0) continue;
+          const bool descending = ((lane * E + e) & k) == 0;
+          const uint64_t a = v[e], c = v[e | s];
+          if (descending ? a < c : a > c) {
+            v[e] = c;
+            v[e | s] = a;
+          }
+        }
+      } else {
+        // Partner lane L ^ (s / E) holds element t ^ s in the same register; the lower element
+        // of a pair keeps the larger key in a descending run.
+        const bool lower = (lane & (s / E)) == 0;
+        const bool descending = ((lane * E) & k) == 0;
+        const bool keep_max = lower == descending;
+#pragma unroll
+        for (int e = 0; e < E; ++e) {
+          const uint64_t o = __shfl_xor_sync(0xffffffffu, v[e], s / E);
+          v[e] = keep_max ? (v[e] > o ? v[e] : o) : (v[e] < o ? v[e] : o);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int e = 0; e < E; ++e) keys[lane * E + e] = v[e];
+  __syncwarp();
+}
+
 // kCap: the sparsity cap's bookkeeping is compiled in (PredictCap::sparsity_cap set), so the
-// kernel without a cap keeps its registers.
+// kernel without a cap keeps its registers. Four CTAs per SM: left alone, ptxas gives the R = 2
+// kernels 80 registers for the register sort, three CTAs per SM, and the 512 CTAs of
+// 1,32,32768,128 then take 1.3 waves instead of one.
 template <int D, int R, bool kCap>
-__global__ void __launch_bounds__(kThreads) predict_kernel(PredictParams p, PredictCap cap) {
+__global__ void __launch_bounds__(kThreads, 4) predict_kernel(PredictParams p, PredictCap cap) {
   constexpr int kRows = kWarps * R;
   const int b = blockIdx.z, h = blockIdx.y;
   const int row0 = blockIdx.x * kRows;
@@ -232,21 +280,39 @@ __global__ void __launch_bounds__(kThreads) predict_kernel(PredictParams p, Pred
     }
     for (int j = lane; j < nk; j += 32) flags[j] = 0;
     __syncwarp();
-    for (int k = 2; k <= nkp; k <<= 1) {
-      for (int s = k >> 1; s > 0; s >>= 1) {
-        for (int t = lane; t < nkp; t += 32) {
-          const int u = t ^ s;
-          if (u > t) {
-            const uint64_t a = keys[t], c = keys[u];
-            const bool descending = (t & k) == 0;
-            if (descending ? a < c : a > c) {
-              keys[t] = c;
-              keys[u] = a;
+    switch (nkp) {
+      case 32:
+        sort_keys_descending<1>(keys, lane);
+        break;
+      case 64:
+        sort_keys_descending<2>(keys, lane);
+        break;
+      case 128:
+        sort_keys_descending<4>(keys, lane);
+        break;
+      case 256:
+        sort_keys_descending<8>(keys, lane);
+        break;
+      default:
+        // More than 8 keys per lane would cost the registers of every row's occupancy, so rows
+        // of more than 256 K blocks (N > 32K at block 128, the sm80 geometry's 64-token blocks)
+        // sort through shared memory stage by stage.
+        for (int k = 2; k <= nkp; k <<= 1) {
+          for (int s = k >> 1; s > 0; s >>= 1) {
+            for (int t = lane; t < nkp; t += 32) {
+              const int u = t ^ s;
+              if (u > t) {
+                const uint64_t a = keys[t], c = keys[u];
+                const bool descending = (t & k) == 0;
+                if (descending ? a < c : a > c) {
+                  keys[t] = c;
+                  keys[u] = a;
+                }
+              }
             }
+            __syncwarp();
           }
         }
-        __syncwarp();
-      }
     }
     int n_keep = 0;
     if (n_cand > 0) {
