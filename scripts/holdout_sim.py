@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Offline check of hold-out rules on a `sparge tune --trace` file of S >= 3 samples.
 
-    python3 scripts/holdout_sim.py TRACE.json [--calib 2] [--floors 0,0.1,0.2,0.3] [--k 2]
+    python3 scripts/holdout_sim.py TRACE.json [--calib 2] [--floors 0,0.1,0.2,0.3] [--k 3]
                                   [--tau-plateau R]
 
 For every choice of --calib calibration samples and every sample left out, and for every head:
@@ -72,7 +72,7 @@ def main() -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("trace", help="sparge tune --trace output of >= 3 samples")
     ap.add_argument("--calib", type=int, default=2, help="calibration samples per rotation")
-    ap.add_argument("--k", type=float, default=2.0, help="K of the spread rule (default 2)")
+    ap.add_argument("--k", type=float, default=3.0, help="K of the spread rule (default 3, as sparge tune)")
     ap.add_argument("--floors", default="0,0.1,0.2,0.3", help="spread floors F to compare")
     ap.add_argument("--tau-plateau", type=float, default=0.0,
                     help="R of the tau plateau guard (default 0: off)")

@@ -239,7 +239,8 @@ TEST(TuneSearch, StageTwoShareBoundsWhatLambdaAdds) {
   // share, the predicted increment 1.3 x 0.02 e^(λ/4) must stay <= l2 - l1 = 0.01.
   Model m = dense_lambda_model();
   SyntheticOracle oracle(m, 2);
-  SearchOptions opt;  // spread, K = 2, no floor (TuneHoldout.SpreadFloorWhenSamplesAgree)
+  SearchOptions opt;   // spread, no floor (TuneHoldout.SpreadFloorWhenSamplesAgree)
+  opt.spread_k = 2.0;  // the arithmetic below (1.3 x) is K = 2's
   opt.spread_floor = 0.0;
   ASSERT_EQ(opt.holdout, "spread");
   HeadResult r = search_head(oracle, opt);
@@ -304,7 +305,8 @@ Model plateau_model() {
 double plateau_heldout_error(const Candidate& c) { return 0.1 * (1.0 - c.tau); }
 
 TEST(TuneSearch, TauPlateauGuardKeepsTheLargestTauOfAPlateau) {
-  SearchOptions opt;  // spread, K = 2, floor 0.2: predicted = 1.54 x the sample-0 error
+  SearchOptions opt;  // spread, floor 0.2, K = 2: predicted = 1.54 x the sample-0 error
+  opt.spread_k = 2.0;
   opt.theta_grid = {0.375f};
   opt.tune_lambda = false;
   ASSERT_GT(opt.tau_plateau, 0.0) << "the guard is on by default";
@@ -373,6 +375,7 @@ TEST(TuneSearch, TauPlateauGuardLooksAcrossThetaLines) {
     return c.theta == 0.25f ? 0.3 * (1.0 - c.tau) + 0.001 : 0.12 * (1.0 - c.tau);
   };
   SearchOptions opt;
+  opt.spread_k = 2.0;  // the model's lines are set for K = 2's prediction
   opt.theta_grid = {0.25f, 0.375f};
   opt.tune_lambda = false;
   SearchOptions off = opt;

@@ -56,7 +56,7 @@ def test_rule_matches_the_tuners(trace):
     t, _ = trace
     sim = load_sim()
     k, floor = t["spread_k"], t["spread_floor"]
-    assert floor == 0.2 and k == 2.0  # the defaults the trace was written with
+    assert floor == 0.2 and k == 3.0  # the defaults the trace was written with
     points = [p for h in t["heads"] for p in h["points"] if p["stage"] == "stage1"]
     assert len(points) > 10
     for p in points:
