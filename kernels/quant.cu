@@ -131,13 +131,13 @@ __global__ void __launch_bounds__(kThreads) kv_colstats_kernel(QuantParams p) {
   }
 }
 
-// ---- pass 2: k_mean = sum / (sampled tokens); v_scale = amax / 448 (1 where the channel is all
-// zeros) -------
+// ---- pass 2: k_mean = sum / sampled tokens; v_scale = amax / 448 (1 for an all-zero channel) --
 __global__ void kv_finalize_kernel(QuantParams p, int chunks) {
   const int bh = blockIdx.x;
   const int D = p.head_dim;
   const bool want_v = p.v_fp8 && p.v_out != nullptr;
   const size_t off = static_cast<size_t>(p.batch) * p.kv_heads * chunks * D;
+  const int sampled = (p.seq_k + kKMeanStride - 1) / kKMeanStride;  // tokens 0, S, 2S, ... < Nk
   for (int c = threadIdx.x; c < D; c += blockDim.x) {
     float s = 0.f, m = 0.f;
 #pragma unroll 16
@@ -146,7 +146,6 @@ __global__ void kv_finalize_kernel(QuantParams p, int chunks) {
       s += p.workspace[i];
       if (want_v) m = fmaxf(m, p.workspace[off + i]);
     }
-    const int sampled = (p.seq_k + kKMeanStride - 1) / kKMeanStride;
     p.k_mean[static_cast<size_t>(bh) * D + c] = s / static_cast<float>(sampled);
     if (want_v) p.v_scale[static_cast<size_t>(bh) * D + c] = m > 0.f ? m / 448.f : 1.f;
   }

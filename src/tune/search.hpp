@@ -66,7 +66,7 @@ struct SearchOptions {
   // value is the kept fraction of K blocks per row, Candidate::topk). See docs/tuned-config.md.
   std::string mode = "cdf";
   bool topk() const { return mode == "topk"; }
-  // K = 3 (was 2): on the CPU real-image set (8 heads, 4 photographs, all 12 rotations of 2
+  // K = 3: on the CPU real-image set (8 heads, 4 photographs, all 12 rotations of 2
   // calibration photographs and 1 held out) K = 2 left 2 of 96 heads over, K = 3 none, at
   // held-out stage-1 sparsity 0.077 instead of 0.094 (reports/tune-real/holdout-dit.md, session
   // 19). The misses were an l1 error per kept block above the prediction and an l2 miss from
