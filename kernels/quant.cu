@@ -36,7 +36,36 @@ constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kChunkTokens = 512;  // tokens per CTA of the column-statistics pass
 
+// Experiment, off unless built with -DSPARGE_QUANT_PREFETCH=ON (kernels/NOTES.md,
+// prediction/quantisation run 11: built, not yet measured): the block passes (3 and 4) prefetch
+// into L2 the block of the CTA kPrefetchAhead launches later, in the plain token order only.
+// A CTA holds its whole block in registers and has no read in flight while it reduces and
+// stores, so DRAM may idle between a CTA's load and the next one's (ncu: qk_blocks at ~70 % of
+// peak, kv_colstats, which streams, at ~85 %). 256 CTAs ahead is about two thirds of the ~400
+// resident ones: a few microseconds of lead, and 8 MB of L2 at 32 KB a block.
+#ifndef SPARGE_QUANT_PREFETCH
+#define SPARGE_QUANT_PREFETCH 0
+#endif
+constexpr bool kL2Prefetch = SPARGE_QUANT_PREFETCH != 0;
+constexpr int kPrefetchAhead = 256;
+
 int num_chunks(int seq_k) { return (seq_k + kChunkTokens - 1) / kChunkTokens; }
+
+// Asks L2 for rows [0, valid) of a [kRows, D] block whose rows are stride_n elements apart, one
+// 128-byte line per thread and step. Nothing waits for a prefetch (a hint the memory system may
+// drop), so only speed depends on it.
+template <typename T, int D, int kRows>
+__device__ __forceinline__ void prefetch_block(const T* src, int64_t stride_n, int valid) {
+  constexpr int kLineElems = 128 / sizeof(T);
+  constexpr int kLinesPerRow = (D + kLineElems - 1) / kLineElems;
+  for (int l = threadIdx.x; l < kRows * kLinesPerRow; l += kThreads) {
+    const int r = l / kLinesPerRow;
+    if (r < valid) {
+      const T* line = src + r * stride_n + (l % kLinesPerRow) * kLineElems;
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(__cvta_generic_to_global(line)));
+    }
+  }
+}
 
 // The input row holding token n (InputView::rows; rows == nullptr: n itself).
 template <bool kGather>
@@ -282,9 +311,43 @@ __device__ void block_stats(const T* __restrict__ src, int64_t stride_n,
   }
 }
 
-// grid: B*H*nq Q blocks followed by B*Hkv*nk K blocks.
+// The block CTA `id` of qk_blocks works on (grid: B*H*nq Q blocks followed by B*Hkv*nk K
+// blocks), for the prefetch of the block kPrefetchAhead CTAs later.
+struct QkBlock {
+  bool is_q;
+  int64_t bh;  // b * heads + h for Q, b * kv_heads + h for K
+  int blk;
+};
+
+__device__ __forceinline__ QkBlock qk_block(const QuantParams& p, int64_t id) {
+  const int64_t q_ctas = static_cast<int64_t>(p.batch) * p.heads * p.num_q_blocks;
+  if (id < q_ctas) return {true, id / p.num_q_blocks, static_cast<int>(id % p.num_q_blocks)};
+  id -= q_ctas;
+  return {false, id / p.num_k_blocks, static_cast<int>(id % p.num_k_blocks)};
+}
+
+// Row `row0` of the head that block c belongs to.
+template <typename T>
+__device__ __forceinline__ const T* head_row(const InputView& in, int heads, const QkBlock& c,
+                                             int64_t row0) {
+  const int b = c.bh / heads, h = c.bh % heads;
+  return static_cast<const T*>(in.ptr) + b * in.stride_b + h * in.stride_h + row0 * in.stride_n;
+}
+
 template <typename T, int D, int kBq, int kBk, bool kGather>
 __global__ void __launch_bounds__(kThreads, 3) qk_blocks_kernel(QuantParams p) {
+  if constexpr (kL2Prefetch && !kGather) {
+    if (const int64_t ahead = blockIdx.x + static_cast<int64_t>(kPrefetchAhead);
+        ahead < gridDim.x) {
+      const QkBlock a = qk_block(p, ahead);
+      if (a.is_q)
+        prefetch_block<T, D, kBq>(head_row<T>(p.q, p.heads, a, int64_t{a.blk} * kBq), p.q.stride_n,
+                                  min(kBq, p.seq_q - a.blk * kBq));
+      else
+        prefetch_block<T, D, kBk>(head_row<T>(p.k, p.kv_heads, a, int64_t{a.blk} * kBk),
+                                  p.k.stride_n, min(kBk, p.seq_k - a.blk * kBk));
+    }
+  }
   const int64_t q_ctas = static_cast<int64_t>(p.batch) * p.heads * p.num_q_blocks;
   int64_t id = blockIdx.x;
   if (id < q_ctas) {
@@ -323,6 +386,16 @@ __global__ void __launch_bounds__(kThreads, 3) v_quant_kernel(QuantParams p) {
   constexpr int kRowsPerPass = kThreads / kTpr;
   constexpr int kIters = kBk / kRowsPerPass;
   static_assert(kIters >= 1 && kBk % kRowsPerPass == 0);
+  if constexpr (kL2Prefetch && !kGather) {
+    // CTAs launch in the order of blockIdx.y * gridDim.x + blockIdx.x.
+    const int64_t ahead =
+        static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x + kPrefetchAhead;
+    if (ahead < static_cast<int64_t>(gridDim.x) * gridDim.y) {
+      const QkBlock a{false, ahead / gridDim.x, static_cast<int>(ahead % gridDim.x)};
+      prefetch_block<T, D, kBk>(head_row<T>(p.v, p.kv_heads, a, int64_t{a.blk} * kBk), p.v.stride_n,
+                                min(kBk, p.seq_k - a.blk * kBk));
+    }
+  }
   const int blk = blockIdx.x;
   const int64_t bh = blockIdx.y;
   const int b = bh / p.kv_heads, h = bh % p.kv_heads;

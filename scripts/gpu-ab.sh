@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# On the GPU machine: a same-machine A/B of two CMake configurations of this tree (a kernel
+# experiment behind an option against the shipped code). Builds build-a and build-b, runs the
+# GPU tests matching AB_TESTS on B, then `sparge bench ARGS` A B A B ... (AB_ROUNDS rounds, so
+# that a drift of the machine shows as a trend, not as a difference), and `sparge report` of
+# each round's A against its B. Results under $OUT/ab.
+#
+#   AB_B='-DSPARGE_QUANT_PREFETCH=ON' AB_TESTS=Quant scripts/gpu-ab.sh \
+#     --shape 1,32,32768,128 --shape 2,30,17776,64 --density 0.1 --no-baselines
+#
+# AB_A / AB_B: extra CMake arguments of each side (default none: A is the shipped build).
+# AB_ROUNDS (default 2), AB_TESTS (ctest -R regex of GPU tests to run on B; empty: none),
+# SPARGE_CUDA_ARCHS (default 90a: the Hopper kernels only, to halve the build).
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+OUT=${OUT:-$PWD/out}
+R=$OUT/ab
+mkdir -p "$R"
+if [[ $# -eq 0 ]]; then
+  echo "usage: [AB_A=...] AB_B=... scripts/gpu-ab.sh SPARGE_BENCH_ARGS..." >&2
+  exit 2
+fi
+rounds=${AB_ROUNDS:-2}
+targets=sparge
+[[ -n "${AB_TESTS:-}" ]] && targets="sparge gpu_test_quant gpu_test_predict gpu_test_runtime"
+
+# build <side> <extra cmake args...>; the extra arguments and targets are word lists on purpose.
+# shellcheck disable=SC2086
+build() {
+  local side=$1
+  shift
+  cmake -S . -B "build-$side" -G Ninja -DPython3_EXECUTABLE="$(command -v python3)" \
+    -DSPARGE_CUDA_ARCHS="${SPARGE_CUDA_ARCHS:-90a}" "$@" >"$R/configure-$side.log" 2>&1 &&
+    cmake --build "build-$side" -j "$(nproc)" --target $targets >"$R/build-$side.log" 2>&1
+}
+t0=$(date +%s)
+# shellcheck disable=SC2086
+build a ${AB_A:-} || { tail -20 "$R/build-a.log"; exit 1; }
+# shellcheck disable=SC2086
+build b ${AB_B:-} || { tail -20 "$R/build-b.log"; exit 1; }
+echo "gpu-ab: built A (${AB_A:-shipped}) and B (${AB_B:-shipped}) in $(($(date +%s) - t0)) s" |
+  tee "$R/summary.txt"
+
+rc=0
+if [[ -n "${AB_TESTS:-}" ]]; then
+  ctest --test-dir build-b -L gpu -R "$AB_TESTS" --output-on-failure --timeout 300 \
+    >"$R/ctest-b.log" 2>&1 || rc=1
+  tail -3 "$R/ctest-b.log" | tee -a "$R/summary.txt"
+fi
+
+for r in $(seq 1 "$rounds"); do
+  for side in a b; do
+    build-$side/src/sparge --no-progress bench "$@" -o "$R/$side$r.json" --format md \
+      >"$R/$side$r.md" 2>&1 || rc=1
+  done
+  # exit 1 of report means "B slower somewhere": a finding, not a failure of this script
+  build-a/src/sparge report "$R/a$r.json" "$R/b$r.json" >"$R/report$r.md" 2>&1
+  echo "gpu-ab: round $r (report exit $?)" | tee -a "$R/summary.txt"
+  grep -E "^\|" "$R/report$r.md" | head -20 | tee -a "$R/summary.txt"
+done
+exit $rc
