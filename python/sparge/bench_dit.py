@@ -28,6 +28,11 @@ import sys
 import time
 
 
+# Where scripts/setup.sh builds the CLI, from this file's checkout (python/sparge/..).
+DEFAULT_BIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "build", "src",
+                           "sparge")
+
+
 def _args(argv):
     p = argparse.ArgumentParser(prog="python3 -m sparge.bench_dit", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,11 +45,15 @@ def _args(argv):
                    help="token grid preset of sparge_realdata (full: 226 + 13x30x45 = 17776)")
     p.add_argument("--runs", type=int, default=20, help="timed forwards per method (median)")
     p.add_argument("--warmup", type=int, default=3, help="untimed forwards per method first")
-    p.add_argument("--sparge-bin", default=os.environ.get("SPARGE_BIN", "build/sparge"),
-                   help="the sparge CLI used for `sparge tune` (default build/sparge)")
+    p.add_argument("--sparge-bin", default=os.environ.get("SPARGE_BIN", DEFAULT_BIN),
+                   help="the sparge CLI used for `sparge tune` (default $SPARGE_BIN, else "
+                   "this checkout's build/src/sparge)")
     p.add_argument("--tune-args", default="", help="extra arguments for `sparge tune`, e.g. "
                    "'--l1 0.08 --l2 0.1' (default: none, the default budget)")
     p.add_argument("--no-graph", action="store_true", help="skip the CUDA-graph timing")
+    p.add_argument("--rotations", action="store_true", help="instead of timing, tune on every "
+                   "pair of the three photographs and check the third (CUDA oracle, "
+                   "--tune-args applied): OUT_DIR/holdout-rotations.{json,md}")
     return p.parse_args(argv)
 
 
@@ -60,6 +69,102 @@ def _time_ms(fn, torch) -> float:
     end.record()
     end.synchronize()
     return start.elapsed_time(end)
+
+
+def _tune(a, dump, samples, cfg, log_path):
+    """`sparge tune` of the dump's samples (CUDA oracle) into cfg; (command, seconds). Raises
+    CalledProcessError (its output printed) when the tune fails."""
+    cmd = [a.sparge_bin, "--no-progress", "tune", dump, "--samples", samples, "--backend",
+           "cuda", "-o", cfg] + a.tune_args.split()
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if r.returncode != 0:
+        print(r.stdout + r.stderr, file=sys.stderr)
+        raise subprocess.CalledProcessError(r.returncode, cmd)
+    with open(log_path, "w") as f:
+        f.write(" ".join(cmd) + "\n" + r.stdout + r.stderr)
+    return cmd, seconds
+
+
+def holdout_summary(ev: dict, sample: int) -> dict:
+    """The per-head `sparge eval --format json` report of one held-out sample, reduced to what
+    the hold-out check asks: heads over budget, mean sparsity, worst errors."""
+    heads = ev["heads"]
+    return {
+        "sample": sample, "heads": len(heads),
+        "heads_over_budget": sum(1 for h in heads if not h["pass"]),
+        "stage1_sparsity_mean": statistics.mean(h["sparsity_stage1"] for h in heads),
+        "stage12_sparsity_mean": statistics.mean(h["sparsity_stage12"] for h in heads),
+        "worst_error_stage1": max(h["error_stage1"] for h in heads),
+        "worst_error_stage12": max(h["error_stage12"] for h in heads),
+        "budget": ev["budget"],
+    }
+
+
+def _holdout(a, dump, cfg, sample):
+    """`sparge eval` of one held-out sample against cfg (CUDA backend): holdout_summary plus
+    the per-head list under "per_head"."""
+    cmd = [a.sparge_bin, "--no-progress", "eval", dump, cfg, "--samples", str(sample),
+           "--backend", "cuda", "--format", "json"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode not in (0, 1):  # 1 = ran, some head over budget: reported, not fatal here
+        print(r.stdout + r.stderr, file=sys.stderr)
+        raise subprocess.CalledProcessError(r.returncode, cmd)
+    ev = json.loads(r.stdout)
+    return {**holdout_summary(ev, sample), "per_head": ev["heads"]}
+
+
+def rotations_markdown(images, rows, tune_args) -> str:
+    """The table of holdout-rotations.md: one row per rotation (calibration photographs ->
+    held-out one)."""
+    lines = ["| rotation | heads over budget | held-out stage-1 / 1+2 sparsity | worst held-out "
+             "error l1 / l2 | tune s |", "|---|---|---|---|---|"]
+    for r in rows:
+        h = r["holdout"]
+        cal = ", ".join(images[int(i)] for i in r["calibration"].split(","))
+        lines.append(f"| {cal} -> {images[h['sample']]} | {h['heads_over_budget']} of "
+                     f"{h['heads']} | {h['stage1_sparsity_mean']:.3f} / "
+                     f"{h['stage12_sparsity_mean']:.3f} | {h['worst_error_stage1']:.4f} / "
+                     f"{h['worst_error_stage12']:.4f} | {r['tune_seconds']:.1f} |")
+    over = sum(r["holdout"]["heads_over_budget"] for r in rows)
+    heads = sum(r["holdout"]["heads"] for r in rows)
+    mean = statistics.mean(r["holdout"]["stage1_sparsity_mean"] for r in rows) if rows else 0.0
+    lines += ["", f"All rotations: {over} of {heads} heads over budget, mean held-out stage-1 "
+              f"sparsity {mean:.3f}. `sparge tune --backend cuda` flags: "
+              f"{tune_args or '(defaults)'}."]
+    return "\n".join(lines) + "\n"
+
+
+def _rotations(a, dump, images, log) -> int:
+    """Every rotation of the three photographs: tune on two, eval the third."""
+    rows = []
+    for held in range(len(images)):
+        cal = ",".join(str(i) for i in range(len(images)) if i != held)
+        cfg = os.path.join(a.out_dir, f"tuned-{cal.replace(',', '')}.yaml")
+        try:
+            _, secs = _tune(a, dump, cal, cfg, cfg[:-5] + ".tune.txt")
+            h = _holdout(a, dump, cfg, held)
+        except subprocess.CalledProcessError as e:
+            return e.returncode
+        h.pop("per_head")
+        rows.append({"calibration": cal, "config": os.path.basename(cfg),
+                     "tune_seconds": round(secs, 2), "holdout": h})
+        log(f"{cal} -> {held}: {h['heads_over_budget']} of {h['heads']} heads over budget, "
+            f"held-out stage-1 sparsity {h['stage1_sparsity_mean']:.4f} (tune {secs:.1f} s)")
+    import torch
+    res = {"schema": "sparge.holdout-rotations", "schema_version": 1,
+           "device": torch.cuda.get_device_name(), "git": os.environ.get("SPARGE_GIT", ""),
+           "model": {"blocks": a.blocks, "heads": a.heads, "head_dim": a.head_dim,
+                     "images": images}, "tune_args": a.tune_args, "rotations": rows}
+    with open(os.path.join(a.out_dir, "holdout-rotations.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    md = (f"# DiT stack hold-out rotations ({res['device']}, git {res['git'] or '-'})\n\n"
+          + rotations_markdown(images, rows, a.tune_args))
+    with open(os.path.join(a.out_dir, "holdout-rotations.md"), "w") as f:
+        f.write(md)
+    print(md)
+    return 0
 
 
 def main(argv=None) -> int:
@@ -96,38 +201,23 @@ def main(argv=None) -> int:
             model(x)
     log(f"captured {a.blocks} layers x {len(xs)} samples in {time.perf_counter() - t0:.1f} s")
 
+    if a.rotations:
+        return _rotations(a, dump, o.images, log)
+
     # 3. tune on the first two photographs
     cfg = os.path.join(a.out_dir, "tuned.yaml")
-    cmd = [a.sparge_bin, "--no-progress", "tune", dump, "--samples", "0,1", "--backend", "cuda",
-           "-o", cfg] + a.tune_args.split()
-    t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    tune_s = time.perf_counter() - t0
-    if r.returncode != 0:
-        print(r.stdout + r.stderr, file=sys.stderr)
-        return r.returncode
-    with open(os.path.join(a.out_dir, "tune.txt"), "w") as f:
-        f.write(" ".join(cmd) + "\n" + r.stdout + r.stderr)
+    try:
+        cmd, tune_s = _tune(a, dump, "0,1", cfg, os.path.join(a.out_dir, "tune.txt"))
+    except subprocess.CalledProcessError as e:
+        return e.returncode
     log(f"tuned in {tune_s:.1f} s")
 
     # 3b. what `sparge eval` says of the held-out photograph, per head against the budget
-    held = str(len(xs) - 1)
-    r = subprocess.run([a.sparge_bin, "--no-progress", "eval", dump, cfg, "--samples", held,
-                        "--backend", "cuda", "--format", "json"], capture_output=True, text=True)
-    if r.returncode not in (0, 1):  # 1 = ran, some head over budget: reported, not fatal here
-        print(r.stdout + r.stderr, file=sys.stderr)
-        return r.returncode
-    ev = json.loads(r.stdout)
-    heads = ev["heads"]
-    holdout = {
-        "sample": int(held), "heads": len(heads),
-        "heads_over_budget": sum(1 for h in heads if not h["pass"]),
-        "stage1_sparsity_mean": statistics.mean(h["sparsity_stage1"] for h in heads),
-        "stage12_sparsity_mean": statistics.mean(h["sparsity_stage12"] for h in heads),
-        "worst_error_stage1": max(h["error_stage1"] for h in heads),
-        "worst_error_stage12": max(h["error_stage12"] for h in heads),
-        "budget": ev["budget"],
-    }
+    try:
+        holdout = _holdout(a, dump, cfg, len(xs) - 1)
+    except subprocess.CalledProcessError as e:
+        return e.returncode
+    heads = holdout.pop("per_head")
     log(f"held-out eval: {holdout['heads_over_budget']} of {len(heads)} heads over budget, "
         f"stage-1 sparsity {holdout['stage1_sparsity_mean']:.4f}")
 
