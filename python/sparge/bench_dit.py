@@ -103,8 +103,7 @@ def holdout_summary(ev: dict, sample: int) -> dict:
 
 
 def _holdout(a, dump, cfg, sample):
-    """`sparge eval` of one held-out sample against cfg (CUDA backend): holdout_summary plus
-    the per-head list under "per_head"."""
+    """holdout_summary of `sparge eval` of one held-out sample against cfg (CUDA backend)."""
     cmd = [a.sparge_bin, "--no-progress", "eval", dump, cfg, "--samples", str(sample),
            "--backend", "cuda", "--format", "json"]
     r = subprocess.run(cmd, capture_output=True, text=True)
@@ -112,7 +111,7 @@ def _holdout(a, dump, cfg, sample):
         print(r.stdout + r.stderr, file=sys.stderr)
         raise subprocess.CalledProcessError(r.returncode, cmd)
     ev = json.loads(r.stdout)
-    return {**holdout_summary(ev, sample), "per_head": ev["heads"]}
+    return holdout_summary(ev, sample)
 
 
 def rotations_markdown(images, rows, tune_args) -> str:
@@ -147,7 +146,6 @@ def _rotations(a, dump, images, log) -> int:
             h = _holdout(a, dump, cfg, held)
         except subprocess.CalledProcessError as e:
             return e.returncode
-        h.pop("per_head")
         rows.append({"calibration": cal, "config": os.path.basename(cfg),
                      "tune_seconds": round(secs, 2), "holdout": h})
         log(f"{cal} -> {held}: {h['heads_over_budget']} of {h['heads']} heads over budget, "
@@ -217,8 +215,7 @@ def main(argv=None) -> int:
         holdout = _holdout(a, dump, cfg, len(xs) - 1)
     except subprocess.CalledProcessError as e:
         return e.returncode
-    heads = holdout.pop("per_head")
-    log(f"held-out eval: {holdout['heads_over_budget']} of {len(heads)} heads over budget, "
+    log(f"held-out eval: {holdout['heads_over_budget']} of {holdout['heads']} heads over budget, "
         f"stage-1 sparsity {holdout['stage1_sparsity_mean']:.4f}")
 
     # 4. the held-out photograph through both forwards
