@@ -36,20 +36,6 @@ constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kChunkTokens = 512;  // tokens per CTA of the column-statistics pass
 
-// Experiment, off unless built with -DSPARGE_QUANT_PREFETCH=ON (kernels/NOTES.md,
-// prediction/quantisation run 11: built, not yet measured): the block passes (3 and 4) prefetch
-// into L2 the block of the CTA kPrefetchAhead launches later (in the gathered token order
-// through one index load per row, as the block's own reads).
-// A CTA holds its whole block in registers and has no read in flight while it reduces and
-// stores, so DRAM may idle between a CTA's load and the next one's (ncu: qk_blocks at ~70 % of
-// peak, kv_colstats, which streams, at ~85 %). 256 CTAs ahead is about two thirds of the ~400
-// resident ones: a few microseconds of lead, and 8 MB of L2 at 32 KB a block.
-#ifndef SPARGE_QUANT_PREFETCH
-#define SPARGE_QUANT_PREFETCH 0
-#endif
-constexpr bool kL2Prefetch = SPARGE_QUANT_PREFETCH != 0;
-constexpr int kPrefetchAhead = 256;
-
 int num_chunks(int seq_k) { return (seq_k + kChunkTokens - 1) / kChunkTokens; }
 
 // The input row holding token n (InputView::rows; rows == nullptr: n itself).
@@ -70,24 +56,6 @@ __device__ __forceinline__ const int64_t* block_rows(const int64_t* rows, int64_
     return rows != nullptr ? rows + first : nullptr;
   } else {
     return nullptr;
-  }
-}
-
-// Asks L2 for rows [0, valid) of a [kRows, D] block, one 128-byte line per thread and step; row
-// r is src + rows[r] * stride_n (gathered), else src + r * stride_n. Nothing waits for a
-// prefetch (a hint the memory system may drop), so only speed depends on it.
-template <typename T, int D, int kRows, bool kGather>
-__device__ __forceinline__ void prefetch_block(const T* src, int64_t stride_n, const int64_t* rows,
-                                               int valid) {
-  constexpr int kLineElems = 128 / sizeof(T);
-  constexpr int kLinesPerRow = (D + kLineElems - 1) / kLineElems;
-  for (int l = threadIdx.x; l < kRows * kLinesPerRow; l += kThreads) {
-    const int r = l / kLinesPerRow;
-    if (r < valid) {
-      const T* line =
-          src + input_row<kGather>(rows, r) * stride_n + (l % kLinesPerRow) * kLineElems;
-      asm volatile("prefetch.global.L2 [%0];" ::"l"(__cvta_generic_to_global(line)));
-    }
   }
 }
 
@@ -314,38 +282,7 @@ __device__ void block_stats(const T* __restrict__ src, int64_t stride_n,
   }
 }
 
-// The block CTA `id` of qk_blocks works on (grid: B*H*nq Q blocks followed by B*Hkv*nk K
-// blocks), for the prefetch of the block kPrefetchAhead CTAs later.
-struct QkBlock {
-  bool is_q;
-  int64_t bh;  // b * heads + h for Q, b * kv_heads + h for K
-  int blk;
-};
-
-__device__ __forceinline__ QkBlock qk_block(const QuantParams& p, int64_t id) {
-  const int64_t q_ctas = static_cast<int64_t>(p.batch) * p.heads * p.num_q_blocks;
-  if (id < q_ctas) return {true, id / p.num_q_blocks, static_cast<int>(id % p.num_q_blocks)};
-  id -= q_ctas;
-  return {false, id / p.num_k_blocks, static_cast<int>(id % p.num_k_blocks)};
-}
-
-// Row `row0` of the head that block c belongs to.
-template <typename T>
-__device__ __forceinline__ const T* head_row(const InputView& in, int heads, const QkBlock& c,
-                                             int64_t row0) {
-  const int b = c.bh / heads, h = c.bh % heads;
-  return static_cast<const T*>(in.ptr) + b * in.stride_b + h * in.stride_h + row0 * in.stride_n;
-}
-
-// L2 prefetch of the [kBlock, D] block a.blk of head a.bh of `in` (the block of a later CTA).
-template <typename T, int D, int kBlock, bool kGather>
-__device__ __forceinline__ void prefetch_ahead(const InputView& in, int heads, const QkBlock& a,
-                                               int seq) {
-  const int64_t* rows = block_rows<kGather>(in.rows, int64_t{a.blk} * kBlock);
-  const T* src = head_row<T>(in, heads, a, rows == nullptr ? int64_t{a.blk} * kBlock : 0);
-  prefetch_block<T, D, kBlock, kGather>(src, in.stride_n, rows, min(kBlock, seq - a.blk * kBlock));
-}
-
+// grid: B*H*nq Q blocks followed by B*Hkv*nk K blocks.
 template <typename T, int D, int kBq, int kBk, bool kGather>
 __global__ void __launch_bounds__(kThreads, 3) qk_blocks_kernel(QuantParams p) {
   const int64_t q_ctas = static_cast<int64_t>(p.batch) * p.heads * p.num_q_blocks;
@@ -373,18 +310,6 @@ __global__ void __launch_bounds__(kThreads, 3) qk_blocks_kernel(QuantParams p) {
     block_stats<T, D, kBk, kGather>(src, p.k.stride_n, rows, valid, p.k_mean + bh * D,
                                     p.k8 + (bh * p.num_k_blocks + blk) * kBk * D, p.k_scale + id,
                                     p.k_pooled + id * D, p.k_sim + id);
-  }
-  if constexpr (kL2Prefetch) {
-    // Last, so that none of this CTA's own reads queue behind it, and the index loads of the
-    // gathered order stall only a CTA that is done.
-    if (const int64_t ahead = blockIdx.x + static_cast<int64_t>(kPrefetchAhead);
-        ahead < gridDim.x) {
-      const QkBlock a = qk_block(p, ahead);
-      if (a.is_q)
-        prefetch_ahead<T, D, kBq, kGather>(p.q, p.heads, a, p.seq_q);
-      else
-        prefetch_ahead<T, D, kBk, kGather>(p.k, p.kv_heads, a, p.seq_k);
-    }
   }
 }
 
@@ -481,15 +406,6 @@ __global__ void __launch_bounds__(kThreads, 3) v_quant_kernel(QuantParams p) {
       *reinterpret_cast<uint4*>(dst + d * padded + c) =
           make_uint4(__byte_perm(s[0], s[2], 0x5410), __byte_perm(s[0], s[2], 0x7632),
                      __byte_perm(s[1], s[3], 0x5410), __byte_perm(s[1], s[3], 0x7632));
-    }
-  }
-  if constexpr (kL2Prefetch) {
-    // CTAs launch in the order of blockIdx.y * gridDim.x + blockIdx.x.
-    const int64_t ahead =
-        static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x + kPrefetchAhead;
-    if (ahead < static_cast<int64_t>(gridDim.x) * gridDim.y) {
-      const QkBlock a{false, ahead / gridDim.x, static_cast<int>(ahead % gridDim.x)};
-      prefetch_ahead<T, D, kBk, kGather>(p.v, p.kv_heads, a, p.seq_k);
     }
   }
 }
