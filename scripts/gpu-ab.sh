@@ -5,7 +5,7 @@
 # that a drift of the machine shows as a trend, not as a difference), and `sparge report` of
 # each round's A against its B. Results under $OUT/ab.
 #
-#   AB_B='-DSPARGE_QUANT_PREFETCH=ON' AB_TESTS=Quant scripts/gpu-ab.sh \
+#   AB_B='-DSPARGE_KERNEL_EXPERIMENTS=ON' AB_TESTS=Attention scripts/gpu-ab.sh \
 #     --shape 1,32,32768,128 --shape 2,30,17776,64 --density 0.1 --no-baselines
 #
 # AB_A / AB_B: extra CMake arguments of each side (default none: A is the shipped build).
