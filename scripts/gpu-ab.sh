@@ -5,11 +5,12 @@
 # that a drift of the machine shows as a trend, not as a difference), and `sparge report` of
 # each round's A against its B. Results under $OUT/ab.
 #
-#   AB_B='-DSPARGE_KERNEL_EXPERIMENTS=ON' AB_TESTS=Attention scripts/gpu-ab.sh \
+#   AB_B='-DSPARGE_KERNEL_EXPERIMENTS=ON' scripts/gpu-ab.sh \
 #     --shape 1,32,32768,128 --shape 2,30,17776,64 --density 0.1 --no-baselines
 #
 # AB_A / AB_B: extra CMake arguments of each side (default none: A is the shipped build).
-# AB_ROUNDS (default 2), AB_TESTS (ctest -R regex of GPU tests to run on B; empty: none),
+# AB_ROUNDS (default 2), AB_TESTS (ctest -R regex of GPU tests to run on B; empty: none) and
+# AB_TEST_TARGETS (the test executables B builds for them; default quant, predict and runtime),
 # SPARGE_CUDA_ARCHS (default 90a: the Hopper kernels only, to halve the build).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -23,7 +24,8 @@ fi
 rounds=${AB_ROUNDS:-2}
 # The tests run on B only, so only B builds them.
 targets_b=sparge
-[[ -n "${AB_TESTS:-}" ]] && targets_b="sparge gpu_test_quant gpu_test_predict gpu_test_runtime"
+[[ -n "${AB_TESTS:-}" ]] &&
+  targets_b="sparge ${AB_TEST_TARGETS:-gpu_test_quant gpu_test_predict gpu_test_runtime}"
 
 # build <side> <targets> <extra cmake args...>; targets and arguments are word lists on purpose.
 # shellcheck disable=SC2086
