@@ -37,7 +37,8 @@ struct QuantParams {
   int block_q = 128, block_k = 128;                                            // each in {64, 128}
   int num_q_blocks = 0, num_k_blocks = 0;
 
-  // Outputs. Q: q8 [B,H,nq*bq,D], q_scale/q_sim [B,H,nq], q_pooled [B,H,nq,D].
+  // Outputs. Q: q8 [B,H,nq*bq,D], q_scale [B,H,nq*bq] (per row), q_sim [B,H,nq],
+  // q_pooled [B,H,nq,D].
   int8_t* q8 = nullptr;
   float *q_scale = nullptr, *q_pooled = nullptr, *q_sim = nullptr;
   // K (smoothed): k8 [B,Hkv,nk*bk,D], k_scale/k_sim [B,Hkv,nk], k_pooled [B,Hkv,nk,D],

@@ -1,6 +1,6 @@
 // Portable block-sparse quantised attention, sm_80+ (mma.sync), numerics "i8f16":
 //   S = Q8 · K8ᵀ with mma.sync m16n8k32 s8.s8.s32, dequantised as
-//       float(int32) · (q_scale · k_scale · sm_scale_log2)         (log2 domain)
+//       float(int32) · (q_scale[row] · k_scale · sm_scale_log2)    (log2 domain)
 //   online softmax in exp2 (running max m, row sum l in fp32, l summed from the unrounded p),
 //   P = exp2(s − m) rounded to the dtype of V (fp16 or bf16), O += P·V with mma.sync m16n8k16
 //   into fp32 accumulators, o = O / l (0 where l == 0).
@@ -175,7 +175,6 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 2 : 1)
   const int8_t* k8 = p.k8 + bkv * p.num_k_blocks * kBlockK * D;
   const VT* vh = static_cast<const VT*>(p.v) + bkv * p.num_k_blocks * kBlockK * D;
   const float* k_scale = p.k_scale + bkv * p.num_k_blocks;
-  const float q_scale = p.q_scale[bhq];
   const float lambda = p.lambda_log2 ? p.lambda_log2[h] : kNegInf;
 
   // The K blocks to visit: a LUT row, or (dense mode) every causally valid block.
@@ -242,6 +241,9 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 2 : 1)
 
   // Per-thread state for rows r0 = g and r1 = g + 8 of the warp.
   const int row0 = qb * kBlockQ + warp * kWarpRows + g;  // token index of row r0
+  // INT8 scales of rows r0 and r0 + 8 (Q has one per row; q_scale's rows start at bhq · kBlockQ).
+  const float* qs = p.q_scale + bhq * kBlockQ + warp * kWarpRows + g;
+  const float q_scale[2] = {qs[0], qs[8]};
   const bool row_valid[2] = {row0 < p.seq_q, row0 + 8 < p.seq_q};
   float m_run[2] = {kNegInf, kNegInf};
   float l_part[2] = {0.f, 0.f};  // this thread's partial row sums (4 lanes share a row)
@@ -287,12 +289,13 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 2 : 1)
 
     // Dequantise into the log2 domain; element e of n-tile n is row (e < 2 ? r0 : r1), key
     // kb * 64 + 8n + 2t + (e & 1).
-    const float factor = q_scale * k_scale[kb] * p.sm_scale_log2;
+    const float factor[2] = {q_scale[0] * k_scale[kb] * p.sm_scale_log2,
+                             q_scale[1] * k_scale[kb] * p.sm_scale_log2};
     float s[kSTiles][4];
 #pragma unroll
     for (int n = 0; n < kSTiles; ++n)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) s[n][e] = static_cast<float>(sacc[n][e]) * factor;
+      for (int e = 0; e < 4; ++e) s[n][e] = static_cast<float>(sacc[n][e]) * factor[e >> 1];
 
     const int key0 = kb * kBlockK;
     const bool mask_tail = key0 + kBlockK > p.seq_k;

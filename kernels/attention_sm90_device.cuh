@@ -208,8 +208,8 @@ __device__ __forceinline__ void merge(float (&acc)[kD / 2], float& l0, float& l1
 // mask tests into every block (≈ 500 extra SASS instructions per block and warp, measured).
 template <bool kMask>
 __device__ __forceinline__ void block_max_int(int32_t (&s)[64], int j, const Lanes& ln,
-                                              const AttentionParams& p, float blk, float& ml0,
-                                              float& ml1) {
+                                              const AttentionParams& p, float blk0, float blk1,
+                                              float& ml0, float& ml1) {
   if constexpr (kMask) {
 #pragma unroll
     for (int i = 0; i < 64; ++i) {
@@ -224,8 +224,8 @@ __device__ __forceinline__ void block_max_int(int32_t (&s)[64], int j, const Lan
   }
   im0 = quad_max(im0);
   im1 = quad_max(im1);
-  ml0 = im0 == kMaskedS ? kNegInf : static_cast<float>(im0) * blk;
-  ml1 = im1 == kMaskedS ? kNegInf : static_cast<float>(im1) * blk;
+  ml0 = im0 == kMaskedS ? kNegInf : static_cast<float>(im0) * blk0;
+  ml1 = im1 == kMaskedS ? kNegInf : static_cast<float>(im1) * blk1;
 }
 
 // 2^x on the FMA/ALU pipes (x <= 8; x = -inf gives ~1e-38, which rounds to e4m3 zero): round
@@ -240,20 +240,22 @@ __device__ __forceinline__ float poly_exp2(float x) {
   return __int_as_float(__float_as_int(q) + (__float_as_int(t) << 23));
 }
 
-// p = exp2(x - m_new + 8) with x = S · blk: I2FP + FFMA + EX2 per element (the row sums come
-// from the P·V GEMM, issue_pv_block).
+// p = exp2(x - m_new + 8) with x = S · blk (blk0 for row0's elements, blk1 for row1's: Q has a
+// scale per row): I2FP + FFMA + EX2 per element (the row sums come from the P·V GEMM,
+// issue_pv_block).
 // kPolyEvery = n > 0: every n-th element (n even) goes through poly_exp2 instead of the SFU.
 __device__ __forceinline__ void store_f32(float& d, float v) { d = v; }
 __device__ __forceinline__ void store_f32(int32_t& d, float v) { d = __float_as_int(v); }
 // x may alias s (T = int32_t: p's bits replace S in place, saving 64 registers).
 template <bool kMask, int kPolyEvery = 0, typename T>
-__device__ __forceinline__ void block_exp_int(const int32_t (&s)[64], float blk, float mn0,
-                                              float mn1, T (&x)[64]) {
+__device__ __forceinline__ void block_exp_int(const int32_t (&s)[64], float blk0, float blk1,
+                                              float mn0, float mn1, T (&x)[64]) {
   const float c0 = mn0 == kNegInf ? kNegInf : 8.0f - mn0;  // rows with m_new = -inf: p = 0
   const float c1 = mn1 == kNegInf ? kNegInf : 8.0f - mn1;
 #pragma unroll
   for (int i = 0; i < 64; i += 2) {
     const float c = (i % 4) < 2 ? c0 : c1;
+    const float blk = (i % 4) < 2 ? blk0 : blk1;
     const float a0 = fmaf(static_cast<float>(s[i]), blk, c);
     const float a1 = fmaf(static_cast<float>(s[i + 1]), blk, c);
     float p0 = fast_exp2(a0);
@@ -328,7 +330,8 @@ __device__ __forceinline__ uint32_t ring_phase(uint32_t g) {
 struct Tile {
   int b, h, qb;
   int64_t bhkv;
-  int64_t row_idx;         // (b, h, qb) index of lut_len / q_scale / stage2_kept
+  int64_t row_idx;         // (b, h, qb) index of lut_len / stage2_kept; q_scale's rows start
+                           // at row_idx · kBlockQ
   int num_iters;           // K blocks visited
   const int32_t* lut_row;  // nullptr: dense mode (every causally valid block)
 };
@@ -360,10 +363,10 @@ __device__ __forceinline__ Tile make_tile(const AttentionParams& p, int t) {
 // What one consumer warpgroup needs of the tile it is working on, besides the Tile itself.
 struct TileCtx {
   Tile w;
-  int slot;       // its Q slot
-  float lambda;   // stage-2 threshold of its head (log2 units); -inf = stage 2 off
-  float q_scale;  // INT8 scale of its q block
-  uint64_t dq;    // wgmma descriptor of this consumer's 64 rows of Q in the slot
+  int slot;                  // its Q slot
+  float lambda;              // stage-2 threshold of its head (log2 units); -inf = stage 2 off
+  float q_scale0, q_scale1;  // INT8 scales of this thread's two query rows (row0, row1)
+  uint64_t dq;               // wgmma descriptor of this consumer's 64 rows of Q in the slot
 };
 
 // The query tokens of this thread's accumulator rows in tile w (consumer warpgroup cw).

@@ -199,7 +199,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     // Block facts of a K block of tile c, valid once its k_full has completed (the producer
     // wrote them before arming it; the try_wait acquires them).
     struct BlockInfo {
-      float blk;  // logits scale in log2 units: q_scale · k_scale[j] · sm_scale · log2(e)
+      float blk0, blk1;  // logits scale of row0 / row1 in log2 units: q_scale[row] · k_scale[j]
+                         // · sm_scale · log2(e)
       int j;
       bool mask;
     };
@@ -215,7 +216,9 @@ __global__ void __launch_bounds__(kThreads, 1)
         ks = info_ks[stage];
       }
       bi.j = __shfl_sync(0xffffffffu, j, 0);
-      bi.blk = (c.q_scale * __shfl_sync(0xffffffffu, ks, 0)) * p.sm_scale_log2;
+      ks = __shfl_sync(0xffffffffu, ks, 0);
+      bi.blk0 = (c.q_scale0 * ks) * p.sm_scale_log2;
+      bi.blk1 = (c.q_scale1 * ks) * p.sm_scale_log2;
       bi.mask = bi.j >= last_partial_k ||
                 (p.causal && bi.j * kBlockK + kBlockK - 1 > c.w.qb * kBlockQ + p.causal_offset);
       return bi;
@@ -243,7 +246,11 @@ __global__ void __launch_bounds__(kThreads, 1)
       c.w = make_tile(p, t);
       c.slot = slot;
       c.lambda = p.lambda_log2 ? p.lambda_log2[c.w.h] : kNegInf;
-      c.q_scale = p.q_scale[c.w.row_idx];
+      // This thread's rows of the tile: the rows set_rows gives, relative to the tile.
+      const float* qs =
+          p.q_scale + c.w.row_idx * kBlockQ + cw * kRowsPerWarpgroup + ln.warp * 16 + ln.lane / 4;
+      c.q_scale0 = qs[0];
+      c.q_scale1 = qs[8];
       c.dq = qk_desc<kD>(smem_u32(s_q + slot * Plan::kQBytes) + cw * kRowsPerWarpgroup * kD);
       return true;
     };
@@ -271,9 +278,9 @@ __global__ void __launch_bounds__(kThreads, 1)
 
           float x[64], ml0, ml1;
           if (bi.mask) {
-            block_max_int<true>(s, bi.j, ln, p, bi.blk, ml0, ml1);
+            block_max_int<true>(s, bi.j, ln, p, bi.blk0, bi.blk1, ml0, ml1);
           } else {
-            block_max_int<false>(s, bi.j, ln, p, bi.blk, ml0, ml1);
+            block_max_int<false>(s, bi.j, ln, p, bi.blk0, bi.blk1, ml0, ml1);
           }
           const float mn0 = fmaxf(m0, ml0), mn1 = fmaxf(m1, ml1);
           const bool skip = stage2 && stage2_skip(ml0, ml1, mn0, mn1, ln, cur.lambda);
@@ -282,9 +289,9 @@ __global__ void __launch_bounds__(kThreads, 1)
             alpha0 = mn0 == kNegInf ? 1.f : exp2f(m0 - mn0);
             alpha1 = mn1 == kNegInf ? 1.f : exp2f(m1 - mn1);
             if (bi.mask) {
-              block_exp_int<true, kPolyEverySerial>(s, bi.blk, mn0, mn1, x);
+              block_exp_int<true, kPolyEverySerial>(s, bi.blk0, bi.blk1, mn0, mn1, x);
             } else {
-              block_exp_int<false, kPolyEverySerial>(s, bi.blk, mn0, mn1, x);
+              block_exp_int<false, kPolyEverySerial>(s, bi.blk0, bi.blk1, mn0, mn1, x);
             }
             pack_p(x, a);
             ++pv_count;
@@ -343,9 +350,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       auto softmax_inplace = [&](const BlockInfo& bi) {
         float ml0, ml1;
         if (bi.mask) {
-          block_max_int<true>(s, bi.j, ln, p, bi.blk, ml0, ml1);
+          block_max_int<true>(s, bi.j, ln, p, bi.blk0, bi.blk1, ml0, ml1);
         } else {
-          block_max_int<false>(s, bi.j, ln, p, bi.blk, ml0, ml1);
+          block_max_int<false>(s, bi.j, ln, p, bi.blk0, bi.blk1, ml0, ml1);
         }
         const float mn0 = fmaxf(m0, ml0), mn1 = fmaxf(m1, ml1);
         const bool skip = cur.lambda != kNegInf && stage2_skip(ml0, ml1, mn0, mn1, ln, cur.lambda);
@@ -355,9 +362,9 @@ __global__ void __launch_bounds__(kThreads, 1)
           alpha0 = mn0 == kNegInf ? 1.f : exp2f(m0 - mn0);
           alpha1 = mn1 == kNegInf ? 1.f : exp2f(m1 - mn1);
           if (bi.mask) {
-            block_exp_int<true, poly_every(kD)>(s, bi.blk, mn0, mn1, s);
+            block_exp_int<true, poly_every(kD)>(s, bi.blk0, bi.blk1, mn0, mn1, s);
           } else {
-            block_exp_int<false, poly_every(kD)>(s, bi.blk, mn0, mn1, s);
+            block_exp_int<false, poly_every(kD)>(s, bi.blk0, bi.blk1, mn0, mn1, s);
           }
         }
         m0 = mn0;

@@ -121,7 +121,10 @@ __global__ void __launch_bounds__(kWgThreads, wg_shape(kD).ctas)
   const int last_partial_k = (p.seq_k % kBlockK) ? p.num_k_blocks - 1 : p.num_k_blocks;
   const float lambda = p.lambda_log2 ? p.lambda_log2[w.h] : kNegInf;
   const bool stage2 = lambda != kNegInf;
-  const float q_scale = p.q_scale[w.row_idx];
+  // This thread's two rows (set_rows), relative to the tile.
+  const float* qs =
+      p.q_scale + w.row_idx * kBlockQ + half * kRowsPerWarpgroup + ln.warp * 16 + ln.lane / 4;
+  const float q_scale0 = qs[0], q_scale1 = qs[8];
 
   float acc[kD / 2];
   float pv[pv_regs(kD)];
@@ -138,7 +141,8 @@ __global__ void __launch_bounds__(kWgThreads, wg_shape(kD).ctas)
     const int stage = it % kStages;
     const uint32_t phase = (it / kStages) & 1;
     const int j = s_block[it];
-    const float blk = (q_scale * s_kscale[it]) * p.sm_scale_log2;
+    const float ks = s_kscale[it];
+    const float blk0 = (q_scale0 * ks) * p.sm_scale_log2, blk1 = (q_scale1 * ks) * p.sm_scale_log2;
     const bool mask = j >= last_partial_k ||
                       (p.causal && j * kBlockK + kBlockK - 1 > w.qb * kBlockQ + p.causal_offset);
     mbar_wait(&k_full[stage], phase);
@@ -150,9 +154,9 @@ __global__ void __launch_bounds__(kWgThreads, wg_shape(kD).ctas)
 
     float ml0, ml1;
     if (mask) {
-      block_max_int<true>(s, j, ln, p, blk, ml0, ml1);
+      block_max_int<true>(s, j, ln, p, blk0, blk1, ml0, ml1);
     } else {
-      block_max_int<false>(s, j, ln, p, blk, ml0, ml1);
+      block_max_int<false>(s, j, ln, p, blk0, blk1, ml0, ml1);
     }
     const float mn0 = fmaxf(m0, ml0), mn1 = fmaxf(m1, ml1);
     const bool skip = stage2 && stage2_skip(ml0, ml1, mn0, mn1, ln, lambda);
@@ -161,9 +165,9 @@ __global__ void __launch_bounds__(kWgThreads, wg_shape(kD).ctas)
       alpha0 = mn0 == kNegInf ? 1.f : exp2f(m0 - mn0);
       alpha1 = mn1 == kNegInf ? 1.f : exp2f(m1 - mn1);
       if (mask) {
-        block_exp_int<true, kPoly>(s, blk, mn0, mn1, s);
+        block_exp_int<true, kPoly>(s, blk0, blk1, mn0, mn1, s);
       } else {
-        block_exp_int<false, kPoly>(s, blk, mn0, mn1, s);
+        block_exp_int<false, kPoly>(s, blk0, blk1, mn0, mn1, s);
       }
       pack_p(s, a);
       ++pv_count;

@@ -3,9 +3,13 @@
 //
 // Data layouts produced by the prediction/quantisation kernels and consumed by the attention
 // kernels (all HND; padded to whole blocks with zeros so tile loads need no bounds checks):
-//   q8      int8  [B, H,   nq * block_q, D]        per-block INT8 of Q
+//   q8      int8  [B, H,   nq * block_q, D]        per-row INT8 of Q
 //   k8      int8  [B, Hkv, nk * block_k, D]        per-block INT8 of K - k_mean (kKMeanStride)
-//   q_scale fp32  [B, H,   nq]                     dequantisation scale of each Q block
+//   q_scale fp32  [B, H,   nq * block_q]           dequantisation scale of each Q row (padded
+//                                                  rows 1): the kernels scale each accumulator
+//                                                  row anyway, so a row scale costs one FMUL
+//                                                  per block and row, and a block's largest row
+//                                                  no longer sets the others' INT8 step
 //   k_scale fp32  [B, Hkv, nk]
 //   v8      e4m3  [B, Hkv, D, nk * block_k]        FP8 V, transposed (tokens contiguous): the
 //                                                  B operand of P·V must be K-major for FP8 MMA;

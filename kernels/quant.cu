@@ -155,7 +155,10 @@ __global__ void kv_finalize_kernel(QuantParams p, int chunks) {
 // Each warp owns kBlock/8 consecutive rows; kTpr = D/8 lanes share a row (8 columns per lane).
 // Row r of the block is src + rows[r] * stride_n when rows != nullptr (src: the head's row 0),
 // else src + r * stride_n (src: the block's first row).
-template <typename T, int D, int kBlock, bool kGather>
+// kRowScale (Q): one INT8 scale per row, scale_out[r] for r < kBlock (padded rows 1); else (K)
+// one per block, *scale_out. The row amax is taken again in the quantisation loop rather than
+// kept from the statistics loop: kIters more registers would spill (the kernel is at its cap).
+template <typename T, int D, int kBlock, bool kGather, bool kRowScale>
 __device__ void block_stats(const T* __restrict__ src, int64_t stride_n,
                             const int64_t* __restrict__ rows, int valid,
                             const float* __restrict__ mean, int8_t* __restrict__ out8,
@@ -257,16 +260,25 @@ __device__ void block_stats(const T* __restrict__ src, int64_t stride_n,
     if (lane == 0) {
       const float n = static_cast<float>(valid);
       *sim_out = part / (n * n);
-      *scale_out = block_amax > 0.f ? block_amax / 127.f : 1.f;
+      if constexpr (!kRowScale) *scale_out = block_amax > 0.f ? block_amax / 127.f : 1.f;
     }
   }
 
-  const float inv = block_amax > 0.f ? 127.f / block_amax : 0.f;
+  const float block_inv = block_amax > 0.f ? 127.f / block_amax : 0.f;
 #pragma unroll
   for (int it = 0; it < kIters; ++it) {
     const int r = warp * kRowsPerWarp + it * kRowsPerIt + rsub;
     float x[8];
     row_values(it, x);
+    float inv = block_inv;
+    if constexpr (kRowScale) {
+      float ramax = 0.f;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) ramax = fmaxf(ramax, fabsf(x[i]));
+      ramax = dev::warp_max<kTpr>(ramax);  // lanes of one row are kTpr consecutive lanes
+      inv = ramax > 0.f ? 127.f / ramax : 0.f;
+      if (lane % kTpr == 0) scale_out[r] = ramax > 0.f ? ramax / 127.f : 1.f;
+    }
     uint32_t w[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
@@ -295,9 +307,9 @@ __global__ void __launch_bounds__(kThreads, 3) qk_blocks_kernel(QuantParams p) {
     const T* src = static_cast<const T*>(p.q.ptr) + b * p.q.stride_b + h * p.q.stride_h;
     if (rows == nullptr) src += static_cast<int64_t>(blk) * kBq * p.q.stride_n;
     const int valid = min(kBq, p.seq_q - blk * kBq);
-    block_stats<T, D, kBq, kGather>(src, p.q.stride_n, rows, valid, nullptr,
-                                    p.q8 + (bh * p.num_q_blocks + blk) * kBq * D, p.q_scale + id,
-                                    p.q_pooled + id * D, p.q_sim + id);
+    block_stats<T, D, kBq, kGather, true>(src, p.q.stride_n, rows, valid, nullptr,
+                                          p.q8 + (bh * p.num_q_blocks + blk) * kBq * D,
+                                          p.q_scale + id * kBq, p.q_pooled + id * D, p.q_sim + id);
   } else {
     id -= q_ctas;
     const int blk = id % p.num_k_blocks;
@@ -307,9 +319,9 @@ __global__ void __launch_bounds__(kThreads, 3) qk_blocks_kernel(QuantParams p) {
     const T* src = static_cast<const T*>(p.k.ptr) + b * p.k.stride_b + h * p.k.stride_h;
     if (rows == nullptr) src += static_cast<int64_t>(blk) * kBk * p.k.stride_n;
     const int valid = min(kBk, p.seq_k - blk * kBk);
-    block_stats<T, D, kBk, kGather>(src, p.k.stride_n, rows, valid, p.k_mean + bh * D,
-                                    p.k8 + (bh * p.num_k_blocks + blk) * kBk * D, p.k_scale + id,
-                                    p.k_pooled + id * D, p.k_sim + id);
+    block_stats<T, D, kBk, kGather, false>(src, p.k.stride_n, rows, valid, p.k_mean + bh * D,
+                                           p.k8 + (bh * p.num_k_blocks + blk) * kBk * D,
+                                           p.k_scale + id, p.k_pooled + id * D, p.k_sim + id);
   }
 }
 

@@ -33,8 +33,11 @@ struct BlockData {
   BlockStats stats;
   at::Tensor padded;
 };
-// x: [B, H, N, D] fp32, already smoothed where required.
-BlockData block_data(const at::Tensor& x, int64_t block);
+// How INT8 scales are shared: one per block (K) or one per token row (Q).
+enum class Int8Scale { kPerBlock, kPerRow };
+// x: [B, H, N, D] fp32, already smoothed where required. stats.scale is [B, H, nblk] per block,
+// or [B, H, nblk * block] per row (padded rows 1), the layout of the kernels' q_scale.
+BlockData block_data(const at::Tensor& x, int64_t block, Int8Scale granularity);
 // K minus the mean of its tokens 0, S, 2S, ... (S = kernels::kKMeanStride) in fp32,
 // [B, Hkv, Nk, D].
 at::Tensor smooth_k(const at::Tensor& k);

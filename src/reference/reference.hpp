@@ -64,8 +64,10 @@ struct AttentionOptions {
 struct BlockStats {
   at::Tensor pooled;  // [B, H, nblk, D] fp32: mean of the block's valid rows
   at::Tensor sim;     // [B, H, nblk] fp32: mean pairwise cosine similarity of the valid rows
-  at::Tensor values;  // [B, H, N, D] int8: per-block symmetric quantisation (K after smoothing)
-  at::Tensor scale;   // [B, H, nblk] fp32: dequantisation scale (amax / 127)
+  at::Tensor values;  // [B, H, N, D] int8: symmetric quantisation (K after smoothing)
+  // Dequantisation scale (amax / 127), fp32: K [B, Hkv, nblk], one per block; Q [B, H, nblk *
+  // blk], one per token row (padded rows 1), the layout of the kernels' q_scale.
+  at::Tensor scale;
 };
 // Q is not smoothed. K is smoothed by its per-(b, kv head) mean of every kKMeanStride-th token
 // (kernels/params.h) before pooling and quantisation (softmax is invariant to that shift; it

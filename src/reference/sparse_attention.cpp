@@ -1,9 +1,9 @@
 // CPU reference, part 2: the block-sparse attention exactly as the kernels schedule it.
 //
 // NUMERICS CONTRACT (continues reference.cpp; the kernels follow it):
-//  * Q and K' = K - km are INT8 per block (reference.cpp). Padded rows/tokens are zero.
+//  * Q is INT8 per token row, K' = K - km per block (reference.cpp). Padded rows/tokens are zero.
 //  * For a kept block pair (i, j) and a query row r / key column c of it:
-//      x[r,c] = float(int32 Σ_d q8[r,d]·k8[c,d]) * ((q_scale[i] * k_scale[j]) * sm_scale_log2),
+//      x[r,c] = float(int32 Σ_d q8[r,d]·k8[c,d]) * ((q_scale[r] * k_scale[j]) * sm_scale_log2),
 //    products left to right in fp32, sm_scale_log2 = float(s * log2(e)). x = -inf where
 //    c >= Nk, r >= Nq (padded query rows take part in nothing) or tk > tq + (Nk - Nq) (causal).
 //  * Per (b, h, Q block i) the kept K blocks (mask ∧ causal validity) are visited in ascending j;
@@ -110,9 +110,10 @@ RowIndex row_index(const Problem& p) {
 }
 
 // Logits computed on the fly from block tensors qb [R, bq, D], kb [B * Hkv * nk, bk, D] and the
-// per-block factors (kernel mode: INT8 values as fp32 and the dequantisation scales; float mode:
-// raw values and unit scales). The INT8 dot products are exact in fp32 (|Σ| <= D * 127^2 < 2^24
-// for D <= 1040, checked), so this equals float(int32 accumulate).
+// dequantisation factors qs [R, bq] (per query row) and ks [B * Hkv * nk] (per K block) (kernel
+// mode: INT8 values as fp32 and their scales; float mode: raw values and unit scales). The INT8 dot
+// products are exact in fp32 (|Σ| <= D * 127^2 < 2^24 for D <= 1040, checked), so this equals
+// float(int32 accumulate).
 void set_logits_from_blocks(Problem& p, at::Tensor qb, at::Tensor kb, at::Tensor qs, at::Tensor ks,
                             RowIndex idx) {
   const float sm = p.sm_scale_log2;
@@ -122,8 +123,8 @@ void set_logits_from_blocks(Problem& p, at::Tensor qb, at::Tensor kb, at::Tensor
   p.logits = [=](const at::Tensor& r, const at::Tensor& j) {
     at::Tensor kidx = idx.kv_base.index_select(0, r) + j;
     at::Tensor x = at::bmm(qb.index_select(0, r), kb.index_select(0, kidx).transpose(1, 2));
-    at::Tensor factor = qs.index_select(0, r) * ks.index_select(0, kidx) * sm;
-    x = x * factor.view({-1, 1, 1});
+    at::Tensor factor = qs.index_select(0, r) * ks.index_select(0, kidx).view({-1, 1}) * sm;
+    x = x * factor.unsqueeze(2);
     at::Tensor vis =
         token_visibility(idx.i.index_select(0, r), j, bq, bk, nq_tokens, nk_tokens, causal);
     return x.masked_fill_(vis.logical_not(), kNegInf);
@@ -273,13 +274,13 @@ SparseResult sparse_attention(const at::Tensor& q, const at::Tensor& k, const at
                               const at::Tensor& mask, const std::vector<float>& lambda,
                               const Geometry& geometry, const AttentionOptions& options) {
   Problem p = make_problem(q, k, geometry, options, Mode::kKernel, v);
-  BlockData qd = block_data(q.to(at::kFloat).contiguous(), geometry.block_q);
-  BlockData kd = block_data(smooth_k(k).contiguous(), geometry.block_k);
+  BlockData qd = block_data(q.to(at::kFloat).contiguous(), geometry.block_q, Int8Scale::kPerRow);
+  BlockData kd = block_data(smooth_k(k).contiguous(), geometry.block_k, Int8Scale::kPerBlock);
   const int64_t D = p.shape.head_dim;
   RowIndex idx = row_index(p);
-  set_logits_from_blocks(p, qd.padded.reshape({-1, geometry.block_q, D}),
-                         kd.padded.reshape({-1, geometry.block_k, D}), qd.stats.scale.reshape({-1}),
-                         kd.stats.scale.reshape({-1}), idx);
+  set_logits_from_blocks(
+      p, qd.padded.reshape({-1, geometry.block_q, D}), kd.padded.reshape({-1, geometry.block_k, D}),
+      qd.stats.scale.reshape({-1, geometry.block_q}), kd.stats.scale.reshape({-1}), idx);
   prepare_v(p, v);
   return run(p, mask, lambda);
 }
@@ -291,7 +292,8 @@ SparseResult sparse_attention_float(const at::Tensor& q, const at::Tensor& k, co
   RowIndex idx = row_index(p);
   at::Tensor qb = to_blocks(q.to(at::kFloat), geometry.block_q);
   at::Tensor kb = to_blocks(k.to(at::kFloat), geometry.block_k);
-  set_logits_from_blocks(p, qb, kb, at::ones({qb.size(0)}), at::ones({kb.size(0)}), idx);
+  set_logits_from_blocks(p, qb, kb, at::ones({qb.size(0), qb.size(1)}), at::ones({kb.size(0)}),
+                         idx);
   prepare_v(p, v);
   return run(p, mask, lambda);
 }
@@ -304,8 +306,8 @@ HeadCache make_head_cache(const at::Tensor& q, const at::Tensor& k, const at::Te
   Problem p = make_problem(q, k, geometry, options, Mode::kKernel, v);
   const Shape& s = p.shape;
   const int64_t bq = geometry.block_q, bk = geometry.block_k, D = s.head_dim;
-  BlockData qd = block_data(q.to(at::kFloat).contiguous(), bq);
-  BlockData kd = block_data(smooth_k(k).contiguous(), bk);
+  BlockData qd = block_data(q.to(at::kFloat).contiguous(), bq, Int8Scale::kPerRow);
+  BlockData kd = block_data(smooth_k(k).contiguous(), bk, Int8Scale::kPerBlock);
 
   HeadCache c;
   c.geometry = geometry;
@@ -323,7 +325,7 @@ HeadCache make_head_cache(const at::Tensor& q, const at::Tensor& k, const at::Te
   // integers in fp32 and the same factor products, hence bit-identical to the uncached call).
   RowIndex idx = row_index(p);
   set_logits_from_blocks(p, qd.padded.reshape({-1, bq, D}), kd.padded.reshape({-1, bk, D}),
-                         qd.stats.scale.reshape({-1}), kd.stats.scale.reshape({-1}), idx);
+                         qd.stats.scale.reshape({-1, bq}), kd.stats.scale.reshape({-1}), idx);
   const int64_t R = s.batch * s.heads * p.nq;
   c.logits = at::empty({s.batch, s.heads, p.nq, p.nk, bq, bk}, at::kFloat);
   at::Tensor flat = c.logits.view({R, p.nk, bq, bk});

@@ -222,7 +222,7 @@ kernels::QuantParams quant_setup(Prepared& p, const at::Tensor& q, const at::Ten
   const auto f32 = at::TensorOptions(at::kFloat).device(q.device());
   const auto i8 = at::TensorOptions(at::kChar).device(q.device());
   p.q8 = at::empty({B, H, nq * geometry.block_q, D}, i8);
-  p.q_scale = at::empty({B, H, nq}, f32);
+  p.q_scale = at::empty({B, H, nq * geometry.block_q}, f32);  // one per token row
   p.q_pooled = at::empty({B, H, nq, D}, f32);
   p.q_sim = at::empty({B, H, nq}, f32);
   p.k8 = at::empty({B, Hkv, nk * geometry.block_k, D}, i8);

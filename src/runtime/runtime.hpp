@@ -59,7 +59,7 @@ struct Prepared {
   double scale = 0.0;  // softmax scale actually used
   bool causal = false;
 
-  at::Tensor q8, q_scale, q_pooled, q_sim;  // [B,H,nq*bq,D] i8, [B,H,nq], [B,H,nq,D], [B,H,nq]
+  at::Tensor q8, q_scale, q_pooled, q_sim;  // [B,H,nq*bq,D] i8, [B,H,nq*bq], [B,H,nq,D], [B,H,nq]
   at::Tensor k8, k_scale, k_pooled, k_sim,
       k_mean;               // same for smoothed K (Hkv, nk); k_mean [B,Hkv,D]
   at::Tensor v;             // FP8 geometry: e4m3 [B,Hkv,D,nk*bk]; half: [B,Hkv,nk*bk,D] input dtype

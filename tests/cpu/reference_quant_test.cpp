@@ -26,29 +26,45 @@ uint64_t fresh_seed() { return std::random_device{}(); }
 }  // namespace
 
 TEST(ReferenceQuant, Int8RoundsHalfToEvenAfterMultiplyingByTheInverse) {
-  // Block 0 (amax 127, inv = 1): 62.5 -> 62 and 2.5 -> 2 (half to even), -0.5 -> 0.
-  // Block 1 (amax 3): x = 0.0590551198f; x * float(127/3) is exactly 2.5 in fp32 -> 2, although
+  // Q takes one scale per token row. Row 0 (amax 127, inv = 1): 62.5 -> 62 (half to even).
+  // Row 2 (amax 3): x = 0.0590551198f; x * float(127/3) is exactly 2.5 in fp32 -> 2, although
   // the exact quotient 2.50000007 would round to 3: the contract multiplies by the fp32 inverse.
   at::Tensor q = rows({{127.f, 62.5f}, {-0.5f, 2.5f}, {3.f, 0.0590551198f}, {-1.5f, 0.f}});
   ref::BlockStats s = ref::q_block_stats(q, 2);
   ASSERT_EQ(s.values.scalar_type(), at::kChar);
   ASSERT_EQ(s.values.sizes(), q.sizes());
-  // -1.5f * 42.333332f rounds to -63.5 in fp32 -> -64 (even).
-  const std::vector<int> want = {127, 62, 0, 2, 127, 2, -64, 0};
+  // Row 1: -0.5 * 50.8 = -25.4 -> -25; row 3: -1.5 * 84.666664f = -127.
+  const std::vector<int> want = {127, 62, -25, 127, 127, 2, -127, 0};
   at::Tensor flat = s.values.flatten();
   for (int i = 0; i < 8; ++i) EXPECT_EQ(flat[i].item<int>(), want[i]) << "element " << i;
-  EXPECT_FLOAT_EQ(s.scale[0][0][0].item<float>(), 127.f / 127.f);
-  EXPECT_FLOAT_EQ(s.scale[0][0][1].item<float>(), 3.f / 127.f);
+  ASSERT_EQ(s.scale.sizes(), (std::vector<int64_t>{1, 1, 4}));  // one per row
+  const std::vector<float> want_scale = {127.f / 127.f, 2.5f / 127.f, 3.f / 127.f, 1.5f / 127.f};
+  for (int r = 0; r < 4; ++r) EXPECT_FLOAT_EQ(s.scale[0][0][r].item<float>(), want_scale[r]);
+}
+
+// K keeps one scale per block: the block's largest row sets the step of both rows. Row 0 is zero,
+// so the smoothing mean (tokens 0, 16, ...: row 0 alone here) is zero and K' = K.
+TEST(ReferenceQuant, KKeepsOneInt8ScalePerBlock) {
+  at::Tensor k = rows({{0.f, 0.f}, {-0.5f, 2.5f}, {127.f, 62.5f}, {-1.5f, 0.f}});
+  ref::BlockStats s = ref::k_block_stats(k, 2);
+  ASSERT_EQ(s.scale.sizes(), (std::vector<int64_t>{1, 1, 2}));  // one per block
+  EXPECT_FLOAT_EQ(s.scale[0][0][0].item<float>(), 2.5f / 127.f);
+  EXPECT_FLOAT_EQ(s.scale[0][0][1].item<float>(), 1.f);
+  // Row 3 at block 1's step of 1: -1.5 -> -2 (half to even), where a row scale would give -127.
+  const std::vector<int> want = {0, 0, -25, 127, 127, 62, -2, 0};
+  at::Tensor flat = s.values.flatten();
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(flat[i].item<int>(), want[i]) << "element " << i;
 }
 
 TEST(ReferenceQuant, Int8ZeroBlockHasUnitScaleAndPartialBlockIgnoresPadding) {
   // Block 0 is all zeros; block 1 is partial (one valid row of a block of 4).
   at::Tensor q = rows({{0.f, 0.f}, {0.f, 0.f}, {0.f, 0.f}, {0.f, 0.f}, {-2.f, 1.f}});
   ref::BlockStats s = ref::q_block_stats(q, 4);
-  EXPECT_EQ(s.scale.size(2), 2);
-  EXPECT_EQ(s.scale[0][0][0].item<float>(), 1.f);
+  ASSERT_EQ(s.scale.size(2), 8);  // one per row of the two padded blocks
+  for (int r = 0; r < 4; ++r) EXPECT_EQ(s.scale[0][0][r].item<float>(), 1.f) << "zero row " << r;
   EXPECT_EQ(s.values.narrow(2, 0, 4).abs().sum().item<int64_t>(), 0);
-  EXPECT_FLOAT_EQ(s.scale[0][0][1].item<float>(), 2.f / 127.f);
+  EXPECT_FLOAT_EQ(s.scale[0][0][4].item<float>(), 2.f / 127.f);
+  for (int r = 5; r < 8; ++r) EXPECT_EQ(s.scale[0][0][r].item<float>(), 1.f) << "padded row " << r;
   EXPECT_EQ(s.values[0][0][4][0].item<int>(), -127);
   // 1 * 63.5 = 63.5 -> 64 (half to even)
   EXPECT_EQ(s.values[0][0][4][1].item<int>(), 64);

@@ -556,7 +556,8 @@ TEST(AttentionSm80Bench, DISABLED_Throughput) {
       for (int j = 0; j < 8; ++j)
         h8[i + j] = static_cast<int8_t>(int((r >> (8 * j)) & 0xFF) % 255 - 127);
     }
-    DevBuf q8(qn), k8(qn), vh(qn * 2), qsc(int64_t{s.B} * s.H * nq * 4),
+    DevBuf q8(qn), k8(qn), vh(qn * 2),
+        qsc(int64_t{s.B} * s.H * nq * kBlockQ * 4),  // a scale per Q row
         ksc(int64_t{s.B} * s.H * nk * 4), o(qn * 2);
     cuda_check(cudaMemcpy(q8.get(), h8.data(), qn, cudaMemcpyHostToDevice), "h2d");
     std::reverse(h8.begin(), h8.end());
@@ -567,7 +568,7 @@ TEST(AttentionSm80Bench, DISABLED_Throughput) {
         hv[i] =
             __float2half(static_cast<float>(static_cast<int>(rng.next() % 2001) - 1000) / 1000.f);
       cuda_check(cudaMemcpy(vh.get(), hv.data(), qn * 2, cudaMemcpyHostToDevice), "h2d");
-      std::vector<float> sc(std::max(nq, nk) * int64_t{s.B} * s.H, 0.02f);
+      std::vector<float> sc(std::max(nq * kBlockQ, nk) * int64_t{s.B} * s.H, 0.02f);
       cuda_check(cudaMemcpy(qsc.get(), sc.data(), qsc.bytes(), cudaMemcpyHostToDevice), "h2d");
       cuda_check(cudaMemcpy(ksc.get(), sc.data(), ksc.bytes(), cudaMemcpyHostToDevice), "h2d");
     }

@@ -569,8 +569,8 @@ TEST(AttentionSm90Bench, DISABLED_Throughput) {
     // e4m3 bytes with bit 6 clear: exponent <= 7, |v| < 2, never NaN.
     for (auto& x : host) x = static_cast<int8_t>(rng.next() & 0xBF);
     cuda_check(cudaMemcpy(v8.p, host.data(), elems, cudaMemcpyHostToDevice), "v8");
-    std::vector<float> qs(size_t(s.B) * s.H * nq, 0.02f), ks(size_t(s.B) * s.H * nk, 0.02f),
-        vs(size_t(s.B) * s.H * s.D, 0.01f);
+    std::vector<float> qs(size_t(s.B) * s.H * nq * kBlock, 0.02f),  // per Q row
+        ks(size_t(s.B) * s.H * nk, 0.02f), vs(size_t(s.B) * s.H * s.D, 0.01f);
     DevBuf dqs(qs.size() * 4), dks(ks.size() * 4), dvs(vs.size() * 4);
     cuda_check(cudaMemcpy(dqs.p, qs.data(), qs.size() * 4, cudaMemcpyHostToDevice), "qs");
     cuda_check(cudaMemcpy(dks.p, ks.data(), ks.size() * 4, cudaMemcpyHostToDevice), "ks");
