@@ -104,12 +104,13 @@ TEST(ReferenceAttention, QuantisedDenseMaskIsCloseToExactDense) {
           ref::sparse_attention(x.q, x.k, x.v, all_blocks(c.B, c.H, c.nq, c.nk, g),
                                 std::vector<float>(c.H, kNoSkip), g, o);
       const ref::Metrics m = ref::compare(r.o, ref::dense_attention(x.q, x.k, x.v, o));
-      // Bounds: INT8 per block leaves logits with ~0.4 % relative error (half a step of 1/127
-      // of the block amax), which moves probabilities by ~1 %; e4m3 has 3 mantissa bits (up to
-      // 6.25 % per element, ~2 % on average for both P and V), averaged over many keys in each
-      // output. SageAttention2 reports rel-L1 ~ 1-3 % for INT8 + FP8 attention; we require
-      // < 5 % for FP8 (the default tuning budget must leave room for sparsity) and < 2 % for
-      // half P·V (only INT8 QK error remains, plus fp16 rounding of P and V).
+      // Bounds: INT8 (Q per row, K per block) leaves logits with ~0.4 % relative error (half a
+      // step of 1/127 of the row or block amax), which moves probabilities by ~1 %; e4m3 has 3
+      // mantissa bits (up to 6.25 % per element, ~2 % on average for both P and V), averaged
+      // over many keys in each output. SageAttention2 reports rel-L1 ~ 1-3 % for INT8 + FP8
+      // attention; we require < 5 % for FP8 (the default tuning budget must leave room for
+      // sparsity) and < 2 % for half P·V (only INT8 QK error remains, plus fp16 rounding of P and
+      // V).
       EXPECT_LT(m.rel_l1, pv == ref::PvNumerics::kFp8 ? 0.05 : 0.02);
       EXPECT_GT(m.cosine, 0.998);
       EXPECT_TRUE(at::isfinite(r.o).all().item<bool>());
