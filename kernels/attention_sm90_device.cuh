@@ -369,13 +369,28 @@ struct TileCtx {
   uint64_t dq;               // wgmma descriptor of this consumer's 64 rows of Q in the slot
 };
 
+// This thread's first accumulator row within its 128-row tile (consumer warpgroup cw); the
+// second is 8 below.
+__device__ __forceinline__ int tile_row0(int cw, const Lanes& ln) {
+  return cw * kRowsPerWarpgroup + ln.warp * 16 + ln.lane / 4;
+}
+
 // The query tokens of this thread's accumulator rows in tile w (consumer warpgroup cw).
 __device__ __forceinline__ void set_rows(Lanes& ln, const Tile& w, int cw,
                                          const AttentionParams& p) {
-  ln.row0 = w.qb * kBlockQ + cw * kRowsPerWarpgroup + ln.warp * 16 + ln.lane / 4;
+  ln.row0 = w.qb * kBlockQ + tile_row0(cw, ln);
   ln.row1 = ln.row0 + 8;
   ln.valid0 = ln.row0 < p.seq_q;
   ln.valid1 = ln.row1 < p.seq_q;
+}
+
+// INT8 scales of this thread's two query rows in tile w (q_scale holds one per row; tile w's
+// start at row_idx · kBlockQ).
+__device__ __forceinline__ void q_row_scales(const AttentionParams& p, const Tile& w, int cw,
+                                             const Lanes& ln, float& s0, float& s1) {
+  const float* qs = p.q_scale + w.row_idx * kBlockQ + tile_row0(cw, ln);
+  s0 = qs[0];
+  s1 = qs[8];
 }
 
 // Tile w's rows of the output (ln holds them), in the launch's output dtype.

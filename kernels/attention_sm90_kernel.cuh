@@ -246,11 +246,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       c.w = make_tile(p, t);
       c.slot = slot;
       c.lambda = p.lambda_log2 ? p.lambda_log2[c.w.h] : kNegInf;
-      // This thread's rows of the tile: the rows set_rows gives, relative to the tile.
-      const float* qs =
-          p.q_scale + c.w.row_idx * kBlockQ + cw * kRowsPerWarpgroup + ln.warp * 16 + ln.lane / 4;
-      c.q_scale0 = qs[0];
-      c.q_scale1 = qs[8];
+      q_row_scales(p, c.w, cw, ln, c.q_scale0, c.q_scale1);
       c.dq = qk_desc<kD>(smem_u32(s_q + slot * Plan::kQBytes) + cw * kRowsPerWarpgroup * kD);
       return true;
     };

@@ -121,10 +121,8 @@ __global__ void __launch_bounds__(kWgThreads, wg_shape(kD).ctas)
   const int last_partial_k = (p.seq_k % kBlockK) ? p.num_k_blocks - 1 : p.num_k_blocks;
   const float lambda = p.lambda_log2 ? p.lambda_log2[w.h] : kNegInf;
   const bool stage2 = lambda != kNegInf;
-  // This thread's two rows (set_rows), relative to the tile.
-  const float* qs =
-      p.q_scale + w.row_idx * kBlockQ + half * kRowsPerWarpgroup + ln.warp * 16 + ln.lane / 4;
-  const float q_scale0 = qs[0], q_scale1 = qs[8];
+  float q_scale0, q_scale1;
+  q_row_scales(p, w, half, ln, q_scale0, q_scale1);
 
   float acc[kD / 2];
   float pv[pv_regs(kD)];

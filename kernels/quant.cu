@@ -156,8 +156,9 @@ __global__ void kv_finalize_kernel(QuantParams p, int chunks) {
 // Row r of the block is src + rows[r] * stride_n when rows != nullptr (src: the head's row 0),
 // else src + r * stride_n (src: the block's first row).
 // kRowScale (Q): one INT8 scale per row, scale_out[r] for r < kBlock (padded rows 1); else (K)
-// one per block, *scale_out. The row amax is taken again in the quantisation loop rather than
-// kept from the statistics loop: kIters more registers would spill (the kernel is at its cap).
+// one per block, *scale_out. The block amax is reduced only for K; Q's row amax is taken in the
+// quantisation loop rather than in the statistics loop, whose kIters values would have to stay
+// live in registers (the kernel is at its cap).
 template <typename T, int D, int kBlock, bool kGather, bool kRowScale>
 __device__ void block_stats(const T* __restrict__ src, int64_t stride_n,
                             const int64_t* __restrict__ rows, int valid,
@@ -213,7 +214,7 @@ __device__ void block_stats(const T* __restrict__ src, int64_t stride_n,
     for (int i = 0; i < 8; ++i) {
       colsum[i] += x[i];
       hatsum[i] += x[i] * rnorm;
-      amax = fmaxf(amax, fabsf(x[i]));
+      if constexpr (!kRowScale) amax = fmaxf(amax, fabsf(x[i]));
     }
   }
   // Lanes holding the same columns differ by multiples of kTpr.
@@ -225,7 +226,7 @@ __device__ void block_stats(const T* __restrict__ src, int64_t stride_n,
       hatsum[i] += __shfl_xor_sync(0xffffffffu, hatsum[i], o);
     }
   }
-  amax = dev::warp_max(amax);
+  if constexpr (!kRowScale) amax = dev::warp_max(amax);
 
   __shared__ float s_col[kWarps][D];
   __shared__ float s_hat[kWarps][D];
@@ -237,11 +238,15 @@ __device__ void block_stats(const T* __restrict__ src, int64_t stride_n,
       s_hat[warp][col + i] = hatsum[i];
     }
   }
-  if (lane == 0) s_amax[warp] = amax;
+  if constexpr (!kRowScale) {
+    if (lane == 0) s_amax[warp] = amax;
+  }
   __syncthreads();
   float block_amax = 0.f;
+  if constexpr (!kRowScale) {
 #pragma unroll
-  for (int w = 0; w < kWarps; ++w) block_amax = fmaxf(block_amax, s_amax[w]);
+    for (int w = 0; w < kWarps; ++w) block_amax = fmaxf(block_amax, s_amax[w]);
+  }
 
   if (warp == 0) {
     // sim = |sum of unit rows|^2 / n^2 (mean pairwise cosine, diagonal included).
