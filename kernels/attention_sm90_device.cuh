@@ -154,6 +154,14 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
+// alpha = 2^(m_old - m_new), the factor a row's O and l are rescaled by when its maximum moves
+// from m_old to m_new (1 while the row has no finite maximum yet; 0 from m_old = -inf). The
+// argument is <= 0, so the SFU's approximation needs none of exp2f's range handling below -126
+// (a factor under 2^-126 flushes to 0 instead of a subnormal: ~10 fewer instructions per block).
+__device__ __forceinline__ float rescale_factor(float m_old, float m_new) {
+  return m_new == kNegInf ? 1.f : fast_exp2(m_old - m_new);
+}
+
 // P (fp32, accumulator layout) -> e4m3 A fragments, in place. This thread holds, per 8-column
 // chunk c, columns 8c + 2t, +1 of rows g (e = 0, 1) and g + 8 (e = 2, 3); v8 stores the tokens of
 // each 32-token k-step in the order that makes those pairs the A fragment's bytes 4t..4t+3
@@ -365,8 +373,23 @@ struct TileCtx {
   Tile w;
   int slot;                  // its Q slot
   float lambda;              // stage-2 threshold of its head (log2 units); -inf = stage 2 off
-  float q_scale0, q_scale1;  // INT8 scales of this thread's two query rows (row0, row1)
-  uint64_t dq;               // wgmma descriptor of this consumer's 64 rows of Q in the slot
+  float q_scale0, q_scale1;  // The first K block index whose logits need the per-element mask in
+                             // tile w: the partial last
+  // block (Nk not a multiple of 128) and, causal, every block reaching past the tile's first query
+  // row (j·128 + 127 > qb·128 + offset). Both conditions are "j at or above a bound", so the block
+  // loop tests one comparison instead of recomputing them per block.
+  __device__ __forceinline__ int first_masked_block(const AttentionParams& p, const Tile& w) {
+    int from = (p.seq_k % kBlockK) ? p.num_k_blocks - 1 : p.num_k_blocks;
+    if (p.causal) {
+      const int c = w.qb * kBlockQ + p.causal_offset - (kBlockK - 1);  // masked iff j·128 > c
+      const int floor_div = c >= 0 ? c / kBlockK : -((-c + kBlockK - 1) / kBlockK);
+      from = min(from, floor_div + 1);
+    }
+    return from;
+  }
+
+  // INT8 scales of this thread's two query rows (row0, row1)
+  uint64_t dq;  // wgmma descriptor of this consumer's 64 rows of Q in the slot
 };
 
 // This thread's first accumulator row within its 128-row tile (consumer warpgroup cw); the
@@ -382,6 +405,20 @@ __device__ __forceinline__ void set_rows(Lanes& ln, const Tile& w, int cw,
   ln.row1 = ln.row0 + 8;
   ln.valid0 = ln.row0 < p.seq_q;
   ln.valid1 = ln.row1 < p.seq_q;
+}
+
+// The first K block index whose logits need the per-element mask in tile w: the partial last
+// block (Nk not a multiple of 128) and, causal, every block reaching past the tile's first query
+// row (j·128 + 127 > qb·128 + offset). Both conditions are "j at or above a bound", so the block
+// loop tests one comparison instead of recomputing them per block.
+__device__ __forceinline__ int first_masked_block(const AttentionParams& p, const Tile& w) {
+  int from = (p.seq_k % kBlockK) ? p.num_k_blocks - 1 : p.num_k_blocks;
+  if (p.causal) {
+    const int c = w.qb * kBlockQ + p.causal_offset - (kBlockK - 1);  // masked iff j·128 > c
+    const int floor_div = c >= 0 ? c / kBlockK : -((-c + kBlockK - 1) / kBlockK);
+    from = min(from, floor_div + 1);
+  }
+  return from;
 }
 
 // INT8 scales of this thread's two query rows in tile w (q_scale holds one per row; tile w's

@@ -172,8 +172,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     auto release = [&](int stage) {
       if (ln.lane == 0) mbar_arrive(&empty[stage]);
     };
-    const int last_partial_k =
-        (p.seq_k % kBlockK) ? p.num_k_blocks - 1 : p.num_k_blocks;  // needs the Nk mask
 
     // State of the tile in hand: its facts (cur), this warpgroup's output accumulator, the
     // online-softmax statistics of its rows, and P of the block whose P·V is issued next.
@@ -212,15 +210,14 @@ __global__ void __launch_bounds__(kThreads, 1)
       int j = 0;
       float ks = 0.f;
       if (ln.lane == 0) {
-        j = info_j[stage];
-        ks = info_ks[stage];
+        j = ld_shared_s32(smem_u32(info_j + stage));
+        ks = ld_shared_f32(smem_u32(info_ks + stage));
       }
       bi.j = __shfl_sync(0xffffffffu, j, 0);
       ks = __shfl_sync(0xffffffffu, ks, 0);
       bi.blk0 = (c.q_scale0 * ks) * p.sm_scale_log2;
       bi.blk1 = (c.q_scale1 * ks) * p.sm_scale_log2;
-      bi.mask = bi.j >= last_partial_k ||
-                (p.causal && bi.j * kBlockK + kBlockK - 1 > c.w.qb * kBlockQ + p.causal_offset);
+      bi.mask = bi.j >= first_masked_block(p, c.w);
       return bi;
     };
 
@@ -282,8 +279,8 @@ __global__ void __launch_bounds__(kThreads, 1)
           const bool skip = stage2 && stage2_skip(ml0, ml1, mn0, mn1, ln, cur.lambda);
           float alpha0 = 1.f, alpha1 = 1.f;  // a skipping warp leaves acc as it is
           if (!skip) {
-            alpha0 = mn0 == kNegInf ? 1.f : exp2f(m0 - mn0);
-            alpha1 = mn1 == kNegInf ? 1.f : exp2f(m1 - mn1);
+            alpha0 = rescale_factor(m0, mn0);
+            alpha1 = rescale_factor(m1, mn1);
             if (bi.mask) {
               block_exp_int<true, kPolyEverySerial>(s, bi.blk0, bi.blk1, mn0, mn1, x);
             } else {
@@ -355,8 +352,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         alpha0 = 1.f;
         alpha1 = 1.f;
         if (!skip) {
-          alpha0 = mn0 == kNegInf ? 1.f : exp2f(m0 - mn0);
-          alpha1 = mn1 == kNegInf ? 1.f : exp2f(m1 - mn1);
+          alpha0 = rescale_factor(m0, mn0);
+          alpha1 = rescale_factor(m1, mn1);
           if (bi.mask) {
             block_exp_int<true, poly_every(kD)>(s, bi.blk0, bi.blk1, mn0, mn1, s);
           } else {

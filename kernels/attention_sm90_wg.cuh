@@ -118,9 +118,10 @@ __global__ void __launch_bounds__(kWgThreads, wg_shape(kD).ctas)
   set_rows(ln, w, half, p);
   const uint64_t dq = qk_desc<kD>(smem_u32(s_q));
   const uint64_t dk0 = qk_desc<kD>(smem_u32(s_k)), dv0 = v_desc(smem_u32(s_v));
-  const int last_partial_k = (p.seq_k % kBlockK) ? p.num_k_blocks - 1 : p.num_k_blocks;
+  const int mask_from = first_masked_block(p, w);
   const float lambda = p.lambda_log2 ? p.lambda_log2[w.h] : kNegInf;
   const bool stage2 = lambda != kNegInf;
+  const uint32_t s_block_u32 = smem_u32(s_block), s_kscale_u32 = smem_u32(s_kscale);
   float q_scale0, q_scale1;
   q_row_scales(p, w, half, ln, q_scale0, q_scale1);
 
@@ -129,7 +130,7 @@ __global__ void __launch_bounds__(kWgThreads, wg_shape(kD).ctas)
 #pragma unroll
   for (int i = 0; i < kD / 2; ++i) acc[i] = 0.f;
   float m0 = kNegInf, m1 = kNegInf, l0 = 0.f, l1 = 0.f;
-  int pv_count = 0;
+  int skipped = 0;  // blocks this warp's stage 2 skipped (counted off the common path)
   uint32_t a[4][4];
   int32_t s[64];
   mbar_wait(q_full, 0);
@@ -138,11 +139,10 @@ __global__ void __launch_bounds__(kWgThreads, wg_shape(kD).ctas)
   for (int it = 0; it < w.num_iters; ++it) {
     const int stage = it % kStages;
     const uint32_t phase = (it / kStages) & 1;
-    const int j = s_block[it];
-    const float ks = s_kscale[it];
+    const int j = ld_shared_s16(s_block_u32 + 2 * it);
+    const float ks = ld_shared_f32(s_kscale_u32 + 4 * it);
     const float blk0 = (q_scale0 * ks) * p.sm_scale_log2, blk1 = (q_scale1 * ks) * p.sm_scale_log2;
-    const bool mask = j >= last_partial_k ||
-                      (p.causal && j * kBlockK + kBlockK - 1 > w.qb * kBlockQ + p.causal_offset);
+    const bool mask = j >= mask_from;
     mbar_wait(&k_full[stage], phase);
     wgmma_fence();
     issue_qk<kD>(s, dq, desc_advance(dk0, stage * Plan::kKBytes));
@@ -160,16 +160,16 @@ __global__ void __launch_bounds__(kWgThreads, wg_shape(kD).ctas)
     const bool skip = stage2 && stage2_skip(ml0, ml1, mn0, mn1, ln, lambda);
     float alpha0 = 1.f, alpha1 = 1.f;
     if (!skip) {
-      alpha0 = mn0 == kNegInf ? 1.f : exp2f(m0 - mn0);
-      alpha1 = mn1 == kNegInf ? 1.f : exp2f(m1 - mn1);
+      alpha0 = rescale_factor(m0, mn0);
+      alpha1 = rescale_factor(m1, mn1);
       if (mask) {
         block_exp_int<true, kPoly>(s, blk0, blk1, mn0, mn1, s);
       } else {
         block_exp_int<false, kPoly>(s, blk0, blk1, mn0, mn1, s);
       }
       pack_p(s, a);
-      ++pv_count;
     } else {
+      ++skipped;
       clear_p(a);
     }
     m0 = mn0;
@@ -191,7 +191,7 @@ __global__ void __launch_bounds__(kWgThreads, wg_shape(kD).ctas)
     }
   }
   if (p.stage2_kept && ln.lane == 0) {
-    p.stage2_kept[w.row_idx * kGroupsPerBlock + half * 4 + ln.warp] = pv_count;
+    p.stage2_kept[w.row_idx * kGroupsPerBlock + half * 4 + ln.warp] = w.num_iters - skipped;
   }
   store_any<kD>(acc, l0, l1, ln, p, w);
 #endif  // SPARGE_SM90A_DEVICE

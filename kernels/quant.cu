@@ -156,9 +156,12 @@ __global__ void kv_finalize_kernel(QuantParams p, int chunks) {
 // Row r of the block is src + rows[r] * stride_n when rows != nullptr (src: the head's row 0),
 // else src + r * stride_n (src: the block's first row).
 // kRowScale (Q): one INT8 scale per row, scale_out[r] for r < kBlock (padded rows 1); else (K)
-// one per block, *scale_out. The block amax is reduced only for K; Q's row amax is taken in the
-// quantisation loop rather than in the statistics loop, whose kIters values would have to stay
-// live in registers (the kernel is at its cap).
+// one per block, *scale_out. The block amax is reduced only for K. Q's row amax is reduced in the
+// statistics loop and parked one row per lane (lane L of a warp holds its row L), so each lane
+// does one IEEE division pair for its row and the quantisation loop fetches the row's 127 / amax
+// with a shuffle: a division pair per row slice (every lane of every row, ~20 instructions per
+// 8 values) was the largest cost the per-row scale added. Keeping the kIters amaxes of a lane's
+// own rows live instead would cost kIters registers at the kernel's cap.
 template <typename T, int D, int kBlock, bool kGather, bool kRowScale>
 __device__ void block_stats(const T* __restrict__ src, int64_t stride_n,
                             const int64_t* __restrict__ rows, int valid,
@@ -170,6 +173,7 @@ __device__ void block_stats(const T* __restrict__ src, int64_t stride_n,
   constexpr int kRowsPerWarp = kBlock / kWarps;
   constexpr int kIters = kRowsPerWarp / kRowsPerIt;
   static_assert(kIters >= 1 && kRowsPerWarp % kRowsPerIt == 0);
+  static_assert(!kRowScale || kRowsPerWarp <= 32, "one row per lane");
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int col = (lane % kTpr) * 8;
   const int rsub = lane / kTpr;
@@ -199,10 +203,21 @@ __device__ void block_stats(const T* __restrict__ src, int64_t stride_n,
   };
   float colsum[8] = {}, hatsum[8] = {};
   float amax = 0.f;
+  float row_amax = 0.f;  // kRowScale: lane L < kRowsPerWarp, the amax of the warp's row L
 #pragma unroll
   for (int it = 0; it < kIters; ++it) {
     float x[8];
     row_values(it, x);
+    if constexpr (kRowScale) {
+      float ra = 0.f;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) ra = fmaxf(ra, fabsf(x[i]));
+      ra = dev::warp_max<kTpr>(ra);  // lanes of one row are kTpr consecutive lanes
+      // Rows it·kRowsPerIt + q (q < kRowsPerIt) sit on lanes q·kTpr...: lane L of this
+      // iteration's range takes row L's value.
+      const float got = __shfl_sync(0xffffffffu, ra, (lane % kRowsPerIt) * kTpr);
+      if (lane / kRowsPerIt == it) row_amax = got;
+    }
     float ss = 0.f;
 #pragma unroll
     for (int i = 0; i < 8; ++i) ss += x[i] * x[i];
@@ -270,20 +285,20 @@ __device__ void block_stats(const T* __restrict__ src, int64_t stride_n,
   }
 
   const float block_inv = block_amax > 0.f ? 127.f / block_amax : 0.f;
+  float row_inv = 0.f;
+  if constexpr (kRowScale) {
+    row_inv = row_amax > 0.f ? 127.f / row_amax : 0.f;
+    if (lane < kRowsPerWarp) {
+      scale_out[warp * kRowsPerWarp + lane] = row_amax > 0.f ? row_amax / 127.f : 1.f;
+    }
+  }
 #pragma unroll
   for (int it = 0; it < kIters; ++it) {
     const int r = warp * kRowsPerWarp + it * kRowsPerIt + rsub;
     float x[8];
     row_values(it, x);
     float inv = block_inv;
-    if constexpr (kRowScale) {
-      float ramax = 0.f;
-#pragma unroll
-      for (int i = 0; i < 8; ++i) ramax = fmaxf(ramax, fabsf(x[i]));
-      ramax = dev::warp_max<kTpr>(ramax);  // lanes of one row are kTpr consecutive lanes
-      inv = ramax > 0.f ? 127.f / ramax : 0.f;
-      if (lane % kTpr == 0) scale_out[r] = ramax > 0.f ? ramax / 127.f : 1.f;
-    }
+    if constexpr (kRowScale) inv = __shfl_sync(0xffffffffu, row_inv, it * kRowsPerIt + rsub);
     uint32_t w[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {

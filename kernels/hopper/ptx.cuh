@@ -15,6 +15,25 @@ __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
+// Shared-memory loads by 32-bit shared address: through a generic pointer the compiler cannot
+// prove the space and emits a generic load with 64-bit address arithmetic. volatile keeps them
+// after the barrier that published the data.
+__device__ __forceinline__ float ld_shared_f32(uint32_t addr) {
+  float v;
+  asm volatile("ld.shared.f32 %0, [%1];" : "=f"(v) : "r"(addr));
+  return v;
+}
+__device__ __forceinline__ int ld_shared_s32(uint32_t addr) {
+  int v;
+  asm volatile("ld.shared.s32 %0, [%1];" : "=r"(v) : "r"(addr));
+  return v;
+}
+__device__ __forceinline__ int ld_shared_s16(uint32_t addr) {
+  int16_t v;
+  asm volatile("ld.shared.s16 %0, [%1];" : "=h"(v) : "r"(addr));
+  return v;
+}
+
 // ---- mbarrier (CTA scope) --------------------------------------------------------------------
 __device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(bar)), "r"(count)
