@@ -373,23 +373,8 @@ struct TileCtx {
   Tile w;
   int slot;                  // its Q slot
   float lambda;              // stage-2 threshold of its head (log2 units); -inf = stage 2 off
-  float q_scale0, q_scale1;  // The first K block index whose logits need the per-element mask in
-                             // tile w: the partial last
-  // block (Nk not a multiple of 128) and, causal, every block reaching past the tile's first query
-  // row (j·128 + 127 > qb·128 + offset). Both conditions are "j at or above a bound", so the block
-  // loop tests one comparison instead of recomputing them per block.
-  __device__ __forceinline__ int first_masked_block(const AttentionParams& p, const Tile& w) {
-    int from = (p.seq_k % kBlockK) ? p.num_k_blocks - 1 : p.num_k_blocks;
-    if (p.causal) {
-      const int c = w.qb * kBlockQ + p.causal_offset - (kBlockK - 1);  // masked iff j·128 > c
-      const int floor_div = c >= 0 ? c / kBlockK : -((-c + kBlockK - 1) / kBlockK);
-      from = min(from, floor_div + 1);
-    }
-    return from;
-  }
-
-  // INT8 scales of this thread's two query rows (row0, row1)
-  uint64_t dq;  // wgmma descriptor of this consumer's 64 rows of Q in the slot
+  float q_scale0, q_scale1;  // INT8 scales of this thread's two query rows (row0, row1)
+  uint64_t dq;               // wgmma descriptor of this consumer's 64 rows of Q in the slot
 };
 
 // This thread's first accumulator row within its 128-row tile (consumer warpgroup cw); the
