@@ -394,8 +394,9 @@ __device__ __forceinline__ void set_rows(Lanes& ln, const Tile& w, int cw,
 
 // The first K block index whose logits need the per-element mask in tile w: the partial last
 // block (Nk not a multiple of 128) and, causal, every block reaching past the tile's first query
-// row (j·128 + 127 > qb·128 + offset). Both conditions are "j at or above a bound", so the block
-// loop tests one comparison instead of recomputing them per block.
+// row (j·128 + 127 > qb·128 + offset). Both conditions are "j at or above a bound", so a block
+// costs one comparison against it. warpgroup keeps the bound for the tile; pingpong calls this per
+// block, because one more live value in its TileCtx costs it 8 B more spills (NOTES run 27).
 __device__ __forceinline__ int first_masked_block(const AttentionParams& p, const Tile& w) {
   int from = (p.seq_k % kBlockK) ? p.num_k_blocks - 1 : p.num_k_blocks;
   if (p.causal) {
