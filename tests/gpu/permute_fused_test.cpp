@@ -275,7 +275,10 @@ TEST(PermuteFusedPipeline, AttentionReturnsTheCallersOrder) {
     opts.token_order = perm.index;
     const at::Tensor got = rt::attention(q, k, v, th, opts, kernel);
     EXPECT_EQ(got.sizes(), q.sizes());
-    EXPECT_LT(got.stride(2), got.stride(1)) << "an NHD q gives an NHD output";
+    // NHD: the token stride (dim 2) spans all heads, so it is the larger one; the output takes
+    // q's strides exactly.
+    EXPECT_GT(got.stride(2), got.stride(1)) << "an NHD q gives an NHD output";
+    EXPECT_EQ(got.strides(), q.strides());
     EXPECT_TRUE(same_bits(got, want));
   }
 }
