@@ -302,7 +302,7 @@ void register_bench(CLI::App& app, Context&) {
   sub->add_flag("--no-real-data", args->no_real_data,
                 "Skip the suite's real-data accuracy rows (they need scikit-image)");
   sub->footer(
-      "Hopper kernels: sm90 runs warpgroup (one warpgroup of 64 rows per CTA, three CTAs per "
+      "Hopper kernels: sm90 runs warpgroup (one warpgroup of 64 rows per CTA, four CTAs per "
       "SM) at D = 64 and pingpong (a producer and two consumer warpgroups taking turns, "
       "persistent grid) at D = 128, the fastest of each measured. --kernel sm90.NAME forces one "
       "at every head dim; the JSON and the table headers record it, and `sparge report` says so "
