@@ -9,6 +9,13 @@
 #     --shape 1,32,32768,128 --shape 2,30,17776,64 --density 0.1 --no-baselines
 #
 # AB_A / AB_B: extra CMake arguments of each side (default none: A is the shipped build).
+# AB_SRC_A / AB_SRC_B: build that side from another source tree: a tar of it, which
+# scripts/ab-tree.sh makes from a commit or branch (the GPU machine's copy of this tree has no
+# history), or a directory. E.g. main against a branch (kernels/NOTES.md runs 27-31 ran so):
+#
+#   scripts/ab-tree.sh main ab/a.tar && scripts/ab-tree.sh quant-pack-sat ab/b.tar   # here
+#   AB_SRC_A=ab/a.tar AB_SRC_B=ab/b.tar AB_TESTS=Quant scripts/gpu-ab.sh --shape ...  # GPU
+#
 # AB_ROUNDS (default 2), AB_TESTS (ctest -R regex of GPU tests to run on B; empty: none) and
 # AB_TEST_TARGETS (the test executables B builds for them; default quant, predict and runtime),
 # SPARGE_CUDA_ARCHS (default 90a: the Hopper kernels only, to halve the build).
@@ -27,12 +34,26 @@ targets_b=sparge
 [[ -n "${AB_TESTS:-}" ]] &&
   targets_b="sparge ${AB_TEST_TARGETS:-gpu_test_quant gpu_test_predict gpu_test_runtime}"
 
+# The source tree of a side: this one, AB_SRC_<SIDE>'s directory, or its tar unpacked.
+src_of() {
+  local var="AB_SRC_${1^^}"
+  local src=${!var:-}
+  if [[ -z $src ]]; then
+    echo .
+  elif [[ -d $src ]]; then
+    echo "$src"
+  else
+    rm -rf "ab-src-$1" && mkdir -p "ab-src-$1" && tar -xf "$src" -C "ab-src-$1" && echo "ab-src-$1"
+  fi
+}
+
 # build <side> <targets> <extra cmake args...>; targets and arguments are word lists on purpose.
 # shellcheck disable=SC2086
 build() {
-  local side=$1 targets=$2
+  local side=$1 targets=$2 src
   shift 2
-  cmake -S . -B "build-$side" -G Ninja -DPython3_EXECUTABLE="$(command -v python3)" \
+  src=$(src_of "$side") || return 1
+  cmake -S "$src" -B "build-$side" -G Ninja -DPython3_EXECUTABLE="$(command -v python3)" \
     -DSPARGE_CUDA_ARCHS="${SPARGE_CUDA_ARCHS:-90a}" "$@" >"$R/configure-$side.log" 2>&1 &&
     cmake --build "build-$side" -j "$(nproc)" --target $targets >"$R/build-$side.log" 2>&1
 }
@@ -41,7 +62,7 @@ t0=$(date +%s)
 build a sparge ${AB_A:-} || { tail -20 "$R/build-a.log"; exit 1; }
 # shellcheck disable=SC2086
 build b "$targets_b" ${AB_B:-} || { tail -20 "$R/build-b.log"; exit 1; }
-echo "gpu-ab: built A (${AB_A:-shipped}) and B (${AB_B:-shipped}) in $(($(date +%s) - t0)) s" |
+echo "gpu-ab: built A (${AB_SRC_A:-this tree} ${AB_A:-}) and B (${AB_SRC_B:-this tree} ${AB_B:-}) in $(($(date +%s) - t0)) s" |
   tee "$R/summary.txt"
 
 rc=0
