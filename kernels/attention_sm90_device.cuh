@@ -394,17 +394,15 @@ __device__ __forceinline__ void set_rows(Lanes& ln, const Tile& w, int cw,
 
 // The first K block index whose logits need the per-element mask in tile w: the partial last
 // block (Nk not a multiple of 128) and, causal, every block reaching past the tile's first query
-// row (j·128 + 127 > qb·128 + offset). Both conditions are "j at or above a bound", so a block
-// costs one comparison against it. warpgroup keeps the bound for the tile; pingpong calls this per
-// block, because one more live value in its TileCtx costs it 8 B more spills (NOTES run 27).
+// row, j·128 + 127 > qb·128 + offset, i.e. j >= (qb·128 + offset + 1) / 128 (offset >= 0, checked
+// at launch, so the division is a plain non-negative one). Both conditions are "j at or above a
+// bound", so a block costs one comparison against it. warpgroup keeps the bound for the tile;
+// pingpong calls this per block, because one more live value in its TileCtx costs it 8 B more
+// spills (NOTES run 27).
 __device__ __forceinline__ int first_masked_block(const AttentionParams& p, const Tile& w) {
-  int from = (p.seq_k % kBlockK) ? p.num_k_blocks - 1 : p.num_k_blocks;
-  if (p.causal) {
-    const int c = w.qb * kBlockQ + p.causal_offset - (kBlockK - 1);  // masked iff j·128 > c
-    const int floor_div = c >= 0 ? c / kBlockK : -((-c + kBlockK - 1) / kBlockK);
-    from = min(from, floor_div + 1);
-  }
-  return from;
+  const int from = (p.seq_k % kBlockK) ? p.num_k_blocks - 1 : p.num_k_blocks;
+  if (!p.causal) return from;
+  return min(from, (w.qb * kBlockQ + p.causal_offset + 1) / kBlockK);
 }
 
 // INT8 scales of this thread's two query rows in tile w (q_scale holds one per row; tile w's
