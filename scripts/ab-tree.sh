@@ -18,5 +18,6 @@ git rev-parse --verify --quiet "$ref^{commit}" >/dev/null || {
 }
 mkdir -p "$(dirname "$out")"
 # What a build needs (the layout of scripts/setup.sh's configure).
-git archive --format=tar "$ref" CMakeLists.txt cmake src kernels python tests configs scripts >"$out"
+git archive --format=tar "$ref" CMakeLists.txt cmake src kernels python tests configs scripts \
+  >"$out"
 echo "$out ($(git rev-parse --short=12 "$ref"))"

@@ -62,8 +62,8 @@ t0=$(date +%s)
 build a sparge ${AB_A:-} || { tail -20 "$R/build-a.log"; exit 1; }
 # shellcheck disable=SC2086
 build b "$targets_b" ${AB_B:-} || { tail -20 "$R/build-b.log"; exit 1; }
-echo "gpu-ab: built A (${AB_SRC_A:-this tree} ${AB_A:-}) and B (${AB_SRC_B:-this tree} ${AB_B:-}) in $(($(date +%s) - t0)) s" |
-  tee "$R/summary.txt"
+side_a="${AB_SRC_A:-this tree} ${AB_A:-}" side_b="${AB_SRC_B:-this tree} ${AB_B:-}"
+echo "gpu-ab: built A ($side_a) and B ($side_b) in $(($(date +%s) - t0)) s" | tee "$R/summary.txt"
 
 rc=0
 if [[ -n "${AB_TESTS:-}" ]]; then

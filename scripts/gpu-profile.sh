@@ -18,14 +18,21 @@ mkdir -p "$P"
 rc=0
 # Pipes (of peak over active cycles), issue slots, and stalls per issued instruction: session 23's
 # reading of the D = 64 kernel (kernels/NOTES.md, "Profile of the D = 64 kernel after run 27").
-PIPE_METRICS='regex:sm__inst_executed_pipe_.*\.avg\.pct_of_peak_sustained_active,regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,smsp__issue_active.avg.pct_of_peak_sustained_active,sm__warps_active.avg.per_cycle_active,gpc__cycles_elapsed.max,smsp__inst_executed.sum'
+PIPE_METRICS=$(
+  IFS=,
+  m=('regex:sm__inst_executed_pipe_.*\.avg\.pct_of_peak_sustained_active'
+    'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio'
+    smsp__issue_active.avg.pct_of_peak_sustained_active sm__warps_active.avg.per_cycle_active
+    gpc__cycles_elapsed.max smsp__inst_executed.sum)
+  echo "${m[*]}"
+)
 for shape in ${PROFILE_SHAPES:-1,32,8192,128 1,32,8192,64}; do
   tag=${shape//,/_}
   t0=$(date +%s)
   bench=(build/src/sparge --no-progress bench --shape "$shape" --density 1 --no-baselines
     --min-samples 1 --warmup-ms 0)
   ncu -k regex:attention_kernel -c 1 --metrics "$PIPE_METRICS" "${bench[@]}" 2>&1 |
-    grep -E "attention_kernel|pct_of_peak|per_issue_active|per_cycle_active|cycles_elapsed.max|inst_executed.sum" |
+    grep -E "attention_kernel|pct_of_peak|per_issue_active|per_cycle_active|cycles_elapsed|\.sum" |
     awk '$NF != "0" && $NF != "0.00"' >"$P/$tag.pipes.txt" || rc=1
   cat "$P/$tag.pipes.txt"
   [[ ${PROFILE_FULL:-1} == 1 ]] || continue
