@@ -1,38 +1,52 @@
 #!/usr/bin/env bash
-# On the GPU machine: a same-machine A/B of two CMake configurations of this tree (a kernel
-# experiment behind an option against the shipped code). Builds build-a and build-b, runs the
-# GPU tests matching AB_TESTS on B, then `sparge bench ARGS` A B A B ... (AB_ROUNDS rounds, so
-# that a drift of the machine shows as a trend, not as a difference), and `sparge report` of
-# each round's A against its B. Results under $OUT/ab.
+# On the GPU machine: a same-machine A/B of two or more builds of sparge: CMake configurations of
+# this tree (a kernel experiment behind an option against the shipped code) or other commits.
+# Builds build-<side> for each side, runs the GPU tests matching AB_TESTS on every side but a,
+# then `sparge bench ARGS` a b c ... a b c ... (AB_ROUNDS rounds, so that a drift of the machine
+# shows as a trend, not as a difference), and `sparge report` of each round's a against each
+# other side. Results under $OUT/ab.
 #
 #   AB_B='-DSPARGE_KERNEL_EXPERIMENTS=ON' scripts/gpu-ab.sh \
 #     --shape 1,32,32768,128 --shape 2,30,17776,64 --density 0.1 --no-baselines
 #
-# AB_A / AB_B: extra CMake arguments of each side (default none: A is the shipped build).
-# AB_SRC_A / AB_SRC_B: build that side from another source tree: a tar of it, which
+# AB_SIDES: the sides, in bench order (default "a b"; the first is the reference).
+# AB_<SIDE> (AB_A, AB_B, ...): extra CMake arguments of that side (default none).
+# AB_SRC_<SIDE>: build that side from another source tree: a tar of it, which
 # scripts/ab-tree.sh makes from a commit or branch (the GPU machine's copy of this tree has no
-# history), or a directory. E.g. main against a branch (kernels/NOTES.md runs 27-31 ran so):
+# history), or a directory. E.g. main against two branches (kernels/NOTES.md runs 27-31 ran so):
 #
-#   scripts/ab-tree.sh main ab/a.tar && scripts/ab-tree.sh quant-pack-sat ab/b.tar   # here
-#   AB_SRC_A=ab/a.tar AB_SRC_B=ab/b.tar AB_TESTS=Quant scripts/gpu-ab.sh --shape ...  # GPU
+#   scripts/ab-tree.sh main ab/a.tar; scripts/ab-tree.sh BR1 ab/b.tar; ...  # here
+#   AB_SIDES="a b c" AB_SRC_A=ab/a.tar AB_SRC_B=ab/b.tar AB_SRC_C=ab/c.tar \
+#     AB_TESTS=Quant scripts/gpu-ab.sh --shape ...                           # GPU, carry ["ab"]
 #
-# AB_ROUNDS (default 2), AB_TESTS (ctest -R regex of GPU tests to run on B; empty: none) and
-# AB_TEST_TARGETS (the test executables B builds for them; default quant, predict and runtime),
-# SPARGE_CUDA_ARCHS (default 90a: the Hopper kernels only, to halve the build).
+# AB_ROUNDS (default 2), AB_TESTS (ctest -R regex of GPU tests; empty: none) and
+# AB_TEST_TARGETS (the test executables those sides build for them; default quant, predict and
+# runtime), SPARGE_CUDA_ARCHS (default 90a: the Hopper kernels only, to halve the build).
+# AB_BUDGET_S: seconds this script may take (default: no limit). A build that would not leave
+# time for the benches, or a bench that would not end in time, is skipped and says so, so that a
+# call never ends with nothing: each build takes about 50 s on the 16-core GPU machine, a bench
+# of a few shapes seconds. Build and source directories are named build-* (ignored by git), so
+# a warm machine keeps them between calls and a second call rebuilds nothing.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 OUT=${OUT:-$PWD/out}
 R=$OUT/ab
 mkdir -p "$R"
 if [[ $# -eq 0 ]]; then
-  echo "usage: [AB_A=...] AB_B=... scripts/gpu-ab.sh SPARGE_BENCH_ARGS..." >&2
+  echo "usage: [AB_SIDES='a b ...'] [AB_<SIDE>=...] [AB_SRC_<SIDE>=...] scripts/gpu-ab.sh" \
+    "SPARGE_BENCH_ARGS..." >&2
+  exit 2
+fi
+read -r -a sides <<<"${AB_SIDES:-a b}"
+if [[ ${#sides[@]} -lt 2 ]]; then
+  echo "gpu-ab: AB_SIDES needs two sides or more (got '${AB_SIDES:-}')" >&2
   exit 2
 fi
 rounds=${AB_ROUNDS:-2}
-# The tests run on B only, so only B builds them.
-targets_b=sparge
-[[ -n "${AB_TESTS:-}" ]] &&
-  targets_b="sparge ${AB_TEST_TARGETS:-gpu_test_quant gpu_test_predict gpu_test_runtime}"
+t_start=$(date +%s)
+deadline=$((t_start + ${AB_BUDGET_S:-1000000}))
+left() { echo $((deadline - $(date +%s))); }
+log() { echo "gpu-ab: $*" | tee -a "$R/summary.txt"; }
 
 # The source tree of a side: this one, AB_SRC_<SIDE>'s directory, or its tar unpacked.
 src_of() {
@@ -43,43 +57,82 @@ src_of() {
   elif [[ -d $src ]]; then
     echo "$src"
   else
-    rm -rf "ab-src-$1" && mkdir -p "ab-src-$1" && tar -xf "$src" -C "ab-src-$1" && echo "ab-src-$1"
+    local dir="build-src-$1"
+    rm -rf "$dir" && mkdir -p "$dir" && tar -xf "$src" -C "$dir" && echo "$dir"
   fi
 }
 
-# build <side> <targets> <extra cmake args...>; targets and arguments are word lists on purpose.
-# shellcheck disable=SC2086
+# build <side>: sparge, and the test executables on every side but the first.
 build() {
-  local side=$1 targets=$2 src
-  shift 2
+  local side=$1 src var targets=sparge
+  [[ -n "${AB_TESTS:-}" && $side != "${sides[0]}" ]] &&
+    targets="sparge ${AB_TEST_TARGETS:-gpu_test_quant gpu_test_predict gpu_test_runtime}"
   src=$(src_of "$side") || return 1
+  var="AB_${side^^}"
+  # Targets and extra arguments are word lists on purpose.
+  # shellcheck disable=SC2086
   cmake -S "$src" -B "build-$side" -G Ninja -DPython3_EXECUTABLE="$(command -v python3)" \
-    -DSPARGE_CUDA_ARCHS="${SPARGE_CUDA_ARCHS:-90a}" "$@" >"$R/configure-$side.log" 2>&1 &&
+    -DSPARGE_CUDA_ARCHS="${SPARGE_CUDA_ARCHS:-90a}" ${!var:-} >"$R/configure-$side.log" 2>&1 &&
     cmake --build "build-$side" -j "$(nproc)" --target $targets >"$R/build-$side.log" 2>&1
 }
-t0=$(date +%s)
-# shellcheck disable=SC2086
-build a sparge ${AB_A:-} || { tail -20 "$R/build-a.log"; exit 1; }
-# shellcheck disable=SC2086
-build b "$targets_b" ${AB_B:-} || { tail -20 "$R/build-b.log"; exit 1; }
-side_a="${AB_SRC_A:-this tree} ${AB_A:-}" side_b="${AB_SRC_B:-this tree} ${AB_B:-}"
-echo "gpu-ab: built A ($side_a) and B ($side_b) in $(($(date +%s) - t0)) s" | tee "$R/summary.txt"
+
+# Time a build needs, with the benches after it: ~50 s + 10 s per bench run (generous).
+need_build=$((60 + 10 * rounds * ${#sides[@]}))
+built=()
+for side in "${sides[@]}"; do
+  if (($(left) < need_build)); then
+    log "skipped building $side: $(left) s left"
+    continue
+  fi
+  t0=$(date +%s)
+  var="AB_SRC_${side^^}" args="AB_${side^^}"
+  if build "$side"; then
+    log "built $side (${!var:-this tree} ${!args:-}) in $(($(date +%s) - t0)) s"
+    built+=("$side")
+  else
+    log "build of $side failed:"
+    tail -20 "$R/build-$side.log" | tee -a "$R/summary.txt"
+  fi
+done
+if [[ ${#built[@]} -lt 2 || ${built[0]} != "${sides[0]}" ]]; then
+  log "nothing to compare: built ${built[*]:-none}"
+  exit 1
+fi
 
 rc=0
 if [[ -n "${AB_TESTS:-}" ]]; then
-  ctest --test-dir build-b -L gpu -R "$AB_TESTS" --output-on-failure --timeout 300 \
-    >"$R/ctest-b.log" 2>&1 || rc=1
-  tail -3 "$R/ctest-b.log" | tee -a "$R/summary.txt"
+  for side in "${built[@]:1}"; do
+    # The tests must end before the benches start (they share the GPU).
+    if (($(left) < 60)); then
+      log "skipped the tests of $side: $(left) s left"
+      rc=1
+      continue
+    fi
+    timeout $(($(left) - 40)) ctest --test-dir "build-$side" -L gpu -R "$AB_TESTS" \
+      --output-on-failure --timeout 300 >"$R/ctest-$side.log" 2>&1 || rc=1
+    log "tests of $side: $(grep -E 'tests passed|tests failed' "$R/ctest-$side.log" ||
+      echo 'did not finish')"
+  done
 fi
 
 for r in $(seq 1 "$rounds"); do
-  for side in a b; do
-    build-$side/src/sparge --no-progress bench "$@" -o "$R/$side$r.json" --format md \
+  for side in "${built[@]}"; do
+    if (($(left) < 20)); then
+      log "skipped bench $side round $r: $(left) s left"
+      rc=1
+      continue
+    fi
+    "build-$side/src/sparge" --no-progress bench "$@" -o "$R/$side$r.json" --format md \
       >"$R/$side$r.md" 2>&1 || rc=1
   done
-  # exit 1 of report means "B slower somewhere": a finding, not a failure of this script
-  build-a/src/sparge report "$R/a$r.json" "$R/b$r.json" >"$R/report$r.md" 2>&1
-  echo "gpu-ab: round $r (report exit $?)" | tee -a "$R/summary.txt"
-  grep -E "^\|" "$R/report$r.md" | head -20 | tee -a "$R/summary.txt"
+  ref=${built[0]}
+  for side in "${built[@]:1}"; do
+    [[ -f "$R/$ref$r.json" && -f "$R/$side$r.json" ]] || continue
+    # exit 1 of report means "this side slower somewhere": a finding, not a failure of this script
+    "build-$ref/src/sparge" report "$R/$ref$r.json" "$R/$side$r.json" >"$R/report-$side$r.md" 2>&1
+    log "round $r, $side against $ref (report exit $?)"
+    grep -E "^\|" "$R/report-$side$r.md" | head -20 | tee -a "$R/summary.txt"
+  done
 done
+log "done in $(($(date +%s) - t_start)) s"
 exit $rc
