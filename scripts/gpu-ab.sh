@@ -22,6 +22,10 @@
 # AB_ROUNDS (default 2), AB_TESTS (ctest -R regex of GPU tests; empty: none) and
 # AB_TEST_TARGETS (the test executables those sides build for them; default quant, predict and
 # runtime), SPARGE_CUDA_ARCHS (default 90a: the Hopper kernels only, to halve the build).
+# AB_EXTRA: a command run once per side after the benches, with BUILD set to the side's build
+# directory, output in $OUT/ab/extra-<side>.log; e.g. the per-pass timing of the preparation:
+#   AB_EXTRA='$BUILD/tests/gpu_test_runtime --gtest_also_run_disabled_tests
+#             --gtest_filter=*PrepareTiming*'   (with gpu_test_runtime in AB_TEST_TARGETS)
 # AB_BUDGET_S: seconds this script may take (default: no limit). A build that would not leave
 # time for the benches, or a bench that would not end in time, is skipped and says so, so that a
 # call never ends with nothing: each build takes about 50 s on the 16-core GPU machine, a bench
@@ -62,10 +66,11 @@ src_of() {
   fi
 }
 
-# build <side>: sparge, and the test executables on every side but the first.
+# build <side>: sparge, and the test executables when there are tests or an extra command (the
+# reference side too, for the extra command).
 build() {
   local side=$1 src var targets=sparge
-  [[ -n "${AB_TESTS:-}" && $side != "${sides[0]}" ]] &&
+  [[ -n "${AB_TESTS:-}${AB_EXTRA:-}" ]] &&
     targets="sparge ${AB_TEST_TARGETS:-gpu_test_quant gpu_test_predict gpu_test_runtime}"
   src=$(src_of "$side") || return 1
   var="AB_${side^^}"
@@ -134,5 +139,15 @@ for r in $(seq 1 "$rounds"); do
     grep -E "^\|" "$R/report-$side$r.md" | head -20 | tee -a "$R/summary.txt"
   done
 done
+if [[ -n "${AB_EXTRA:-}" ]]; then
+  for side in "${built[@]}"; do
+    if (($(left) < 30)); then
+      log "skipped the extra command of $side: $(left) s left"
+      continue
+    fi
+    BUILD=build-$side timeout $(($(left) - 10)) bash -c "$AB_EXTRA" >"$R/extra-$side.log" 2>&1
+    log "extra command of $side: exit $?"
+  done
+fi
 log "done in $(($(date +%s) - t_start)) s"
 exit $rc
