@@ -5,9 +5,8 @@ from __future__ import annotations
 import contextlib
 
 import torch
-import torch.nn.functional as F
 
-from sparge_capture import track_modules
+from sparge_capture import SdpaPatch
 
 from ._config import Config, ConfigError, LayerConfig, load_config
 from ._ops import load_library
@@ -49,8 +48,7 @@ class Applied:
         self._thresholds: dict[tuple, tuple] = {}     # (layer, device) -> device tensors
         self._perm: dict[tuple, torch.Tensor] = {}    # device -> permutation
         self._module_stack: list[str] = []
-        self._hooks = []
-        self._orig_sdpa = None
+        self._patch = SdpaPatch()
 
     # -- matching calls to layers ------------------------------------------------------------
     def _begin_forward(self, *_):
@@ -130,22 +128,12 @@ class Applied:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def install(self) -> None:
-        self._orig_sdpa = F.scaled_dot_product_attention
-        F.scaled_dot_product_attention = self._sdpa
-        if self.model is None:
-            return
-        self._hooks.append(self.model.register_forward_pre_hook(self._begin_forward))
-        self._hooks.append(self.model.register_forward_hook(self._end_forward))
         # Module paths the way sparge_capture recorded them.
-        self._hooks.extend(track_modules(self.model, self._module_stack))
+        self._patch.install(self._sdpa, self.model, pre=self._begin_forward,
+                            post=self._end_forward, stack=self._module_stack)
 
     def uninstall(self) -> None:
-        if self._orig_sdpa is not None:
-            F.scaled_dot_product_attention = self._orig_sdpa
-            self._orig_sdpa = None
-        for h in self._hooks:
-            h.remove()
-        self._hooks.clear()
+        self._patch.remove()
 
     def next_forward(self) -> None:
         """Without a model: marks the start of a new forward (layer order restarts at 0)."""

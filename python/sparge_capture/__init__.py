@@ -12,8 +12,9 @@ forwards. The file follows docs/dump-format.md (schema "sparge.qkv-dump" v1) and
 ``sparge tune`` / ``sparge inspect`` read.
 """
 
-from ._capture import Capture, capture, track_modules
+from ._capture import Capture, SdpaPatch, capture, track_modules
 from ._h5 import DumpFileWriter, fnv1a64
 
 __version__ = "0.1.0"
-__all__ = ["Capture", "capture", "track_modules", "DumpFileWriter", "fnv1a64", "__version__"]
+__all__ = ["Capture", "SdpaPatch", "capture", "track_modules", "DumpFileWriter", "fnv1a64",
+           "__version__"]

@@ -56,6 +56,38 @@ def track_modules(model: torch.nn.Module, stack: list[str]) -> list:
     return handles
 
 
+class SdpaPatch:
+    """``torch.nn.functional.scaled_dot_product_attention`` routed to ``fn`` and, with a model,
+    forward hooks on it (``pre`` / ``post`` on the model, ``track_modules`` keeping ``stack``),
+    until :meth:`remove`. The one place capture and sparge.apply patch torch, so both restore
+    it the same way. ``original`` is the function that was replaced (None when not installed)."""
+
+    def __init__(self) -> None:
+        self.original = None
+        self._hooks: list = []
+
+    def install(self, fn, model: torch.nn.Module | None = None, *, pre=None, post=None,
+                stack: list[str] | None = None) -> None:
+        self.original = F.scaled_dot_product_attention
+        F.scaled_dot_product_attention = fn
+        if model is None:
+            return
+        if pre is not None:
+            self._hooks.append(model.register_forward_pre_hook(pre))
+        if post is not None:
+            self._hooks.append(model.register_forward_hook(post))
+        if stack is not None:
+            self._hooks.extend(track_modules(model, stack))
+
+    def remove(self) -> None:
+        if self.original is not None:
+            F.scaled_dot_product_attention = self.original
+            self.original = None
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+
+
 class Capture:
     """Records the q, k, v (and optionally o) of attention calls into a sparge dump.
 
@@ -78,12 +110,11 @@ class Capture:
         self._causal = None       # is_causal of the first call (the dump's root attribute)
         self._scale = None        # explicit softmax scale of the first call, if any
         self._module_stack: list[str] = []
-        self._hooks = []
+        self._patch = SdpaPatch()
         self._model = model
         self._writer = DumpFileWriter(self.path, model_id=model_id, producer=_PRODUCER,
                                       capture_point=capture_point, grid=grid,
                                       text_prefix=text_prefix, text_suffix=text_suffix)
-        self._orig_sdpa = None
         self._warned: set[str] = set()
 
     # -- samples ---------------------------------------------------------------------------
@@ -145,7 +176,7 @@ class Capture:
 
     def _sdpa(self, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
               scale=None, enable_gqa=False, **kwargs):
-        out = self._orig_sdpa(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p,
+        out = self._patch.original(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p,
                               is_causal=is_causal, scale=scale, enable_gqa=enable_gqa, **kwargs)
         if attn_mask is not None:
             self._warn_once("mask", "attn_mask is not stored in the dump; tuning will assume "
@@ -157,19 +188,11 @@ class Capture:
 
     # -- lifecycle -------------------------------------------------------------------------
     def _install(self) -> None:
-        self._orig_sdpa = F.scaled_dot_product_attention
-        F.scaled_dot_product_attention = self._sdpa
-        if self._model is not None:
-            self._hooks.append(self._model.register_forward_pre_hook(self._begin_forward))
-            self._hooks.extend(track_modules(self._model, self._module_stack))
+        self._patch.install(self._sdpa, self._model, pre=self._begin_forward,
+                            stack=self._module_stack)
 
     def _uninstall(self) -> None:
-        if self._orig_sdpa is not None:
-            F.scaled_dot_product_attention = self._orig_sdpa
-            self._orig_sdpa = None
-        for h in self._hooks:
-            h.remove()
-        self._hooks.clear()
+        self._patch.remove()
 
     def close(self) -> None:
         if self._writer.num_layers == 0:

@@ -250,3 +250,23 @@ def test_mismatched_model_is_refused(tuned):
         with pytest.raises(sparge.ConfigError, match="2 heads in the config, the call has 4"):
             wide(xs[2])
     assert F.scaled_dot_product_attention.__module__ != "sparge._apply"  # patch undone
+
+
+def test_apply_restores_torch_and_removes_its_hooks(tuned):
+    """As capture: after the block, on a normal exit and on an exception, torch's own SDPA is
+    back and none of the model, forward and module-path hooks is left on the model."""
+    model, xs, cfg_path = tuned
+
+    def hook_count(m):
+        return sum(len(x._forward_hooks) + len(x._forward_pre_hooks) for x in m.modules())
+
+    sdpa = F.scaled_dot_product_attention
+    assert hook_count(model) == 0
+    with torch.no_grad(), sparge.apply(model, cfg_path):
+        assert F.scaled_dot_product_attention is not sdpa and hook_count(model) > 0
+        model(xs[2])
+    assert F.scaled_dot_product_attention is sdpa and hook_count(model) == 0
+    with pytest.raises(RuntimeError, match="boom"):
+        with torch.no_grad(), sparge.apply(model, cfg_path):
+            raise RuntimeError("boom")
+    assert F.scaled_dot_product_attention is sdpa and hook_count(model) == 0

@@ -168,6 +168,27 @@ def test_failed_capture_leaves_no_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def hook_count(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def test_capture_restores_torch_and_removes_its_hooks(tmp_path):
+    """Inside the block SDPA is patched and the model's modules hooked (module paths); after it,
+    on a normal exit and on an exception, torch's own function is back and no hook is left."""
+    sdpa = F.scaled_dot_product_attention
+    model = TinyTransformer().eval()
+    assert hook_count(model) == 0
+    with torch.no_grad(), sparge_capture.capture(tmp_path / "ok.h5", model=model):
+        assert F.scaled_dot_product_attention is not sdpa and hook_count(model) > 0
+        model(torch.randn(1, 16, 64))
+    assert F.scaled_dot_product_attention is sdpa and hook_count(model) == 0
+    with pytest.raises(RuntimeError, match="boom"):
+        with torch.no_grad(), sparge_capture.capture(tmp_path / "failed.h5", model=model):
+            model(torch.randn(1, 16, 64))
+            raise RuntimeError("boom")
+    assert F.scaled_dot_product_attention is sdpa and hook_count(model) == 0
+
+
 def test_sparge_rejects_what_the_writer_would_not_write(tmp_path):
     # The C++ reader and the Python writer agree on validity: NaN in a capture is stored, and
     # `sparge inspect` then fails with exit 65 naming the tensor.
