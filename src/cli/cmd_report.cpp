@@ -153,7 +153,8 @@ void register_report(CLI::App& app, Context& ctx) {
   auto* sub = app.add_subcommand(
       "report",
       "Compare two runs: BASE.json NEW.json (sparge bench results; rows matched by kernel, "
-      "shape, causal, density, inputs; noise-aware SLOW/FAST/SAME/NOISY; a row whose rel-L1 "
+      "shape, causal, density, inputs; noise-aware SLOW/FAST/SAME/NOISY; one 'prepare' row per "
+      "shape compares prediction + quantisation; a row whose rel-L1 "
       "grew by more than max(10% of the base, 0.002) is LESS ACCURATE) or OLD.yaml NEW.yaml "
       "(tuned configs; per-layer sparsity and worst error). Markdown on stdout; exit 1 on a "
       "regression (a SLOW, LESS ACCURATE or GONE row, a layer over budget, less sparse or gone).\n"

@@ -7,6 +7,7 @@
 #include <charconv>
 #include <cmath>
 #include <map>
+#include <set>
 #include <tuple>
 
 #include "common/error.hpp"
@@ -154,6 +155,25 @@ BenchComparison compare_bench(const bench::Results& base, const bench::Results& 
     }
     cmp.rows.push_back(std::move(rc));
   }
+  // Prediction + quantisation: the same for every density of a shape, so compared once per
+  // kernel, shape, causal flag and inputs. The bench records no spread for it, so the threshold
+  // alone decides (its run-to-run scatter on the H100 is ~2 %, kernels/NOTES.md).
+  std::set<Key> prepared;
+  const size_t matched = cmp.rows.size();
+  for (size_t i = 0; i < matched; ++i) {
+    const RowComparison& m = cmp.rows[i];
+    if (!m.base || !m.cur || !m.base->prepare_ms || !m.cur->prepare_ms) continue;
+    Key k = key_of(*m.base);
+    std::get<8>(k) = 0;  // any density
+    if (!prepared.insert(k).second || !(*m.base->prepare_ms > 0)) continue;
+    RowComparison rc = m;
+    rc.prepare = true;
+    rc.less_accurate = false;
+    rc.delta = *m.cur->prepare_ms / *m.base->prepare_ms - 1.0;
+    rc.noise = 0;
+    rc.status = classify(rc.delta, 0, options.threshold);
+    cmp.rows.push_back(std::move(rc));
+  }
   for (size_t i = 0; i < cur.rows.size(); ++i) {
     if (used[i]) continue;
     RowComparison rc;
@@ -200,6 +220,22 @@ Cells table_cells(const BenchComparison& cmp) {
   for (const RowComparison& r : cmp.rows) {
     const Row& any = r.any();
     const bool both = r.base && r.cur;
+    if (r.prepare) {
+      std::vector<std::string> line{any.label() + " · prepare",
+                                    any.shape.str(),
+                                    any.causal ? "yes" : "no",
+                                    "-",
+                                    fmt::format("{:.4g}", *r.base->prepare_ms),
+                                    fmt::format("{:.4g}", *r.cur->prepare_ms),
+                                    fmt::format("{:+.1f}%", 100 * r.delta),
+                                    "-",
+                                    "-",
+                                    "-"};
+      if (accuracy) line.push_back("-");
+      line.push_back(status_cell(r));
+      c.rows.push_back(std::move(line));
+      continue;
+    }
     std::optional<double> xdense = r.cur ? r.cur->speedup_vs(r.cur->dense_ms) : std::nullopt;
     std::vector<std::string> line{any.label(),
                                   any.shape.str(),
@@ -262,6 +298,13 @@ std::string rule_line(const BenchComparison& cmp, const CompareOptions& o) {
       "spread_new²), spread = IQR/median of the samples; NOISY = within the noise but the noise "
       "exceeds {:g}%.",
       100 * o.threshold, 100 * o.threshold);
+  if (std::any_of(cmp.rows.begin(), cmp.rows.end(),
+                  [](const RowComparison& r) { return r.prepare; })) {
+    s += fmt::format(
+        " A \"prepare\" row compares prediction + quantisation (one per shape; no spread is "
+        "recorded for it, so a change beyond ±{:g}% is SLOW/FAST).",
+        100 * o.threshold);
+  }
   if (cmp.has_accuracy()) {
     s += fmt::format(
         " A rel-L1 grown by more than max({:g}% of the base, {:g}) is LESS ACCURATE (a "
@@ -300,7 +343,7 @@ std::string tops_charts(const BenchComparison& cmp) {
   std::map<std::string, Series> groups;  // ordered by title: deterministic output
   for (const RowComparison& r : cmp.rows) {
     const Row& any = r.any();
-    if (any.mask != "random") continue;
+    if (any.mask != "random" || r.prepare) continue;
     const std::string title =
         fmt::format("{} · {}{}", any.name, any.shape.str(), any.causal ? " · causal" : "");
     if (r.base) groups[title].base.emplace_back(r.base->density, r.base->effective_tops());
@@ -372,7 +415,7 @@ std::string tops_charts(const BenchComparison& cmp) {
 std::string speedup_bars(const BenchComparison& cmp) {
   std::vector<std::pair<std::string, double>> bars;
   for (const RowComparison& r : cmp.rows) {
-    if (!r.base || !r.cur) continue;
+    if (!r.base || !r.cur || r.prepare) continue;
     const Row& a = *r.cur;
     bars.emplace_back(fmt::format("{} {}{} d={:g}", a.label(), a.shape.str(),
                                   a.causal ? " causal" : "", a.density),

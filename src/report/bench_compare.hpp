@@ -44,6 +44,9 @@ struct RowComparison {
   double noise = 0;  // combined relative spread
   Status status = Status::kSame;
   bool less_accurate = false;  // rel-L1 grew beyond the accuracy threshold (a regression)
+  // Compares the rows' prepare_ms (prediction + quantisation, runtime::prepare) instead of their
+  // kernel time: one such comparison per kernel, shape, causal flag and inputs.
+  bool prepare = false;
   const bench::Row& any() const { return cur ? *cur : *base; }
 };
 

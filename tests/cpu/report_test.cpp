@@ -138,6 +138,40 @@ TEST(ReportRule, RandomRowsClassifiedByThresholdAndNoise) {
   }
 }
 
+TEST(ReportRule, PrepareTimeIsComparedOncePerShape) {
+  // Two densities of one shape share one prepare time: a prepare slowdown with unchanged kernel
+  // times is one SLOW "prepare" row (a regression: exit 1), not one per density, and the kernel
+  // rows stay SAME. Without prepare times there is no such row.
+  bench::Results base, cur;
+  for (int i = 0; i < 2; ++i) {
+    bench::Row r = make_row(0, 10.0, 0.01);
+    r.density = i == 0 ? 1.0 : 0.5;  // two densities of one shape
+    r.prepare_ms = 0.60;
+    base.rows.push_back(r);
+    r.prepare_ms = 0.72;  // +20 %
+    cur.rows.push_back(r);
+  }
+  report::CompareOptions opt;
+  auto cmp = report::compare_bench(base, cur, opt, "base", "new");
+  ASSERT_EQ(cmp.rows.size(), 3u);
+  EXPECT_EQ(cmp.count(report::Status::kSlow), 1);
+  EXPECT_EQ(cmp.count(report::Status::kSame), 2);
+  EXPECT_TRUE(cmp.rows.front().prepare);  // regressions first
+  EXPECT_NEAR(cmp.rows.front().delta, 0.20, 1e-9);
+  EXPECT_TRUE(cmp.failed(opt));
+  const std::string md = report::render_markdown(cmp, opt);
+  EXPECT_NE(md.find("sparge_fwd.sm90.hd128.i8f8 · prepare"), std::string::npos) << md;
+  EXPECT_NE(md.find("| 0.6 | 0.72 | +20.0% |"), std::string::npos) << md;
+
+  for (auto& r : cur.rows) r.prepare_ms = 0.61;  // inside the 5 % threshold
+  cmp = report::compare_bench(base, cur, opt, "base", "new");
+  EXPECT_EQ(cmp.count(report::Status::kSame), 3);
+  EXPECT_FALSE(cmp.failed(opt));
+
+  for (auto& r : cur.rows) r.prepare_ms.reset();  // one side without: nothing to compare
+  EXPECT_EQ(report::compare_bench(base, cur, opt, "base", "new").rows.size(), 2u);
+}
+
 TEST(ReportRule, ClassifyBoundaries) {
   EXPECT_EQ(report::classify(0.06, 0.01, 0.05), report::Status::kSlow);
   EXPECT_EQ(report::classify(-0.06, 0.01, 0.05), report::Status::kFast);
