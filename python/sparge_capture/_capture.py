@@ -177,7 +177,8 @@ class Capture:
     def _sdpa(self, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
               scale=None, enable_gqa=False, **kwargs):
         out = self._patch.original(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p,
-                              is_causal=is_causal, scale=scale, enable_gqa=enable_gqa, **kwargs)
+                                   is_causal=is_causal, scale=scale, enable_gqa=enable_gqa,
+                                   **kwargs)
         if attn_mask is not None:
             self._warn_once("mask", "attn_mask is not stored in the dump; tuning will assume "
                             "unmasked attention")

@@ -163,9 +163,10 @@ BenchComparison compare_bench(const bench::Results& base, const bench::Results& 
   for (size_t i = 0; i < matched; ++i) {
     const RowComparison& m = cmp.rows[i];
     if (!m.base || !m.cur || !m.base->prepare_ms || !m.cur->prepare_ms) continue;
+    if (!(*m.base->prepare_ms > 0)) continue;  // no ratio to a zero or NaN base
     Key k = key_of(*m.base);
     std::get<8>(k) = 0;  // any density
-    if (!prepared.insert(k).second || !(*m.base->prepare_ms > 0)) continue;
+    if (!prepared.insert(k).second) continue;
     RowComparison rc = m;
     rc.prepare = true;
     rc.less_accurate = false;
