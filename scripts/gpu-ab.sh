@@ -26,11 +26,12 @@
 # directory, output in $OUT/ab/extra-<side>.log; e.g. the per-pass timing of the preparation:
 #   AB_EXTRA='$BUILD/tests/gpu_test_runtime --gtest_also_run_disabled_tests
 #             --gtest_filter=*PrepareTiming*'   (with gpu_test_runtime in AB_TEST_TARGETS)
-# AB_BUDGET_S: seconds this script may take (default: no limit). A build that would not leave
-# time for the benches, or a bench that would not end in time, is skipped and says so, so that a
-# call never ends with nothing: each build takes about 50 s on the 16-core GPU machine, a bench
-# of a few shapes seconds. Build and source directories are named build-* (ignored by git), so
-# a warm machine keeps them between calls and a second call rebuilds nothing.
+# AB_BUDGET_S: seconds this script may take (default: no limit). Builds that would not leave time
+# for the benches, or a bench that would not end in time, are skipped and say so, so that a call
+# never ends with nothing. The sides build together (one alone takes about 50 s on the 16-core
+# GPU machine); a bench of a few shapes takes seconds. Build and source directories are named
+# build-* (ignored by git), so a warm machine keeps them between calls and a second call
+# rebuilds nothing.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 OUT=${OUT:-$PWD/out}
@@ -66,10 +67,10 @@ src_of() {
   fi
 }
 
-# build <side>: sparge, and the test executables when there are tests or an extra command (the
-# reference side too, for the extra command).
+# build <side> <jobs>: sparge, and the test executables when there are tests or an extra command
+# (the reference side too, for the extra command).
 build() {
-  local side=$1 src var targets=sparge
+  local side=$1 jobs=$2 src var targets=sparge
   [[ -n "${AB_TESTS:-}${AB_EXTRA:-}" ]] &&
     targets="sparge ${AB_TEST_TARGETS:-gpu_test_quant gpu_test_predict gpu_test_runtime}"
   src=$(src_of "$side") || return 1
@@ -78,26 +79,35 @@ build() {
   # shellcheck disable=SC2086
   cmake -S "$src" -B "build-$side" -G Ninja -DPython3_EXECUTABLE="$(command -v python3)" \
     -DSPARGE_CUDA_ARCHS="${SPARGE_CUDA_ARCHS:-90a}" ${!var:-} >"$R/configure-$side.log" 2>&1 &&
-    cmake --build "build-$side" -j "$(nproc)" --target $targets >"$R/build-$side.log" 2>&1
+    cmake --build "build-$side" -j "$jobs" --target $targets >"$R/build-$side.log" 2>&1
 }
 
-# Time a build needs, with the benches after it: ~50 s + 10 s per bench run (generous).
+# All sides build at once: one build is bound by its longest file (predict.cu, quant.cu, the
+# attention kernels, each one nvcc process), so building them one after another leaves most cores
+# idle. Each side gets a share of the cores, at least two.
 need_build=$((60 + 10 * rounds * ${#sides[@]}))
+jobs=$(($(nproc) * 2 / ${#sides[@]}))
+((jobs < 2)) && jobs=2
+if (($(left) < need_build)); then
+  log "skipped the builds: $(left) s left"
+  exit 1
+fi
+t0=$(date +%s)
+for side in "${sides[@]}"; do
+  (
+    var="AB_SRC_${side^^}" args="AB_${side^^}"
+    if build "$side" "$jobs"; then
+      log "built $side (${!var:-this tree} ${!args:-}) in $(($(date +%s) - t0)) s"
+      touch "$R/.built-$side"
+    else
+      log "build of $side failed: $(tail -20 "$R/build-$side.log")"
+    fi
+  ) &
+done
+wait
 built=()
 for side in "${sides[@]}"; do
-  if (($(left) < need_build)); then
-    log "skipped building $side: $(left) s left"
-    continue
-  fi
-  t0=$(date +%s)
-  var="AB_SRC_${side^^}" args="AB_${side^^}"
-  if build "$side"; then
-    log "built $side (${!var:-this tree} ${!args:-}) in $(($(date +%s) - t0)) s"
-    built+=("$side")
-  else
-    log "build of $side failed:"
-    tail -20 "$R/build-$side.log" | tee -a "$R/summary.txt"
-  fi
+  [[ -f "$R/.built-$side" ]] && built+=("$side") && rm -f "$R/.built-$side"
 done
 if [[ ${#built[@]} -lt 2 || ${built[0]} != "${sides[0]}" ]]; then
   log "nothing to compare: built ${built[*]:-none}"
