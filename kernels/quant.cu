@@ -302,13 +302,8 @@ __device__ void block_stats(const T* __restrict__ src, int64_t stride_n,
     uint32_t w[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      uint32_t packed = 0;
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int8_t q = dev::to_int8(x[4 * h + i] * inv);
-        packed |= static_cast<uint32_t>(static_cast<uint8_t>(q)) << (8 * i);
-      }
-      w[h] = packed;
+      w[h] = dev::pack_int8x4(x[4 * h] * inv, x[4 * h + 1] * inv, x[4 * h + 2] * inv,
+                              x[4 * h + 3] * inv);
     }
     *reinterpret_cast<uint2*>(out8 + static_cast<int64_t>(r) * D + col) = make_uint2(w[0], w[1]);
   }
