@@ -28,6 +28,7 @@
 
 #include "kernels/api.h"
 #include "kernels/common/device_utils.cuh"
+#include "kernels/common/divide_rn.h"
 
 namespace sparge::kernels {
 namespace {
@@ -302,13 +303,8 @@ __device__ void block_stats(const T* __restrict__ src, int64_t stride_n,
     uint32_t w[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      uint32_t packed = 0;
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int8_t q = dev::to_int8(x[4 * h + i] * inv);
-        packed |= static_cast<uint32_t>(static_cast<uint8_t>(q)) << (8 * i);
-      }
-      w[h] = packed;
+      w[h] = dev::pack_int8x4(x[4 * h] * inv, x[4 * h + 1] * inv, x[4 * h + 2] * inv,
+                              x[4 * h + 3] * inv);
     }
     *reinterpret_cast<uint2*>(out8 + static_cast<int64_t>(r) * D + col) = make_uint2(w[0], w[1]);
   }
@@ -389,9 +385,6 @@ __global__ void __launch_bounds__(kThreads, 3) v_quant_kernel(QuantParams p) {
     constexpr int kTokIters = kBk / (kTok * kRowsPerPass);
     static_assert(kTokIters >= 1 && kBk % (kTok * kRowsPerPass) == 0);
     __shared__ __align__(16) uint8_t tile[D * kStride];
-    float scale[8];
-#pragma unroll
-    for (int i = 0; i < 8; ++i) scale[i] = p.v_scale[bh * D + col + i];
     float x[kTokIters][kTok][8];
 #pragma unroll
     for (int it = 0; it < kTokIters; ++it) {
@@ -406,15 +399,18 @@ __global__ void __launch_bounds__(kThreads, 3) v_quant_kernel(QuantParams p) {
         }
       }
     }
+    // Channel-major, so that one channel's divisor is live at a time (all of the thread's values
+    // already are: the loads went out first).
 #pragma unroll
-    for (int it = 0; it < kTokIters; ++it) {
-      const int r0 = (it * kRowsPerPass + rsub) * kTok;
+    for (int i = 0; i < 8; ++i) {
+      const DivideRn scale(p.v_scale[bh * D + col + i]);
 #pragma unroll
-      for (int i = 0; i < 8; ++i) {
+      for (int it = 0; it < kTokIters; ++it) {
+        const int r0 = (it * kRowsPerPass + rsub) * kTok;
         uint32_t w = 0;
 #pragma unroll
         for (int u = 0; u < kTok; ++u)
-          w |= static_cast<uint32_t>(dev::to_e4m3(x[it][u][i] / scale[i])) << (8 * u);
+          w |= static_cast<uint32_t>(dev::to_e4m3(scale(x[it][u][i]))) << (8 * u);
         uint8_t* t = tile + (col + i) * kStride + r0;
         if constexpr (kTok == 4) {
           *reinterpret_cast<uint32_t*>(t) = w;
