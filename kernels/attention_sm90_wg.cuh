@@ -8,6 +8,8 @@
 // pingpong's (tested).
 #pragma once
 
+#include <type_traits>
+
 #include "kernels/attention_sm90.cuh"
 #include "kernels/attention_sm90_device.cuh"
 #include "kernels/params.h"
@@ -135,9 +137,12 @@ __global__ void __launch_bounds__(kWgThreads, wg_shape(kD).ctas)
   int32_t s[64];
   mbar_wait(q_full, 0);
 
-#pragma unroll 1
-  for (int it = 0; it < w.num_iters; ++it) {
-    const int stage = it % kStages;
+  // One block on stage kStage, a compile-time constant: the loop below runs the stages in turn,
+  // so each stage's wgmma descriptors and barrier addresses are loop invariants instead of being
+  // rebuilt from it % kStages before every wgmma (uniform-register moves with fixed latency).
+  static_assert(kStages == 2, "the block loop is unrolled over the two stages");
+  auto block = [&](int it, auto stage_tag) {
+    constexpr int stage = decltype(stage_tag)::value;
     const uint32_t phase = (it / kStages) & 1;
     const int j = ld_shared_s16(s_block_u32 + 2 * it);
     const float ks = ld_shared_f32(s_kscale_u32 + 4 * it);
@@ -189,6 +194,11 @@ __global__ void __launch_bounds__(kWgThreads, wg_shape(kD).ctas)
       named_barrier_sync(2, kWgThreads);
       if (threadIdx.x == 0) load_kv(it + kStages);
     }
+  };
+#pragma unroll 1
+  for (int it = 0; it < w.num_iters; it += kStages) {
+    block(it, std::integral_constant<int, 0>{});
+    if (it + 1 < w.num_iters) block(it + 1, std::integral_constant<int, 1>{});
   }
   if (p.stage2_kept && ln.lane == 0) {
     p.stage2_kept[w.row_idx * kGroupsPerBlock + half * 4 + ln.warp] = w.num_iters - skipped;
