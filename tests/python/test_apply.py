@@ -252,14 +252,10 @@ def test_mismatched_model_is_refused(tuned):
     assert F.scaled_dot_product_attention.__module__ != "sparge._apply"  # patch undone
 
 
-def test_apply_restores_torch_and_removes_its_hooks(tuned):
+def test_apply_restores_torch_and_removes_its_hooks(tuned, hook_count):
     """As capture: after the block, on a normal exit and on an exception, torch's own SDPA is
     back and none of the model, forward and module-path hooks is left on the model."""
     model, xs, cfg_path = tuned
-
-    def hook_count(m):
-        return sum(len(x._forward_hooks) + len(x._forward_pre_hooks) for x in m.modules())
-
     sdpa = F.scaled_dot_product_attention
     assert hook_count(model) == 0
     with torch.no_grad(), sparge.apply(model, cfg_path):

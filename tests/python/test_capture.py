@@ -168,11 +168,7 @@ def test_failed_capture_leaves_no_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def hook_count(model: nn.Module) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
-
-
-def test_capture_restores_torch_and_removes_its_hooks(tmp_path):
+def test_capture_restores_torch_and_removes_its_hooks(tmp_path, hook_count):
     """Inside the block SDPA is patched and the model's modules hooked (module paths); after it,
     on a normal exit and on an exception, torch's own function is back and no hook is left."""
     sdpa = F.scaled_dot_product_attention
