@@ -21,7 +21,9 @@
 #
 # AB_ROUNDS (default 2), AB_TESTS (ctest -R regex of GPU tests; empty: none) and
 # AB_TEST_TARGETS (the test executables those sides build for them; default quant, predict and
-# runtime), SPARGE_CUDA_ARCHS (default 90a: the Hopper kernels only, to halve the build).
+# runtime), AB_TEST_REF=1 (run the tests on the first side too: e.g. main after a merge that has
+# not met some test yet), SPARGE_CUDA_ARCHS (default 90a: the Hopper kernels only, to halve the
+# build).
 # AB_EXTRA: a command run once per side after the benches, with BUILD set to the side's build
 # directory, output in $OUT/ab/extra-<side>.log; e.g. the per-pass timing of the preparation:
 #   AB_EXTRA='$BUILD/tests/gpu_test_runtime --gtest_also_run_disabled_tests
@@ -116,7 +118,9 @@ fi
 
 rc=0
 if [[ -n "${AB_TESTS:-}" ]]; then
-  for side in "${built[@]:1}"; do
+  tested=("${built[@]:1}")
+  [[ ${AB_TEST_REF:-0} == 1 ]] && tested=("${built[@]}")
+  for side in "${tested[@]}"; do
     # The tests must end before the benches start (they share the GPU).
     if (($(left) < 60)); then
       log "skipped the tests of $side: $(left) s left"
