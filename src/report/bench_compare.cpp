@@ -103,6 +103,7 @@ namespace {
 
 using Key = std::tuple<std::string, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool,
                        int64_t, std::string>;
+constexpr size_t kKeyDensity = 8;  // Key's density entry
 Key key_of(const Row& r) {
   const auto& s = r.shape;
   // Densities compared at 1e-6 resolution (they are written with full precision). The inputs
@@ -165,7 +166,7 @@ BenchComparison compare_bench(const bench::Results& base, const bench::Results& 
     if (!m.base || !m.cur || !m.base->prepare_ms || !m.cur->prepare_ms) continue;
     if (!(*m.base->prepare_ms > 0)) continue;  // no ratio to a zero or NaN base
     Key k = key_of(*m.base);
-    std::get<8>(k) = 0;  // any density
+    std::get<kKeyDensity>(k) = 0;  // one prepare time per shape: any density
     if (!prepared.insert(k).second) continue;
     RowComparison rc = m;
     rc.prepare = true;
