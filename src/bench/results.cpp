@@ -112,6 +112,7 @@ json to_json(const Results& r) {
                 {"prepare", opt(row.prepare_ms)},
                 {"kernel", row.time.median},
                 {"end_to_end", opt(row.end_to_end_ms)}}},
+              {"split_spread", {{"prepare", opt(row.prepare_spread)}}},
               {"baselines_ms",
                {{"dense", opt(row.dense_ms)},
                 {"sdpa_cudnn", opt(row.cudnn_ms)},
@@ -285,6 +286,7 @@ Results results_from_json(const json& j, const std::string& source) {
     row.prediction_ms = rd.opt_num(x, "split_ms", "prediction", p);
     row.quantisation_ms = rd.opt_num(x, "split_ms", "quantisation", p);
     row.prepare_ms = rd.opt_num(x, "split_ms", "prepare", p);
+    row.prepare_spread = rd.opt_num(x, "split_spread", "prepare", p);
     row.end_to_end_ms = rd.opt_num(x, "split_ms", "end_to_end", p);
     row.dense_ms = rd.opt_num(x, "baselines_ms", "dense", p);
     row.cudnn_ms = rd.opt_num(x, "baselines_ms", "sdpa_cudnn", p);

@@ -86,8 +86,10 @@ struct Row {
   // ran; stage-2 skips are not subtracted), summed over B and H.
   int64_t valid_blocks = 0, kept_blocks = 0;
   std::optional<double> prediction_ms, quantisation_ms, end_to_end_ms;
-  // runtime::prepare (quantisation and prediction overlapped as end-to-end runs them).
-  std::optional<double> prepare_ms;
+  // runtime::prepare (quantisation and prediction overlapped as end-to-end runs them), and the
+  // relative spread (IQR / median) of its samples, so that `sparge report` can tell a change of
+  // the preparation from its noise (absent in files written before it was recorded).
+  std::optional<double> prepare_ms, prepare_spread;
   std::optional<double> dense_ms, cudnn_ms, flash_ms;  // baselines of the same (shape, causal)
   // Accuracy of our output (dense-mask rows only) against `accuracy_reference`: "sdpa_cudnn"
   // (the cuDNN output on the same fp16 inputs; rel_l1 over the whole tensor) or "fp64" (dense

@@ -297,6 +297,7 @@ std::vector<Row> run_group(const Suite& suite, const Group& g, const RunOptions&
     r.quantisation_ms = t_quant.stats.median;
     r.prediction_ms = t_pred.stats.median;
     r.prepare_ms = t_prep.stats.median;
+    r.prepare_spread = t_prep.stats.rel_spread();
     r.end_to_end_ms = t_e2e.stats.median;
     r.command = repro_command(c, suite.dtype, opt.seed, opt.kernel);
     rows.push_back(std::move(r));
@@ -629,7 +630,9 @@ Results run_predicted(const RunOptions& opt) {
                                                      static_cast<double>(r.kept_blocks), kept2);
     }
     r.quantisation_ms = timer.measure([&] { runtime::quantize(q, k, v, geom, ropt); }).stats.median;
-    r.prepare_ms = timer.measure([&] { runtime::prepare(q, k, v, geom, th, ropt); }).stats.median;
+    const Timing t_prep = timer.measure([&] { runtime::prepare(q, k, v, geom, th, ropt); });
+    r.prepare_ms = t_prep.stats.median;
+    r.prepare_spread = t_prep.stats.rel_spread();
     runtime::Prepared pp = p;
     r.prediction_ms = timer.measure([&] { runtime::predict(pp, th, ropt); }).stats.median;
     r.end_to_end_ms = timer

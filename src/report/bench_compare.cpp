@@ -157,7 +157,8 @@ BenchComparison compare_bench(const bench::Results& base, const bench::Results& 
     cmp.rows.push_back(std::move(rc));
   }
   // Prediction + quantisation: the same for every density of a shape, so compared once per
-  // kernel, shape, causal flag and inputs. The bench records no spread for it, so the threshold
+  // kernel, shape, causal flag and inputs, by the same rule as the kernel rows where both runs
+  // recorded the spread of its samples; files from before that have none, and the threshold
   // alone decides (its run-to-run scatter on the H100 is ~2 %, kernels/NOTES.md).
   std::set<Key> prepared;
   const size_t matched = cmp.rows.size();
@@ -172,8 +173,10 @@ BenchComparison compare_bench(const bench::Results& base, const bench::Results& 
     rc.prepare = true;
     rc.less_accurate = false;
     rc.delta = *m.cur->prepare_ms / *m.base->prepare_ms - 1.0;
-    rc.noise = 0;
-    rc.status = classify(rc.delta, 0, options.threshold);
+    rc.noise = m.base->prepare_spread && m.cur->prepare_spread
+                   ? std::hypot(*m.base->prepare_spread, *m.cur->prepare_spread)
+                   : 0.0;
+    rc.status = classify(rc.delta, rc.noise, options.threshold);
     cmp.rows.push_back(std::move(rc));
   }
   for (size_t i = 0; i < cur.rows.size(); ++i) {
@@ -199,6 +202,12 @@ std::string tops(const std::optional<Row>& r) {
 }
 std::string acc(const std::optional<Row>& r) {
   return (r && r->rel_l1) ? fmt::format("{:.4f}", *r->rel_l1) : "-";
+}
+
+// A prepare row's noise: "-" where a run recorded no spread for it (the threshold alone decided).
+std::string prepare_noise(const RowComparison& r) {
+  return r.base->prepare_spread && r.cur->prepare_spread ? fmt::format("{:.1f}%", 100 * r.noise)
+                                                         : "-";
 }
 
 std::string status_cell(const RowComparison& r) {
@@ -230,7 +239,7 @@ Cells table_cells(const BenchComparison& cmp) {
                                     fmt::format("{:.4g}", *r.base->prepare_ms),
                                     fmt::format("{:.4g}", *r.cur->prepare_ms),
                                     fmt::format("{:+.1f}%", 100 * r.delta),
-                                    "-",
+                                    prepare_noise(r),
                                     "-",
                                     "-"};
       if (accuracy) line.push_back("-");
@@ -303,8 +312,9 @@ std::string rule_line(const BenchComparison& cmp, const CompareOptions& o) {
   if (std::any_of(cmp.rows.begin(), cmp.rows.end(),
                   [](const RowComparison& r) { return r.prepare; })) {
     s += fmt::format(
-        " A \"prepare\" row compares prediction + quantisation (one per shape; no spread is "
-        "recorded for it, so a change beyond ±{:g}% is SLOW/FAST).",
+        " A \"prepare\" row compares prediction + quantisation (one per shape), by the same "
+        "rule where both runs recorded its spread; where one did not (files from before it was "
+        "recorded, noise \"-\"), a change beyond ±{:g}% is SLOW/FAST.",
         100 * o.threshold);
   }
   if (cmp.has_accuracy()) {

@@ -75,6 +75,22 @@ TEST(BenchResultsJson, RowWithoutANameNamesTheNewKey) {
   }
 }
 
+// The prepare time's spread survives the file (so `sparge report` can weigh a prepare change
+// against it), and a file without it reads as "not recorded", not as zero.
+TEST(BenchResultsJson, PrepareSpreadRoundTrips) {
+  nlohmann::json j = one_row("name", "kept_blocks");
+  j["rows"][0]["split_ms"]["prepare"] = 0.65;
+  const bench::Results old = bench::results_from_json(j, "old.json");
+  ASSERT_TRUE(old.rows.at(0).prepare_ms.has_value());
+  EXPECT_FALSE(old.rows.at(0).prepare_spread.has_value());
+  bench::Results r = old;
+  r.rows[0].prepare_spread = 0.031;
+  const bench::Results back = bench::results_from_json(bench::to_json(r), "roundtrip");
+  ASSERT_TRUE(back.rows.at(0).prepare_spread.has_value());
+  EXPECT_DOUBLE_EQ(*back.rows[0].prepare_spread, 0.031);
+  EXPECT_DOUBLE_EQ(*back.rows[0].prepare_ms, 0.65);
+}
+
 // Every committed result file (old keys) reads with a name on every row and the kept blocks of
 // its sparse rows, and survives a round trip through the new keys unchanged.
 TEST(BenchResultsJson, CommittedFilesRead) {

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -170,6 +171,43 @@ TEST(ReportRule, PrepareTimeIsComparedOncePerShape) {
 
   for (auto& r : cur.rows) r.prepare_ms.reset();  // one side without: nothing to compare
   EXPECT_EQ(report::compare_bench(base, cur, opt, "base", "new").rows.size(), 2u);
+}
+
+TEST(ReportRule, PrepareSpreadIsItsNoise) {
+  // With the spread of its samples in both runs, a prepare change is weighed against it like a
+  // kernel row: +8 % at 10 % noise is NOISY (no regression), at 1 % SLOW. A run without the
+  // spread (files before it was recorded) falls back to the threshold alone: SLOW.
+  bench::Results base, cur;
+  bench::Row r = make_row(0, 10.0, 0.01);
+  r.prepare_ms = 0.60;
+  r.prepare_spread = 0.07;
+  base.rows.push_back(r);
+  r.prepare_ms = 0.648;  // +8 %
+  r.prepare_spread = 0.07;
+  cur.rows.push_back(r);
+  report::CompareOptions opt;
+  auto prepare_row = [&] {
+    const auto cmp = report::compare_bench(base, cur, opt, "base", "new");
+    for (const auto& row : cmp.rows)
+      if (row.prepare) return row;
+    ADD_FAILURE() << "no prepare row";
+    return report::RowComparison{};
+  };
+  report::RowComparison p = prepare_row();
+  EXPECT_NEAR(p.noise, std::hypot(0.07, 0.07), 1e-12);
+  EXPECT_EQ(p.status, report::Status::kNoisy);
+  const std::string md =
+      report::render_markdown(report::compare_bench(base, cur, opt, "base", "new"), opt);
+  EXPECT_NE(md.find("| 0.6 | 0.648 | +8.0% | 9.9% |"), std::string::npos) << md;
+
+  base.rows[0].prepare_spread = cur.rows[0].prepare_spread = 0.01;
+  EXPECT_EQ(prepare_row().status, report::Status::kSlow);
+
+  base.rows[0].prepare_spread.reset();
+  cur.rows[0].prepare_spread = 0.5;
+  p = prepare_row();
+  EXPECT_EQ(p.noise, 0.0);
+  EXPECT_EQ(p.status, report::Status::kSlow);
 }
 
 TEST(ReportRule, ClassifyBoundaries) {
