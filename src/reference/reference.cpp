@@ -84,9 +84,10 @@ double SparseResult::sparsity_stage1() const {
 
 double SparseResult::sparsity_stage12() const {
   if (valid_blocks == 0) return 0.0;
-  return (2.0 * static_cast<double>(valid_blocks - kept_blocks) + pv_skipped_blocks -
-          pv_padding_blocks) /
-         (2.0 * static_cast<double>(valid_blocks));
+  // Stage 1's figure plus stage 2's share, so that it is never an ulp below stage 1 (the one
+  // fraction (2 (v - k) + ...) / (2 v) rounds below 1 - k / v at v = 3, k = 1).
+  return sparsity_stage1() +
+         (pv_skipped_blocks - pv_padding_blocks) / (2.0 * static_cast<double>(valid_blocks));
 }
 
 namespace detail {

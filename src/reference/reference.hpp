@@ -100,7 +100,7 @@ struct SparseResult {
   // the stage-1+2 sparsity leaves them out (N = 1 would otherwise report 7/16 for a dense head).
   double pv_padding_blocks = 0;
   double sparsity_stage1() const;  // 1 - kept / valid
-  // (2 (valid - kept) + pv_skipped - pv_padding) / (2 valid)
+  // (2 (valid - kept) + pv_skipped - pv_padding) / (2 valid), as stage 1 + stage 2's share
   double sparsity_stage12() const;
 };
 

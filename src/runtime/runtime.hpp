@@ -151,8 +151,10 @@ void run_attention(const Prepared& prepared, const at::Tensor& o, const at::Tens
 // QKᵀ and P·V (2 halves), a block whose P·V stage 2 skipped saves 1 half. `valid`: causally valid
 // block pairs, `kept`: pairs the LUT kept, `stage2_kept`: kept pairs stage 2 did not skip (block
 // units: the sum of run_attention's stage2_kept / (block_q / warp_rows)).
+// Written as stage 1's 1 - kept / valid plus stage 2's share, so that it is never an ulp below
+// the stage-1 figure.
 inline double stage12_sparsity(double valid, double kept, double stage2_kept) {
-  return valid > 0 ? (2.0 * (valid - kept) + (kept - stage2_kept)) / (2.0 * valid) : 0.0;
+  return valid > 0 ? (1.0 - kept / valid) + (kept - stage2_kept) / (2.0 * valid) : 0.0;
 }
 
 // The whole pipeline: predict + quantise + block-sparse attention. Returns [B, H, Nq, D] in the
