@@ -122,6 +122,7 @@ json to_json(const Results& r) {
                 {"vs_cudnn", opt(row.speedup_vs(row.cudnn_ms))},
                 {"vs_flash", opt(row.speedup_vs(row.flash_ms))},
                 {"e2e_vs_cudnn", opt(row.e2e_speedup_vs_cudnn())}}},
+              {"clock_mhz", opt(row.clock_mhz)},
               {"notes", row.notes},
               {"command", row.command}};
     if (row.rel_l1 || row.cosine) {
@@ -291,6 +292,10 @@ Results results_from_json(const json& j, const std::string& source) {
     row.dense_ms = rd.opt_num(x, "baselines_ms", "dense", p);
     row.cudnn_ms = rd.opt_num(x, "baselines_ms", "sdpa_cudnn", p);
     row.flash_ms = rd.opt_num(x, "baselines_ms", "sdpa_flash", p);
+    if (auto c = x.find("clock_mhz"); c != x.end() && !c->is_null()) {
+      if (!c->is_number()) rd.bad(p + ".clock_mhz", "expected a number");
+      row.clock_mhz = c->get<double>();
+    }
     row.rel_l1 = rd.opt_num(x, "accuracy", "rel_l1", p);
     row.cosine = rd.opt_num(x, "accuracy", "cosine", p);
     row.rel_l1_mean = rd.opt_num(x, "accuracy", "rel_l1_mean", p);

@@ -64,6 +64,7 @@ std::string sm90_kernel_of_variant(int variant);
 struct Timing {
   SampleStats stats;
   std::vector<std::string> notes;  // "spread 7.2% > 5%", "SM clock 1410 MHz < 75% of 1980"
+  double clock_mhz = 0;            // SM clock by the probe right after the samples (0: none)
 };
 
 struct Row {
@@ -91,6 +92,10 @@ struct Row {
   // the preparation from its noise (absent in files written before it was recorded).
   std::optional<double> prepare_ms, prepare_spread;
   std::optional<double> dense_ms, cudnn_ms, flash_ms;  // baselines of the same (shape, causal)
+  // The SM clock (MHz) a probe kernel measured right after the row's own samples: two runs of
+  // the same code at clocks a few % apart differ by that much, which `sparge report` points out
+  // (absent in files written before it was recorded, and when the probe is off).
+  std::optional<double> clock_mhz;
   // Accuracy of our output (dense-mask rows only) against `accuracy_reference`: "sdpa_cudnn"
   // (the cuDNN output on the same fp16 inputs; rel_l1 over the whole tensor) or "fp64" (dense
   // attention in fp64 of the stored values; rel_l1 = worst over (batch, head) of the per-head

@@ -122,6 +122,7 @@ Timing GpuTimer::measure(const std::function<void()>& launch) {
   }
   if (opt_.probe_clock && nominal_mhz_ > 0) {
     const double mhz = measure_clock_mhz();
+    t.clock_mhz = mhz;
     if (mhz > 0 && mhz < 0.75 * nominal_mhz_) {
       t.notes.push_back(fmt::format("SM clock {:.0f} MHz < 75% of nominal {:.0f} MHz (throttled?)",
                                     mhz, nominal_mhz_));

@@ -93,6 +93,12 @@ bool less_accurate(double base_rel_l1, double cur_rel_l1, double relative, doubl
   return cur_rel_l1 - base_rel_l1 > std::max(relative * base_rel_l1, absolute);
 }
 
+std::optional<double> clock_change(const RowComparison& r) {
+  if (r.prepare || !r.base || !r.cur || !r.base->clock_mhz || !r.cur->clock_mhz) return {};
+  if (!(*r.base->clock_mhz > 0)) return {};
+  return *r.cur->clock_mhz / *r.base->clock_mhz - 1;
+}
+
 Status classify(double delta, double noise, double threshold) {
   if (std::abs(delta) > std::max(threshold, noise))
     return delta > 0 ? Status::kSlow : Status::kFast;
@@ -210,9 +216,15 @@ std::string prepare_noise(const RowComparison& r) {
                                                          : "-";
 }
 
+bool clocks_apart(const RowComparison& r) {
+  const std::optional<double> c = clock_change(r);
+  return c && std::abs(*c) > kClockApart;
+}
+
 std::string status_cell(const RowComparison& r) {
   std::string s = status_label(r.status);
   if (r.less_accurate) s += " · 🔴 LESS ACCURATE";
+  if (clocks_apart(r)) s += fmt::format(" · SM clock {:+.1f}%", 100 * *clock_change(r));
   return s;
 }
 
@@ -322,6 +334,13 @@ std::string rule_line(const BenchComparison& cmp, const CompareOptions& o) {
         " A rel-L1 grown by more than max({:g}% of the base, {:g}) is LESS ACCURATE (a "
         "regression).",
         100 * o.accuracy_relative, o.accuracy_absolute);
+  }
+  if (const auto apart = std::count_if(cmp.rows.begin(), cmp.rows.end(), clocks_apart)) {
+    s += fmt::format(
+        " {} row{} ran at SM clocks more than {:g}% apart (\"SM clock\" in the status, as the "
+        "probe measured it after the samples): the machine's state moved their Δ by about as "
+        "much, whatever the code did.",
+        apart, apart == 1 ? "" : "s", 100 * kClockApart);
   }
   return s;
 }

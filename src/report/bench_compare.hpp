@@ -50,6 +50,15 @@ struct RowComparison {
   const bench::Row& any() const { return cur ? *cur : *base; }
 };
 
+// SM clocks further apart than this (relative) are marked on a kernel row: the probe reads to
+// well under 0.1 %, and the H100's boost clock moves in steps of ~15 MHz (0.8 %), so 2 % is a
+// change of state (power, temperature), not of reading.
+inline constexpr double kClockApart = 0.02;
+// new/base - 1 of the SM clocks a matched kernel row recorded in both runs; nullopt for a
+// prepare row (the clock belongs to the kernel's samples), a row of one run, or a file without
+// clocks.
+std::optional<double> clock_change(const RowComparison& r);
+
 struct BenchComparison {
   bench::Environment base_env, new_env;
   std::string base_name, new_name;  // file names, for the header

@@ -91,6 +91,29 @@ TEST(BenchResultsJson, PrepareSpreadRoundTrips) {
   EXPECT_DOUBLE_EQ(*back.rows[0].prepare_ms, 0.65);
 }
 
+TEST(BenchResultsJson, ClockRoundTrips) {
+  // A row's SM clock survives the JSON; files written before it was recorded read without one,
+  // and a clock that is not a number is bad input (exit 65) naming its path.
+  const nlohmann::json j = one_row("name", "kept_blocks");
+  const bench::Results old = bench::results_from_json(j, "old.json");
+  EXPECT_FALSE(old.rows.at(0).clock_mhz.has_value());
+  bench::Results r = old;
+  r.rows[0].clock_mhz = 1755.5;
+  const nlohmann::json written = bench::to_json(r);
+  const bench::Results back = bench::results_from_json(written, "roundtrip");
+  ASSERT_TRUE(back.rows.at(0).clock_mhz.has_value());
+  EXPECT_DOUBLE_EQ(*back.rows[0].clock_mhz, 1755.5);
+  nlohmann::json broken = written;
+  broken["rows"][0]["clock_mhz"] = "fast";
+  try {
+    bench::results_from_json(broken, "broken.json");
+    FAIL() << "a non-numeric clock was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ExitCode::kDataError);
+    EXPECT_NE(std::string(e.what()).find("rows[0].clock_mhz"), std::string::npos) << e.what();
+  }
+}
+
 // Every committed result file (old keys) reads with a name on every row and the kept blocks of
 // its sparse rows, and survives a round trip through the new keys unchanged.
 TEST(BenchResultsJson, CommittedFilesRead) {

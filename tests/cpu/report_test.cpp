@@ -426,3 +426,43 @@ TEST(TunedReport, OverBudgetAndSparsityDropFail) {
   EXPECT_EQ(bad.code, 1) << bad.err;
   EXPECT_NE(bad.out.find("OVER BUDGET"), std::string::npos) << bad.out;
 }
+
+TEST(ReportRule, ClockApartIsMarkedNotReclassified) {
+  // Two runs of one build at SM clocks 5 % apart: the row keeps its status by the timing rule,
+  // and the report says that the clock moved (status cell and the rule line). Clocks within
+  // kClockApart, a prepare row and files without clocks are not marked.
+  bench::Results base, cur;
+  bench::Row r = make_row(0, 10.0, 0.01);
+  r.clock_mhz = 1980;
+  r.prepare_ms = 0.6;
+  base.rows.push_back(r);
+  r.time.median = 10.6;  // +6 %
+  r.time.q1 = 10.6 * 0.995;
+  r.time.q3 = 10.6 * 1.005;
+  r.clock_mhz = 1881;  // -5 %
+  r.prepare_ms = 0.6;
+  cur.rows.push_back(r);
+  report::CompareOptions opt;
+  auto cmp = report::compare_bench(base, cur, opt, "base", "new");
+  const report::RowComparison* kernel_row = nullptr;
+  for (const auto& row : cmp.rows) {
+    if (!row.prepare) kernel_row = &row;
+    if (row.prepare) EXPECT_FALSE(report::clock_change(row).has_value());
+  }
+  ASSERT_NE(kernel_row, nullptr);
+  EXPECT_EQ(kernel_row->status, report::Status::kSlow);
+  ASSERT_TRUE(report::clock_change(*kernel_row).has_value());
+  EXPECT_NEAR(*report::clock_change(*kernel_row), -0.05, 1e-12);
+  std::string md = report::render_markdown(cmp, opt);
+  EXPECT_NE(md.find("SLOW · SM clock -5.0%"), std::string::npos) << md;
+  EXPECT_NE(md.find("1 row ran at SM clocks more than 2% apart"), std::string::npos) << md;
+
+  cur.rows[0].clock_mhz = 1960;  // -1 %: within the boost clock's steps
+  md = report::render_markdown(report::compare_bench(base, cur, opt, "base", "new"), opt);
+  EXPECT_EQ(md.find("SM clock"), std::string::npos) << md;
+
+  cur.rows[0].clock_mhz = 1881;
+  base.rows[0].clock_mhz.reset();  // a file from before clocks were recorded
+  md = report::render_markdown(report::compare_bench(base, cur, opt, "base", "new"), opt);
+  EXPECT_EQ(md.find("SM clock"), std::string::npos) << md;
+}
