@@ -112,8 +112,14 @@ TEST(ReferenceAttention, QuantisedDenseMaskIsCloseToExactDense) {
       // attention; we require < 5 % for FP8 (the default tuning budget must leave room for
       // sparsity) and < 2 % for half P·V (only INT8 QK error remains, plus fp16 rounding of P and
       // V).
-      EXPECT_LT(m.rel_l1, pv == ref::PvNumerics::kFp8 ? 0.05 : 0.02);
-      EXPECT_GT(m.cosine, 0.998);
+      // The single query token's case has 48 outputs (3 rows of 16), so its rel-L1 is a
+      // statistic of few values: over 360 seeds its median was that of the other cases (0.033
+      // FP8, 0.009 half) but its tail reached 0.054 / 0.026 where every other case stayed under
+      // 0.041 / 0.014, and it failed the common bounds about once in thirty runs. It gets
+      // twice the bounds and a cosine of 0.995 (its lowest: 0.9987).
+      const bool few = c.B * c.H * c.nq * c.D < 1024;
+      EXPECT_LT(m.rel_l1, (pv == ref::PvNumerics::kFp8 ? 0.05 : 0.02) * (few ? 2 : 1));
+      EXPECT_GT(m.cosine, few ? 0.995 : 0.998);
       EXPECT_TRUE(at::isfinite(r.o).all().item<bool>());
     }
   }
