@@ -373,7 +373,10 @@ HeadErrors head_errors(const at::Tensor& q, const at::Tensor& k, const at::Tenso
 // axis (q [S, H, N, D], k/v [S, Hkv, N, D]), run by the kernel at the dense mask (the sparse
 // kernel with every block in its LUT, as the density-1 rows), then N(0, 1) tensors of the same
 // shape. Per row: the kernel-only time and the per-(sample, head) rel-L1 vs dense fp64
-// attention, worst (rel_l1) and mean.
+// attention, worst (rel_l1) and mean; and the preparation's times (quantisation, prediction,
+// prepare) at the shape rows' thresholds, with the stage-1 sparsity they give in a note. The
+// prediction's work depends on the maps it sorts (how peaked the rows are), which N(0, 1)
+// inputs do not have: these are its figures on real-structured data, beside the twin's.
 std::vector<Row> run_accuracy(const AccuracyInput& in, const RunOptions& opt, int device,
                               GpuTimer& timer) {
   io::DumpReader dump(in.dump);
@@ -449,6 +452,18 @@ std::vector<Row> run_accuracy(const AccuracyInput& in, const RunOptions& opt, in
     r.rel_l1_mean = err.rel_l1.mean().item<double>();
     r.cosine = err.cosine;
     r.accuracy_reference = "fp64";
+    const auto th =
+        runtime::Thresholds::uniform(shape.heads, opt.predict_tau, opt.predict_theta, dev);
+    r.quantisation_ms = timer.measure([&] { runtime::quantize(q, k, v, geom, ropt); }).stats.median;
+    runtime::Prepared predicted = runtime::prepare(q, k, v, geom, th, ropt);
+    const double kept = static_cast<double>(predicted.lut_len.sum().item<int64_t>());
+    r.prediction_ms = timer.measure([&] { runtime::predict(predicted, th, ropt); }).stats.median;
+    const Timing t_prep = timer.measure([&] { runtime::prepare(q, k, v, geom, th, ropt); });
+    r.prepare_ms = t_prep.stats.median;
+    r.prepare_spread = t_prep.stats.rel_spread();
+    r.notes.push_back(fmt::format("prepare at tau {:g}, theta {:g}: stage-1 sparsity {:.3f}",
+                                  opt.predict_tau, opt.predict_theta,
+                                  1.0 - kept / static_cast<double>(std::max<int64_t>(1, valid))));
     r.notes.push_back("inputs: " + inputs);
     r.notes.push_back(fmt::format("worst head: sample {} head {} of {}", worst / shape.heads,
                                   worst % shape.heads, shape.batch * shape.heads));

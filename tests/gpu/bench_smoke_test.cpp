@@ -130,6 +130,13 @@ TEST(BenchSmoke, RealDataAccuracyRowsFromADump) {
     EXPECT_LT(*row.rel_l1, 0.1);       // INT8/FP8 error is a few percent
     EXPECT_GT(*row.cosine, 0.99);
     EXPECT_GT(row.time.median, 0.0);
+    // The preparation on these inputs, at the shape rows' thresholds, and the sparsity it gave.
+    ASSERT_TRUE(row.quantisation_ms && row.prediction_ms && row.prepare_ms && row.prepare_spread);
+    EXPECT_GT(*row.prediction_ms, 0.0);
+    EXPECT_GT(*row.prepare_ms, *row.prediction_ms);
+    EXPECT_TRUE(std::any_of(row.notes.begin(), row.notes.end(), [](const std::string& n) {
+      return n.rfind("prepare at tau 0.9, theta -1: stage-1 sparsity ", 0) == 0;
+    })) << (row.notes.empty() ? std::string("no notes") : row.notes.back());
   }
   EXPECT_EQ(run(bin + " report " + json.string() + " " + json.string() + " >/dev/null"), 0);
 }
