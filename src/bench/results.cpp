@@ -167,15 +167,19 @@ namespace {
 struct Reader : JsonFields {
   using JsonFields::JsonFields;
   // Optional: absent or null -> nullopt; anything else must be a number.
+  std::optional<double> opt_num(const json& j, const char* key, const std::string& path) const {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) return std::nullopt;
+    if (!it->is_number()) bad(path + "." + key, "expected a number");
+    return it->get<double>();
+  }
+  // The same for a member of the optional object j[obj].
   std::optional<double> opt_num(const json& j, const char* obj, const char* key,
                                 const std::string& path) const {
     auto o = j.find(obj);
     if (o == j.end() || o->is_null()) return std::nullopt;
     if (!o->is_object()) bad(path + "." + obj, "expected an object");
-    auto it = o->find(key);
-    if (it == o->end() || it->is_null()) return std::nullopt;
-    if (!it->is_number()) bad(fmt::format("{}.{}.{}", path, obj, key), "expected a number");
-    return it->get<double>();
+    return opt_num(*o, key, path + "." + obj);
   }
   std::string opt_str(const json& j, const std::string& key, const std::string& fallback) const {
     auto it = j.find(key);
@@ -292,10 +296,7 @@ Results results_from_json(const json& j, const std::string& source) {
     row.dense_ms = rd.opt_num(x, "baselines_ms", "dense", p);
     row.cudnn_ms = rd.opt_num(x, "baselines_ms", "sdpa_cudnn", p);
     row.flash_ms = rd.opt_num(x, "baselines_ms", "sdpa_flash", p);
-    if (auto c = x.find("clock_mhz"); c != x.end() && !c->is_null()) {
-      if (!c->is_number()) rd.bad(p + ".clock_mhz", "expected a number");
-      row.clock_mhz = c->get<double>();
-    }
+    row.clock_mhz = rd.opt_num(x, "clock_mhz", p);
     row.rel_l1 = rd.opt_num(x, "accuracy", "rel_l1", p);
     row.cosine = rd.opt_num(x, "accuracy", "cosine", p);
     row.rel_l1_mean = rd.opt_num(x, "accuracy", "rel_l1_mean", p);

@@ -128,6 +128,31 @@ void add_notes(Row& row, const Timing& t) {
   if (t.clock_mhz > 0) row.clock_mhz = t.clock_mhz;
 }
 
+// Quantisation (block statistics + INT8/FP8) and prediction (compressed map + TopCdf + LUT),
+// timed separately and together (runtime::prepare, as end-to-end overlaps them): the overhead
+// end-to-end pays on top of the kernel. `predicted` is the inputs quantised and predicted once.
+struct PrepareTimes {
+  runtime::Prepared predicted;
+  Timing quantisation, prediction, prepare;
+  void set(Row& r) const {
+    r.quantisation_ms = quantisation.stats.median;
+    r.prediction_ms = prediction.stats.median;
+    r.prepare_ms = prepare.stats.median;
+    r.prepare_spread = prepare.stats.rel_spread();
+  }
+};
+PrepareTimes time_prepare(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                          const ref::Geometry& geom, const runtime::Thresholds& th,
+                          const runtime::Options& ropt, GpuTimer& timer) {
+  PrepareTimes t;
+  t.predicted = runtime::quantize(q, k, v, geom, ropt);
+  t.quantisation = timer.measure([&] { runtime::quantize(q, k, v, geom, ropt); });
+  runtime::predict(t.predicted, th, ropt);
+  t.prediction = timer.measure([&] { runtime::predict(t.predicted, th, ropt); });
+  t.prepare = timer.measure([&] { runtime::prepare(q, k, v, geom, th, ropt); });
+  return t;
+}
+
 // Kernel-only launches: the parameters are filled once (as a deployed op would cache them), so
 // the timed region holds the kernel launch alone. dense = lut nullptr, the kernels' dense mode
 // (every causally valid block; the runtime always passes a LUT, so this sets the parameters).
@@ -233,15 +258,9 @@ std::vector<Row> run_group(const Suite& suite, const Group& g, const RunOptions&
     }
   }
 
-  // Quantisation (block statistics + INT8/FP8) and prediction (compressed map + TopCdf + LUT),
-  // timed separately: together they are the overhead end-to-end pays on top of the kernel.
-  runtime::Prepared prepared = runtime::quantize(q, k, v, geom, ropt);
-  Timing t_quant = timer.measure([&] { runtime::quantize(q, k, v, geom, ropt); });
   auto th = runtime::Thresholds::uniform(s.heads, opt.predict_tau, opt.predict_theta, dev);
-  runtime::Prepared predicted = prepared;
-  runtime::predict(predicted, th, ropt);
-  Timing t_pred = timer.measure([&] { runtime::predict(predicted, th, ropt); });
-  Timing t_prep = timer.measure([&] { runtime::prepare(q, k, v, geom, th, ropt); });
+  const PrepareTimes prep = time_prepare(q, k, v, geom, th, ropt, timer);
+  const runtime::Prepared& predicted = prep.predicted;
 
   auto o = at::empty({s.batch, s.heads, s.seq_q, s.head_dim}, opts);
   const at::Tensor no_lambda;
@@ -296,10 +315,7 @@ std::vector<Row> run_group(const Suite& suite, const Group& g, const RunOptions&
     r.valid_blocks = bm.valid_blocks;
     r.kept_blocks = bm.kept_blocks;
     r.sparsity_stage1 = 1.0 - bm.density();
-    r.quantisation_ms = t_quant.stats.median;
-    r.prediction_ms = t_pred.stats.median;
-    r.prepare_ms = t_prep.stats.median;
-    r.prepare_spread = t_prep.stats.rel_spread();
+    prep.set(r);
     r.end_to_end_ms = t_e2e.stats.median;
     r.command = repro_command(c, suite.dtype, opt.seed, opt.kernel);
     rows.push_back(std::move(r));
@@ -454,13 +470,9 @@ std::vector<Row> run_accuracy(const AccuracyInput& in, const RunOptions& opt, in
     r.accuracy_reference = "fp64";
     const auto th =
         runtime::Thresholds::uniform(shape.heads, opt.predict_tau, opt.predict_theta, dev);
-    r.quantisation_ms = timer.measure([&] { runtime::quantize(q, k, v, geom, ropt); }).stats.median;
-    runtime::Prepared predicted = runtime::prepare(q, k, v, geom, th, ropt);
-    const double kept = static_cast<double>(predicted.lut_len.sum().item<int64_t>());
-    r.prediction_ms = timer.measure([&] { runtime::predict(predicted, th, ropt); }).stats.median;
-    const Timing t_prep = timer.measure([&] { runtime::prepare(q, k, v, geom, th, ropt); });
-    r.prepare_ms = t_prep.stats.median;
-    r.prepare_spread = t_prep.stats.rel_spread();
+    const PrepareTimes prep = time_prepare(q, k, v, geom, th, ropt, timer);
+    prep.set(r);
+    const double kept = static_cast<double>(prep.predicted.lut_len.sum().item<int64_t>());
     r.notes.push_back(fmt::format("prepare at tau {:g}, theta {:g}: stage-1 sparsity {:.3f}",
                                   opt.predict_tau, opt.predict_theta,
                                   1.0 - kept / static_cast<double>(std::max<int64_t>(1, valid))));
@@ -617,7 +629,8 @@ Results run_predicted(const RunOptions& opt) {
     ropt.return_mask = true;
     if (dump.info().scale) ropt.scale = *dump.info().scale;
     if (permuted) ropt.token_order = order->index;
-    runtime::Prepared p = runtime::prepare(q, k, v, geom, th, ropt);
+    const PrepareTimes prep = time_prepare(q, k, v, geom, th, ropt, timer);
+    const runtime::Prepared& p = prep.predicted;
     Shape s{q.size(0), q.size(1), k.size(1), q.size(2), k.size(2), q.size(3)};
     auto valid = causal_valid_blocks(s.seq_q, s.seq_k, geom.block_q, geom.block_k, ropt.causal);
     Row r;
@@ -646,12 +659,7 @@ Results run_predicted(const RunOptions& opt) {
       r.sparsity_stage12 = runtime::stage12_sparsity(static_cast<double>(r.valid_blocks),
                                                      static_cast<double>(r.kept_blocks), kept2);
     }
-    r.quantisation_ms = timer.measure([&] { runtime::quantize(q, k, v, geom, ropt); }).stats.median;
-    const Timing t_prep = timer.measure([&] { runtime::prepare(q, k, v, geom, th, ropt); });
-    r.prepare_ms = t_prep.stats.median;
-    r.prepare_spread = t_prep.stats.rel_spread();
-    runtime::Prepared pp = p;
-    r.prediction_ms = timer.measure([&] { runtime::predict(pp, th, ropt); }).stats.median;
+    prep.set(r);
     r.end_to_end_ms = timer
                           .measure([&] {
                             runtime::Prepared x = runtime::prepare(q, k, v, geom, th, ropt);
